@@ -1,0 +1,379 @@
+//! The MessagePack envelopes. Every field is named on the wire (a map), so
+//! fields can be added without breaking older peers: unknown fields are
+//! ignored, and optional fields may be absent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::PROTOCOL_VERSION;
+use crate::subject::Category;
+
+/// Who is calling: carried on every request so workers can authorise and
+/// account per principal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The authenticated principal, e.g. the gateway token's owner or an agent id.
+    pub principal: String,
+    /// The MCP session the call belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The service that put the call on the bus, e.g. `sophia-gateway`.
+    #[serde(default)]
+    pub via: String,
+}
+
+/// A tool call, sent as a NATS request to [`crate::subject::tool`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolRequest {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The call's id; responses, progress and cancellation refer to it.
+    pub id: Uuid,
+    /// The tool's name.
+    pub tool: String,
+    /// The arguments, a JSON object already validated against the tool's schema.
+    pub args: Value,
+    /// The call's deadline, as the milliseconds left when it was sent (like
+    /// gRPC's `grpc-timeout`, so clocks need not agree). A worker stops
+    /// working on the call once this has passed.
+    pub timeout_ms: u64,
+    /// Who is calling.
+    pub caller: Caller,
+    /// Where to publish [`Progress`], if the caller wants progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_to: Option<String>,
+}
+
+impl ToolRequest {
+    /// A request for `tool` with `args`, a fresh id and the given deadline.
+    pub fn new(tool: impl Into<String>, args: Value, timeout_ms: u64, caller: Caller) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id: Uuid::new_v4(),
+            tool: tool.into(),
+            args,
+            timeout_ms,
+            caller,
+            progress_to: None,
+        }
+    }
+}
+
+/// One piece of a tool's output, mirroring MCP's content types.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Content {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image, as raw bytes (MessagePack `bin`, not base64).
+    Image {
+        /// The image bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Its MIME type, e.g. `image/png`.
+        mime_type: String,
+    },
+    /// Audio, as raw bytes.
+    Audio {
+        /// The audio bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Its MIME type, e.g. `audio/wav`.
+        mime_type: String,
+    },
+}
+
+impl Content {
+    /// Text content.
+    pub fn text(text: impl Into<String>) -> Self {
+        Content::Text { text: text.into() }
+    }
+}
+
+/// What a tool returns when it ran.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    /// The content, in order.
+    #[serde(default)]
+    pub content: Vec<Content>,
+    /// Structured output matching the tool's output schema, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<Value>,
+    /// True when the tool ran but reports failure in its content (MCP `isError`).
+    #[serde(default)]
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    /// Output made of one text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            content: vec![Content::text(text)],
+            ..Self::default()
+        }
+    }
+
+    /// Output carrying a JSON value, both as structured content and as its
+    /// JSON text (so clients that ignore structured content still see it).
+    pub fn json(value: Value) -> Self {
+        Self {
+            content: vec![Content::text(value.to_string())],
+            structured: Some(value),
+            is_error: false,
+        }
+    }
+}
+
+/// What went wrong, in terms of what the caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The arguments do not fit the tool's schema or were rejected by the
+    /// tool. Fix the arguments; retrying as is will fail again.
+    InvalidArguments,
+    /// No such tool is served. Check the tool list.
+    UnknownTool,
+    /// No worker could take the call (none running, or the bus is down).
+    /// Retry later or start a worker.
+    Unavailable,
+    /// The call's deadline passed before it finished.
+    Timeout,
+    /// The caller cancelled the call.
+    Cancelled,
+    /// A payload was larger than the mesh can carry.
+    TooLarge,
+    /// The message could not be decoded: not MessagePack, or not an envelope.
+    BadEnvelope,
+    /// The peer speaks a protocol version this side does not.
+    UnsupportedVersion,
+    /// The operation conflicts with another in progress (e.g. a locked stack).
+    Conflict,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The operation ran and failed; the message says why.
+    Failed,
+    /// A bug or unexpected state in the worker.
+    Internal,
+    /// A code this version does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArguments => "invalid_arguments",
+            ErrorCode::UnknownTool => "unknown_tool",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadEnvelope => "bad_envelope",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the same call may succeed if simply retried later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Conflict
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed error on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    /// What kind of failure, for the caller to act on.
+    pub code: ErrorCode,
+    /// A sentence saying what happened and what to do next.
+    pub message: String,
+    /// Machine-readable details (e.g. schema validation errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl WireError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// The same error with details attached.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// The reply to a [`ToolRequest`]: exactly one of `result` and `error` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolResponse {
+    /// Protocol version.
+    pub v: u16,
+    /// The id of the request this answers.
+    pub id: Uuid,
+    /// The tool's output, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ToolOutput>,
+    /// The error, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl ToolResponse {
+    /// A response for request `id` with the given outcome.
+    pub fn new(id: Uuid, outcome: Result<ToolOutput, WireError>) -> Self {
+        let (result, error) = match outcome {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        Self {
+            v: PROTOCOL_VERSION,
+            id,
+            result,
+            error,
+        }
+    }
+
+    /// The outcome. A response with both or neither set is itself an error.
+    pub fn into_outcome(self) -> Result<ToolOutput, WireError> {
+        match (self.result, self.error) {
+            (Some(r), None) => Ok(r),
+            (None, Some(e)) => Err(e),
+            _ => Err(WireError::new(
+                ErrorCode::BadEnvelope,
+                "the worker's response must carry exactly one of `result` and `error`",
+            )),
+        }
+    }
+}
+
+/// Progress of a long call, published to the request's `progress_to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Protocol version.
+    pub v: u16,
+    /// The request this is progress for.
+    pub id: Uuid,
+    /// Work done so far; increases with every message.
+    pub progress: f64,
+    /// Total work, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// A human-readable step description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A request to stop a call, published to [`crate::subject::cancel`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// Protocol version.
+    pub v: u16,
+    /// The request to stop.
+    pub id: Uuid,
+    /// Why, if the caller said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Hints about a tool's behaviour, as in MCP tool annotations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hints {
+    /// The tool does not change anything.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The tool may destroy or overwrite things.
+    #[serde(default)]
+    pub destructive: bool,
+    /// Calling it again with the same arguments has no further effect.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// The tool talks to the world outside the mesh.
+    #[serde(default)]
+    pub open_world: bool,
+}
+
+/// A tool as a worker announces it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Unique name, `[A-Za-z0-9_-]{1,48}`.
+    pub name: String,
+    /// Human-friendly title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// What the tool does, for a model to decide when to call it.
+    pub description: String,
+    /// The category whose subjects serve it.
+    pub category: Category,
+    /// JSON Schema of the arguments (an object schema).
+    pub input_schema: Value,
+    /// JSON Schema of the structured output, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// Behaviour hints.
+    #[serde(default)]
+    pub hints: Hints,
+    /// How long a call may take before callers give up, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A worker's announcement of itself and its tools, sent on start, on every
+/// reconnect, in answer to a discovery request and every `heartbeat_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Protocol version.
+    pub v: u16,
+    /// This replica's unique id (a fresh one per process).
+    pub instance: String,
+    /// The worker's service name, e.g. `pulumi-worker`.
+    pub service: String,
+    /// The worker's version.
+    pub version: String,
+    /// The tools it serves.
+    pub tools: Vec<ToolSpec>,
+    /// How often it announces. A replica silent for three intervals is gone.
+    pub heartbeat_ms: u64,
+}
+
+/// A worker replica leaving the mesh (sent when it starts draining).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Leave {
+    /// Protocol version.
+    pub v: u16,
+    /// The leaving replica.
+    pub instance: String,
+}
+
+/// A gateway asking every worker to announce itself now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Discover {
+    /// Protocol version.
+    pub v: u16,
+    /// The asking gateway's instance id.
+    pub requester: String,
+}

@@ -1,0 +1,211 @@
+//! NATS subjects and queue groups. Every subject the mesh uses is built here.
+//!
+//! | subject | who publishes | who subscribes |
+//! |---|---|---|
+//! | `sophia.v1.tools.<category>.<tool>` | gateway, agents (request) | workers, queue group `sophia` |
+//! | `sophia.v1.infer.<alias>.<operation>` | agents, gateway (request) | intelligence workers |
+//! | `sophia.v1.cancel.<category>` | callers | every worker of that category |
+//! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
+//! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
+//! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
+//! | `sophia.v1.registry.discover` | gateways (on start) | every worker |
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The root of every Sophia subject, including the protocol version.
+pub const ROOT: &str = "sophia.v1";
+
+/// The queue group every worker replica joins for the subjects it serves, so
+/// that NATS hands each request to exactly one replica.
+pub const QUEUE_GROUP: &str = "sophia";
+
+/// Where workers announce their tools (heartbeat).
+pub const REGISTRY_ANNOUNCE: &str = "sophia.v1.registry.announce";
+/// Where workers say they are leaving (graceful drain).
+pub const REGISTRY_LEAVE: &str = "sophia.v1.registry.leave";
+/// Where a gateway asks every worker to announce itself now.
+pub const REGISTRY_DISCOVER: &str = "sophia.v1.registry.discover";
+
+/// An agent category. Tools are served on subjects of their category, so each
+/// category can be scaled, secured and monitored on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Gong, Snowflake, HubSpot and other business-intelligence agents.
+    BusinessIntelligence,
+    /// Pulumi, Docker and other infrastructure agents.
+    Infrastructure,
+    /// Code and memory agents.
+    CodeGeneration,
+}
+
+impl Category {
+    /// Every category, in their canonical order.
+    pub const ALL: [Category; 3] = [
+        Category::BusinessIntelligence,
+        Category::Infrastructure,
+        Category::CodeGeneration,
+    ];
+
+    /// The category's name as used on the wire and in subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::BusinessIntelligence => "business_intelligence",
+            Category::Infrastructure => "infrastructure",
+            Category::CodeGeneration => "code_generation",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A category name that is not one of [`Category::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown category {0:?}: expected one of business_intelligence, infrastructure, code_generation"
+)]
+pub struct UnknownCategory(pub String);
+
+impl FromStr for Category {
+    type Err = UnknownCategory;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownCategory(s.to_owned()))
+    }
+}
+
+/// The longest tool name the mesh accepts. Cursor allows at most 60 characters
+/// for server name plus tool name; 48 leaves 12 for the server's key in
+/// `mcp.json` (`sophia` uses 6).
+pub const MAX_TOOL_NAME_LEN: usize = 48;
+
+/// Why a tool name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidToolName {
+    /// The name is empty.
+    #[error("tool name is empty")]
+    Empty,
+    /// The name is longer than [`MAX_TOOL_NAME_LEN`].
+    #[error("tool name {0:?} is longer than {MAX_TOOL_NAME_LEN} characters")]
+    TooLong(String),
+    /// The name has a character outside `[A-Za-z0-9_-]`.
+    #[error("tool name {0:?} may only contain A-Z, a-z, 0-9, '_' and '-'")]
+    BadCharacter(String),
+}
+
+/// Checks that `name` can be a tool name: `[A-Za-z0-9_-]{1,48}`. Such a name is
+/// also a valid single NATS subject token.
+pub fn validate_tool_name(name: &str) -> Result<(), InvalidToolName> {
+    if name.is_empty() {
+        return Err(InvalidToolName::Empty);
+    }
+    if name.len() > MAX_TOOL_NAME_LEN {
+        return Err(InvalidToolName::TooLong(name.to_owned()));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(InvalidToolName::BadCharacter(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The subject a tool is served on: `sophia.v1.tools.<category>.<tool>`.
+pub fn tool(category: Category, tool: &str) -> String {
+    format!("{ROOT}.tools.{category}.{tool}")
+}
+
+/// The subject prefix (NATS micro-service group) for a category's tools:
+/// `sophia.v1.tools.<category>`.
+pub fn tool_group(category: Category) -> String {
+    format!("{ROOT}.tools.{category}")
+}
+
+/// A wildcard matching every tool subject of every category.
+pub const ALL_TOOLS: &str = "sophia.v1.tools.>";
+
+/// The subject for model inference: `sophia.v1.infer.<alias>.<operation>`,
+/// e.g. `sophia.v1.infer.claude.chat`. Model inference has its own subject
+/// space so that replicas subscribe only to the models they serve.
+pub fn inference(alias: &str, operation: &str) -> String {
+    format!("{ROOT}.infer.{alias}.{operation}")
+}
+
+/// The subject where callers publish [`crate::Cancel`] for calls in a
+/// category: `sophia.v1.cancel.<category>`. Every replica of the category
+/// listens; the one running the call stops it.
+pub fn cancel(category: Category) -> String {
+    format!("{ROOT}.cancel.{category}")
+}
+
+/// The subject a worker publishes [`crate::Progress`] to for one call:
+/// `sophia.v1.progress.<caller instance>.<request id>`.
+pub fn progress(caller_instance: &str, request_id: Uuid) -> String {
+    format!("{ROOT}.progress.{caller_instance}.{request_id}")
+}
+
+/// The wildcard a caller subscribes to once to receive progress for all of
+/// its calls: `sophia.v1.progress.<caller instance>.*`.
+pub fn progress_inbox(caller_instance: &str) -> String {
+    format!("{ROOT}.progress.{caller_instance}.*")
+}
+
+/// The request id at the end of a progress subject, if it has one.
+pub fn request_id_of_progress(subject: &str) -> Option<Uuid> {
+    subject.rsplit('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_category_and_name() {
+        assert_eq!(
+            tool(Category::Infrastructure, "pulumi_preview"),
+            "sophia.v1.tools.infrastructure.pulumi_preview"
+        );
+        assert_eq!(
+            cancel(Category::CodeGeneration),
+            "sophia.v1.cancel.code_generation"
+        );
+        assert_eq!(inference("claude", "chat"), "sophia.v1.infer.claude.chat");
+        let id = Uuid::new_v4();
+        let p = progress("gw1", id);
+        assert_eq!(request_id_of_progress(&p), Some(id));
+    }
+
+    #[test]
+    fn categories_round_trip_through_their_names() {
+        for c in Category::ALL {
+            assert_eq!(c.as_str().parse::<Category>().unwrap(), c);
+        }
+        assert!("finance".parse::<Category>().is_err());
+    }
+
+    #[test]
+    fn tool_names_fit_cursor_limits() {
+        assert!(validate_tool_name("echo-2_x").is_ok());
+        assert_eq!(validate_tool_name(""), Err(InvalidToolName::Empty));
+        assert!(matches!(
+            validate_tool_name("a.b"),
+            Err(InvalidToolName::BadCharacter(_))
+        ));
+        assert!(matches!(
+            validate_tool_name(&"x".repeat(49)),
+            Err(InvalidToolName::TooLong(_))
+        ));
+    }
+}
