@@ -221,6 +221,26 @@ impl WireError {
         }
     }
 
+    /// The arguments were wrong: fix them before calling again.
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArguments, message)
+    }
+
+    /// The operation ran and failed.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Failed, message)
+    }
+
+    /// The operation conflicts with another one in progress.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// A bug or unexpected state.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
     /// The same error with details attached.
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);

@@ -125,7 +125,7 @@ impl PayloadStore {
 
     /// The largest body sent inline, from the server's current `max_payload`.
     pub fn inline_limit(&self) -> usize {
-        self.client.server_info().max_payload.saturating_sub(HEADROOM)
+        self.client.max_payload().saturating_sub(HEADROOM)
     }
 
     async fn bucket(&self) -> Result<&ObjectStore, async_nats::Error> {

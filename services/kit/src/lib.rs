@@ -1,1 +1,78 @@
-//! placeholder
+//! The Sophia Mesh worker kit: everything a worker needs besides its tools.
+//!
+//! A worker declares [`Tool`]s with a JSON input schema, a category and
+//! hints, and hands them to a [`Worker`]. [`Worker::run`] then:
+//! 1. connects to NATS ([`nats`]) with credentials, TLS and reconnect backoff;
+//! 2. registers a NATS micro service (so `$SRV.PING/INFO/STATS` answer and
+//!    `nats micro ls` lists it) with one endpoint per tool on
+//!    `sophia.v1.tools.<category>.<tool>`, in the queue group `sophia`;
+//! 3. announces its tools to gateways and keeps announcing ([`worker`]);
+//! 4. runs each call's handler with progress and cancellation ([`Call`]);
+//! 5. serves `/health`, `/ready` and `/metrics` ([`ops`], [`metrics`]);
+//! 6. on SIGTERM, leaves the mesh and drains calls in flight.
+//!
+//! See `examples/echo-worker` for a complete worker in about 30 lines.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod nats;
+pub mod ops;
+pub mod telemetry;
+pub mod tool;
+pub mod worker;
+
+pub use sophia_proto::{Category, Content, ErrorCode, ToolOutput, WireError};
+pub use tool::{Call, Tool, ToolResult};
+pub use worker::{Worker, WorkerConfig, WorkerHandle};
+
+use std::net::SocketAddr;
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    /// A configuration value is unusable; the message names the key.
+    #[error("bad configuration {key}: {message}")]
+    Config {
+        /// The environment variable (or flag) at fault.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A declared tool is invalid.
+    #[error("tool {tool:?} is invalid: {why}")]
+    InvalidTool {
+        /// The tool.
+        tool: String,
+        /// Why.
+        why: String,
+    },
+    /// Registering with NATS failed.
+    #[error("could not register with NATS: {0}")]
+    Register(String),
+    /// An HTTP address could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs `worker` until SIGTERM or Ctrl-C, then drains: the `main` of a
+/// worker binary. `default_port` is the HTTP port used when
+/// `SOPHIA_HTTP_ADDR` is not set.
+pub async fn run_until_signal(worker: Worker, mut config: WorkerConfig, default_port: u16) -> Result<(), KitError> {
+    telemetry::init_logging();
+    if config.http_addr.is_none() {
+        config.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], default_port)));
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = worker.run(config, shutdown.clone()).await?;
+    tracing::info!(instance = %handle.instance, http = %handle.http_addr, "worker started");
+    telemetry::shutdown_signal().await;
+    shutdown.cancel();
+    handle.stopped().await;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Connecting to NATS: URL, credentials file, TLS, and reconnect with
+//! jittered exponential backoff. The connection's state is watched so that
+//! `/ready` and the metrics can report it, and so services can react to a
+//! reconnect (workers announce themselves again).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event};
+use tokio::sync::watch;
+
+use crate::KitError;
+
+/// How to reach NATS. Flattened into every service's command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma separated.
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// A NATS credentials file (JWT + NKey seed), one per service for
+    /// least-privilege access.
+    #[arg(long = "nats-creds", env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// A CA certificate (PEM) to verify the server with; turns TLS on.
+    #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS; needs `--nats-tls-key`.
+    #[arg(long = "nats-tls-cert", env = "NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    /// A configuration for a plain connection to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The state of a service's NATS connection, as last reported by the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet, or connection lost and reconnecting.
+    Down,
+    /// Connected.
+    Up,
+}
+
+/// A connected client plus a live view of its connection state.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The client.
+    pub client: async_nats::Client,
+    /// Changes to [`LinkState::Up`] on every (re)connect.
+    pub state: watch::Receiver<LinkState>,
+    /// Counts reconnects (connects after the first).
+    pub connects: watch::Receiver<u64>,
+}
+
+impl Connection {
+    /// Whether the client is connected right now.
+    pub fn is_up(&self) -> bool {
+        *self.state.borrow() == LinkState::Up
+            && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// The delay before reconnect attempt `attempts`: exponential from 100 ms,
+/// capped at 5 s, with up to 25% random jitter so replicas do not stampede.
+pub fn backoff(attempts: usize) -> Duration {
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    let exp = attempts.min(16) as u32 - 1;
+    let base = (100u64 << exp).min(5_000);
+    let jitter = (uuid::Uuid::new_v4().as_u128() % (base as u128 / 4 + 1)) as u64;
+    Duration::from_millis(base + jitter)
+}
+
+/// Connects to NATS as `name`. The connection retries in the background if
+/// the server is not up yet, so services can start before NATS does; bad
+/// credentials or TLS files are reported at once.
+pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitError> {
+    let (state_tx, state_rx) = watch::channel(LinkState::Down);
+    let (connects_tx, connects_rx) = watch::channel(0u64);
+    let url = config.url.clone();
+    let mut options = match &config.creds {
+        Some(path) => ConnectOptions::with_credentials_file(path.clone())
+            .await
+            .map_err(|e| KitError::Config {
+                key: "NATS_CREDS",
+                message: format!("cannot read credentials file {}: {e}", path.display()),
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let options = options
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(backoff)
+        .event_callback(move |event| {
+            let state_tx = state_tx.clone();
+            let connects_tx = connects_tx.clone();
+            let url = url.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        tracing::info!(url = %url, "connected to NATS");
+                        state_tx.send_replace(LinkState::Up);
+                        connects_tx.send_modify(|n| *n += 1);
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
+                        state_tx.send_replace(LinkState::Down);
+                    }
+                    Event::ClientError(e) => {
+                        tracing::debug!(url = %url, cause = %e, "NATS client error")
+                    }
+                    other => tracing::info!(url = %url, event = %other, "NATS event"),
+                }
+            }
+        });
+    let client = options
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| KitError::Config {
+            key: "NATS_URL",
+            message: format!("cannot use NATS at {}: {e}", config.url),
+        })?;
+    Ok(Connection {
+        client,
+        state: state_rx,
+        connects: connects_rx,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        let first = backoff(1);
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(125));
+        for n in [10, 20, 1000] {
+            let d = backoff(n);
+            assert!(d >= Duration::from_secs(5) && d <= Duration::from_millis(6_250), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The operations endpoints every service serves over HTTP: `/health`
+//! (alive), `/ready` (connected to the bus and registered) and `/metrics`
+//! (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+use crate::KitError;
+
+/// Answers whether the service is ready, and why not.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+struct OpsState {
+    registry: Arc<Registry>,
+    ready: ReadyCheck,
+}
+
+/// The `/health`, `/ready` and `/metrics` routes, to serve alone or merge
+/// into a service's own router.
+pub fn router(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready_handler))
+        .route("/metrics", get(metrics_handler))
+        .with_state(OpsState { registry, ready })
+}
+
+async fn ready_handler(State(state): State<OpsState>) -> impl IntoResponse {
+    match (state.ready)() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn metrics_handler(State(state): State<OpsState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Binds `addr` and serves `app` until `shutdown` resolves. Returns the bound
+/// address (useful with port 0) and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), KitError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| KitError::Bind { addr, source: e })?;
+    let bound = listener.local_addr().map_err(|e| KitError::Bind { addr, source: e })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(cause = %e, "HTTP server failed");
+        }
+    });
+    Ok((bound, task))
+}

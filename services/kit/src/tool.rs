@@ -1,0 +1,203 @@
+//! Declaring tools and writing their handlers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sophia_proto::{Caller, Category, Hints, Progress, ToolOutput, ToolSpec, WireError, headers};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What a handler returns: the tool's output or a typed error.
+pub type ToolResult = Result<ToolOutput, WireError>;
+
+type Handler = Arc<dyn Fn(Call) -> BoxFuture<'static, ToolResult> + Send + Sync>;
+
+/// A tool: its announcement and its handler.
+#[derive(Clone)]
+pub struct Tool {
+    pub(crate) spec: ToolSpec,
+    pub(crate) handler: Handler,
+}
+
+impl std::fmt::Debug for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tool").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+impl Tool {
+    /// A tool named `name` in `category`. It takes any object until
+    /// [`Tool::input_schema`] says otherwise, and fails until it has a
+    /// [`Tool::handler`].
+    pub fn new(name: impl Into<String>, category: Category, description: impl Into<String>) -> Self {
+        let name = name.into();
+        let missing = name.clone();
+        Self {
+            spec: ToolSpec {
+                name,
+                title: None,
+                description: description.into(),
+                category,
+                input_schema: serde_json::json!({"type": "object"}),
+                output_schema: None,
+                hints: Hints::default(),
+                timeout_ms: None,
+            },
+            handler: Arc::new(move |_| {
+                let msg = format!("tool {missing} has no handler");
+                Box::pin(async move { Err(WireError::internal(msg)) })
+            }),
+        }
+    }
+
+    /// The JSON Schema of the arguments (must be an object schema).
+    pub fn input_schema(mut self, schema: Value) -> Self {
+        self.spec.input_schema = schema;
+        self
+    }
+
+    /// The JSON Schema of the structured output.
+    pub fn output_schema(mut self, schema: Value) -> Self {
+        self.spec.output_schema = Some(schema);
+        self
+    }
+
+    /// A human-friendly title.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.spec.title = Some(title.into());
+        self
+    }
+
+    /// Marks the tool read-only (it changes nothing).
+    pub fn read_only(mut self) -> Self {
+        self.spec.hints.read_only = true;
+        self
+    }
+
+    /// Marks the tool destructive (it may delete or overwrite).
+    pub fn destructive(mut self) -> Self {
+        self.spec.hints.destructive = true;
+        self
+    }
+
+    /// Marks the tool idempotent (repeating a call has no further effect).
+    pub fn idempotent(mut self) -> Self {
+        self.spec.hints.idempotent = true;
+        self
+    }
+
+    /// Marks the tool as talking to systems outside the mesh.
+    pub fn open_world(mut self) -> Self {
+        self.spec.hints.open_world = true;
+        self
+    }
+
+    /// How long callers should wait for this tool, in milliseconds.
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.spec.timeout_ms = Some(ms);
+        self
+    }
+
+    /// The function that runs a call.
+    pub fn handler<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ToolResult> + Send + 'static,
+    {
+        self.handler = Arc::new(move |call| Box::pin(f(call)));
+        self
+    }
+
+    /// The announcement of this tool.
+    pub fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+}
+
+/// Publishes progress for one call.
+#[derive(Clone, Debug)]
+pub(crate) struct ProgressSink {
+    pub client: async_nats::Client,
+    pub subject: String,
+}
+
+/// One tool call, as a handler sees it.
+#[derive(Debug)]
+pub struct Call {
+    /// The request id.
+    pub id: Uuid,
+    /// The tool called.
+    pub tool: String,
+    /// The arguments, already validated against the input schema by the gateway.
+    pub args: Value,
+    /// Who is calling.
+    pub caller: Caller,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+    /// Trace context of the call.
+    pub trace: headers::Context,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Option<ProgressSink>,
+    pub(crate) progress_seq: std::sync::atomic::AtomicU64,
+}
+
+impl Call {
+    /// The arguments as a typed value; a mismatch is an `invalid_arguments` error.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, WireError> {
+        serde_json::from_value(self.args.clone())
+            .map_err(|e| WireError::invalid_arguments(format!("arguments of {}: {e}", self.tool)))
+    }
+
+    /// Reports progress to the caller, if it asked for progress. `progress`
+    /// should increase with every report. Best effort: a lost progress
+    /// message never fails the call.
+    pub async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let Some(sink) = &self.progress else { return };
+        self.progress_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let msg = Progress {
+            v: sophia_proto::PROTOCOL_VERSION,
+            id: self.id,
+            progress,
+            total,
+            message,
+        };
+        match sophia_proto::encode(&msg) {
+            Ok(bytes) => {
+                if let Err(e) = sink.client.publish(sink.subject.clone(), bytes.into()).await {
+                    tracing::debug!(cause = %e, "could not publish progress");
+                }
+            }
+            Err(e) => tracing::warn!(cause = %e, "could not encode progress"),
+        }
+    }
+
+    /// Whether the caller asked for progress.
+    pub fn wants_progress(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// Resolves when the call is cancelled (by the caller, or at drain).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the call has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The call's cancellation token, to hand to sub-tasks.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}

