@@ -136,6 +136,7 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             result: None,
             error: None,
+            progress_sent: 0,
         };
         assert_eq!(
             resp.into_outcome().unwrap_err().code,

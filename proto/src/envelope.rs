@@ -261,6 +261,16 @@ pub struct ToolResponse {
     /// The error, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
+    /// How many [`Progress`] messages the worker published for this call.
+    /// Progress travels on another subject, so it may arrive after the reply;
+    /// the caller uses this count to wait for the stragglers before it
+    /// delivers the result.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub progress_sent: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ToolResponse {
@@ -275,6 +285,7 @@ impl ToolResponse {
             id,
             result,
             error,
+            progress_sent: 0,
         }
     }
 

@@ -1,1 +1,174 @@
-//! placeholder
+//! `sophia-gateway`: one MCP server in front of every worker on the mesh.
+//!
+//! # Layout
+//! - [`config`]: flags and environment.
+//! - [`registry`]: the live tool list, from worker announcements.
+//! - [`mcp`]: the rmcp `ServerHandler`: `tools/list`, `tools/call`,
+//!   progress, `list_changed`.
+//! - [`bus`]: one tool call as one NATS request, with deadline, progress,
+//!   cancellation and error mapping.
+//! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
+//!   body limit.
+//! - [`metrics`]: Prometheus metrics.
+//!
+//! # How a call flows
+//! Cursor sends `tools/call` → rmcp decodes it ([`http`] or stdio) →
+//! [`mcp::McpGateway::call_tool`] finds the tool in the [`registry::Registry`]
+//! and validates the arguments → [`bus::Bus::call`] sends a MessagePack
+//! request to `sophia.v1.tools.<category>.<tool>` → a worker replies →
+//! the reply becomes a `CallToolResult`. See `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod config;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::GatewayConfig;
+use rmcp::ServiceExt;
+use sophia_kit::{KitError, nats, ops};
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Configuration or start-up plumbing failed.
+    #[error(transparent)]
+    Kit(#[from] KitError),
+    /// HTTP was asked for without a token.
+    #[error(
+        "SOPHIA_GATEWAY_TOKEN is not set: HTTP clients must authenticate. \
+         Set it (e.g. `export SOPHIA_GATEWAY_TOKEN=$(openssl rand -hex 32)`) or use --stdio"
+    )]
+    MissingToken,
+    /// Subscribing to the bus failed.
+    #[error("could not subscribe on NATS: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The stdio session failed.
+    #[error("MCP over stdio failed: {0}")]
+    Stdio(String),
+}
+
+/// A running HTTP gateway.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    /// Where HTTP is served; MCP is at `http://{addr}/mcp`.
+    pub http_addr: SocketAddr,
+    /// This gateway's instance id on the bus.
+    pub instance: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// The MCP endpoint URL.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.http_addr)
+    }
+
+    /// Waits until the gateway has stopped after its shutdown token fired.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+struct Core {
+    conn: nats::Connection,
+    registry: registry::Registry,
+    gateway: mcp::McpGateway,
+    prometheus: prometheus_client::registry::Registry,
+    instance: String,
+}
+
+async fn start_core(config: &GatewayConfig, stop: &CancellationToken) -> Result<Core, GatewayError> {
+    let conn = nats::connect(&config.nats, "sophia-gateway").await?;
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let mut prometheus = prometheus_client::registry::Registry::default();
+    sophia_kit::metrics::register_connection(&mut prometheus, &conn);
+    let metrics = metrics::GatewayMetrics::register(&mut prometheus);
+    let registry = registry::Registry::new();
+    registry.follow(&conn, instance.clone(), stop.child_token()).await?;
+    let bus = bus::Bus::start(conn.client.clone(), instance.clone(), config.max_payload_bytes).await?;
+    let gateway = mcp::McpGateway::new(
+        registry.clone(),
+        bus,
+        mcp::CallLimits {
+            default_timeout: Duration::from_millis(config.call_timeout_ms),
+            max_timeout: Duration::from_millis(config.max_call_timeout_ms),
+        },
+        config.principal.clone(),
+        metrics,
+    );
+    Ok(Core {
+        conn,
+        registry,
+        gateway,
+        prometheus,
+        instance,
+    })
+}
+
+/// Serves MCP over Streamable HTTP until `shutdown` fires. Returns once the
+/// listener is bound.
+pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> Result<GatewayHandle, GatewayError> {
+    let token = config
+        .token
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or(GatewayError::MissingToken)?;
+    let core = start_core(&config, &shutdown).await?;
+    let ready_conn = core.conn.clone();
+    let ready: ops::ReadyCheck = Arc::new(move || {
+        if ready_conn.is_up() {
+            Ok(())
+        } else {
+            Err("not connected to NATS".into())
+        }
+    });
+    let app = http::mcp_router(core.gateway, &config, token, shutdown.child_token())
+        .merge(ops::router(Arc::new(core.prometheus), ready));
+    let stop = shutdown.clone();
+    let (http_addr, server) = ops::serve(config.http_addr, app, stop.cancelled_owned()).await?;
+    tracing::info!(addr = %http_addr, tools = core.registry.view().tools.len(), "MCP gateway listening on /mcp");
+    let client = core.conn.client.clone();
+    let task = tokio::spawn(async move {
+        let _ = server.await;
+        let _ = client.flush().await;
+    });
+    Ok(GatewayHandle {
+        http_addr,
+        instance: core.instance,
+        task,
+    })
+}
+
+/// Serves one MCP session over stdin/stdout until the client closes it or
+/// `shutdown` fires. Nothing but protocol is written to stdout.
+pub async fn run_stdio(config: GatewayConfig, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let core = start_core(&config, &shutdown).await?;
+    // Give workers a moment to answer the discovery request so the first
+    // tools/list is complete; later changes arrive as list_changed.
+    wait_for_discovery(&core.registry, Duration::from_millis(300)).await;
+    let service = core
+        .gateway
+        .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
+        .await
+        .map_err(|e| GatewayError::Stdio(e.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|e| GatewayError::Stdio(e.to_string()))?;
+    shutdown.cancel();
+    let _ = core.conn.client.flush().await;
+    Ok(())
+}
+
+async fn wait_for_discovery(registry: &registry::Registry, patience: Duration) {
+    let mut changes = registry.subscribe();
+    let _ = tokio::time::timeout(patience, changes.changed()).await;
+}

@@ -142,7 +142,7 @@ pub struct Call {
     pub trace: headers::Context,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Option<ProgressSink>,
-    pub(crate) progress_seq: std::sync::atomic::AtomicU64,
+    pub(crate) progress_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Call {
@@ -157,8 +157,6 @@ impl Call {
     /// message never fails the call.
     pub async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
         let Some(sink) = &self.progress else { return };
-        self.progress_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let msg = Progress {
             v: sophia_proto::PROTOCOL_VERSION,
             id: self.id,
@@ -168,8 +166,12 @@ impl Call {
         };
         match sophia_proto::encode(&msg) {
             Ok(bytes) => {
-                if let Err(e) = sink.client.publish(sink.subject.clone(), bytes.into()).await {
-                    tracing::debug!(cause = %e, "could not publish progress");
+                match sink.client.publish(sink.subject.clone(), bytes.into()).await {
+                    Ok(()) => {
+                        self.progress_sent
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!(cause = %e, "could not publish progress"),
                 }
             }
             Err(e) => tracing::warn!(cause = %e, "could not encode progress"),

@@ -230,7 +230,11 @@ impl Worker {
                     _ = shutdown.cancelled() => break,
                     next = requests.next() => match next {
                         Some(req) => dispatch(&serve_shared, &serve_limit, req).await,
-                        None => break,
+                        // No endpoints (a worker without tools yet): idle until shutdown.
+                        None => {
+                            shutdown.cancelled().await;
+                            break;
+                        }
                     },
                 }
             }
@@ -429,8 +433,8 @@ async fn serve_request(shared: &Shared, req: service::Request) {
         category: t.spec().category.to_string(),
     });
 
-    let (id, outcome) = match decode_request(shared, &req).await {
-        Err(e) => (fallback_id, Err(e)),
+    let (id, outcome, progress_sent) = match decode_request(shared, &req).await {
+        Err(e) => (fallback_id, Err(e), 0),
         Ok(request) => {
             let id = request.id;
             match tool {
@@ -440,8 +444,12 @@ async fn serve_request(shared: &Shared, req: service::Request) {
                         ErrorCode::UnknownTool,
                         format!("this worker does not serve {}", req.message.subject),
                     )),
+                    0,
                 ),
-                Some(tool) => (id, run_tool(shared, &tool, request, trace.clone()).await),
+                Some(tool) => {
+                    let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
+                    (id, outcome, sent)
+                }
             }
         }
     };
@@ -449,7 +457,8 @@ async fn serve_request(shared: &Shared, req: service::Request) {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code.to_string(),
     };
-    let response = ToolResponse::new(id, outcome);
+    let mut response = ToolResponse::new(id, outcome);
+    response.progress_sent = progress_sent;
     reply(shared, &req, id, &response).await;
     if let Some(l) = labels {
         shared.metrics.duration.get_or_create(&l).observe(started.elapsed().as_secs_f64());
@@ -490,7 +499,7 @@ async fn run_tool(
     tool: &Tool,
     request: ToolRequest,
     trace: headers::Context,
-) -> Result<sophia_proto::ToolOutput, WireError> {
+) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
     let category = CategoryLabels {
         category: tool.spec().category.to_string(),
     };
@@ -500,6 +509,7 @@ async fn run_tool(
     let _enter = span.enter();
     let token = shared.track(id);
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+    let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let call = Call {
         id,
         tool: request.tool,
@@ -512,7 +522,7 @@ async fn run_tool(
             client: shared.client.clone(),
             subject,
         }),
-        progress_seq: Default::default(),
+        progress_sent: progress_sent.clone(),
     };
     shared.metrics.in_flight.get_or_create(&category).inc();
     let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
@@ -541,7 +551,7 @@ async fn run_tool(
     };
     // What the handler returned is the truth, even after a cancel: a call
     // that completed must not be reported as cancelled and then retried.
-    outcome
+    (outcome, progress_sent.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {

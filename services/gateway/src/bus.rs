@@ -1,0 +1,311 @@
+//! The gateway's side of the bus: one tool call becomes one NATS request.
+//!
+//! [`Bus::call`] encodes a [`ToolRequest`] (offloading it if large), sends it
+//! to the tool's subject with a deadline and trace headers, relays progress
+//! from the gateway's progress inbox, forwards cancellation to the worker's
+//! category, and maps every failure to a [`CallError`] that says what to do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{RequestErrorKind, connection::State};
+use futures::StreamExt;
+use serde_json::Value;
+use sophia_proto::payload::PayloadStore;
+use sophia_proto::{
+    Caller, Cancel, Category, ErrorCode, PROTOCOL_VERSION, Progress, ToolOutput, ToolRequest,
+    ToolResponse, WireError, headers, subject,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How a tool call failed, from the gateway's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No worker subscribes to the tool's subject (NATS "no responders").
+    #[error(
+        "no worker is serving tool `{tool}` (category {category}) right now; start a worker \
+         for that category or retry once one has joined"
+    )]
+    NoWorker {
+        /// The tool.
+        tool: String,
+        /// Its category.
+        category: Category,
+    },
+    /// The worker did not answer in time.
+    #[error(
+        "tool `{tool}` did not answer within {timeout:?}; the worker may be overloaded or stuck. \
+         The call was cancelled on the worker; retry later"
+    )]
+    Timeout {
+        /// The tool.
+        tool: String,
+        /// How long the gateway waited.
+        timeout: Duration,
+    },
+    /// The bus is not reachable.
+    #[error("the message bus (NATS) is unreachable ({0}); the gateway is reconnecting, retry shortly")]
+    BusDown(String),
+    /// The worker answered with something that is not a valid reply.
+    #[error("the worker serving `{tool}` sent a malformed reply ({cause}); this is a bug in that worker")]
+    BadReply {
+        /// The tool.
+        tool: String,
+        /// What was wrong.
+        cause: String,
+    },
+    /// The payload could not be carried.
+    #[error("{0}")]
+    Payload(#[from] sophia_proto::payload::PayloadError),
+    /// The worker ran the call and returned a typed error.
+    #[error("{0}")]
+    Worker(WireError),
+    /// The caller cancelled.
+    #[error("the call was cancelled")]
+    Cancelled,
+}
+
+impl CallError {
+    /// The wire error code that best describes this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CallError::NoWorker { .. } | CallError::BusDown(_) => ErrorCode::Unavailable,
+            CallError::Timeout { .. } => ErrorCode::Timeout,
+            CallError::BadReply { .. } => ErrorCode::BadEnvelope,
+            CallError::Payload(_) => ErrorCode::TooLarge,
+            CallError::Worker(e) => e.code,
+            CallError::Cancelled => ErrorCode::Cancelled,
+        }
+    }
+}
+
+/// A successful call: the output, and how many progress messages the worker
+/// published (see [`ProgressRoute::drain`]).
+#[derive(Debug)]
+pub struct Reply {
+    /// The tool's output.
+    pub output: ToolOutput,
+    /// Progress messages the worker sent for this call.
+    pub progress_sent: u64,
+}
+
+type ProgressRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Progress>>>>;
+
+/// The gateway's connection to the bus, shared by all sessions.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    payloads: PayloadStore,
+    instance: String,
+    routes: ProgressRoutes,
+}
+
+/// One call to make.
+#[derive(Debug)]
+pub struct CallSpec<'a> {
+    /// Tool name.
+    pub tool: &'a str,
+    /// Its category.
+    pub category: Category,
+    /// Validated arguments.
+    pub args: Value,
+    /// Deadline budget.
+    pub timeout: Duration,
+    /// Who calls.
+    pub caller: Caller,
+    /// Trace context to propagate.
+    pub trace: headers::Context,
+}
+
+impl Bus {
+    /// Connects the call path: subscribes to this gateway's progress inbox.
+    pub async fn start(
+        client: async_nats::Client,
+        instance: String,
+        max_payload_bytes: usize,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let routes: ProgressRoutes = Default::default();
+        let mut inbox = client.subscribe(subject::progress_inbox(&instance)).await?;
+        let r = routes.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbox.next().await {
+                let Ok(p) = sophia_proto::decode::<Progress>(&msg.payload) else {
+                    tracing::debug!(subject = %msg.subject, "ignoring malformed progress");
+                    continue;
+                };
+                let tx = r.lock().expect("progress routes").get(&p.id).cloned();
+                if let Some(tx) = tx {
+                    // Progress is best effort: a slow client loses updates, never the call.
+                    let _ = tx.try_send(p);
+                }
+            }
+        });
+        Ok(Self {
+            payloads: PayloadStore::new(client.clone()).with_max_bytes(max_payload_bytes),
+            client,
+            instance,
+            routes,
+        })
+    }
+
+    /// Whether the bus is connected.
+    pub fn is_up(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Opens a route for one call's progress. Pass its id to [`Bus::call`],
+    /// read progress from it while the call runs, and drop it afterwards.
+    pub fn progress_route(&self) -> ProgressRoute {
+        let id = Uuid::new_v4();
+        let (tx, rx) = mpsc::channel(256);
+        self.routes.lock().expect("progress routes").insert(id, tx);
+        ProgressRoute {
+            id,
+            rx,
+            received: 0,
+            routes: self.routes.clone(),
+        }
+    }
+
+    /// Makes one call. With `progress`, the worker publishes progress to that
+    /// route; `cancel` stops the call here and on the worker.
+    pub async fn call(
+        &self,
+        spec: CallSpec<'_>,
+        progress: Option<Uuid>,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
+        if !self.is_up() {
+            return Err(CallError::BusDown("not connected".into()));
+        }
+        let mut request = ToolRequest::new(
+            spec.tool,
+            spec.args,
+            spec.timeout.as_millis() as u64,
+            spec.caller,
+        );
+        if let Some(route) = progress {
+            request.id = route;
+            request.progress_to = Some(subject::progress(&self.instance, route));
+        }
+        let id = request.id;
+        let mut hdrs = headers::Context {
+            request_id: Some(id),
+            ..spec.trace
+        }
+        .to_headers();
+        let encoded = sophia_proto::encode(&request).map_err(|e| CallError::BadReply {
+            tool: spec.tool.to_owned(),
+            cause: e.to_string(),
+        })?;
+        let body = self.payloads.pack(encoded, &mut hdrs).await?;
+        // The worker enforces the deadline and says so; wait a little longer so
+        // its answer, not ours, is what the caller sees.
+        let wait = spec.timeout + Duration::from_secs(1);
+        let send = self.client.send_request(
+            subject::tool(spec.category, spec.tool),
+            async_nats::Request::new().payload(body).headers(hdrs).timeout(Some(wait)),
+        );
+        let reply = tokio::select! {
+            r = send => r,
+            _ = cancel.cancelled() => {
+                self.cancel_on_worker(spec.category, id, "cancelled by the client").await;
+                return Err(CallError::Cancelled);
+            }
+        };
+        let msg = match reply {
+            Ok(msg) => msg,
+            Err(e) => {
+                return Err(match e.kind() {
+                    RequestErrorKind::NoResponders => CallError::NoWorker {
+                        tool: spec.tool.to_owned(),
+                        category: spec.category,
+                    },
+                    RequestErrorKind::TimedOut => {
+                        self.cancel_on_worker(spec.category, id, "the gateway stopped waiting").await;
+                        if self.is_up() {
+                            CallError::Timeout {
+                                tool: spec.tool.to_owned(),
+                                timeout: wait,
+                            }
+                        } else {
+                            CallError::BusDown("the connection was lost during the call".into())
+                        }
+                    }
+                    _ => CallError::BusDown(e.to_string()),
+                });
+            }
+        };
+        let bad = |cause: String| CallError::BadReply {
+            tool: spec.tool.to_owned(),
+            cause,
+        };
+        let body = self.payloads.unpack(msg.headers.as_ref(), msg.payload).await?;
+        let response: ToolResponse = sophia_proto::decode(&body).map_err(|e| bad(e.to_string()))?;
+        if response.id != id && !response.id.is_nil() {
+            return Err(bad(format!("it answers request {} instead of {id}", response.id)));
+        }
+        let progress_sent = response.progress_sent;
+        let output = response.into_outcome().map_err(CallError::Worker)?;
+        Ok(Reply {
+            output,
+            progress_sent,
+        })
+    }
+
+    async fn cancel_on_worker(&self, category: Category, id: Uuid, reason: &str) {
+        let msg = Cancel {
+            v: PROTOCOL_VERSION,
+            id,
+            reason: Some(reason.to_owned()),
+        };
+        if let Ok(bytes) = sophia_proto::encode(&msg)
+            && let Err(e) = self.client.publish(subject::cancel(category), bytes.into()).await
+        {
+            tracing::warn!(cause = %e, request_id = %id, "could not forward a cancel to the worker");
+        }
+    }
+}
+
+/// One call's progress, routed from the gateway's progress inbox. The route
+/// is removed when this is dropped.
+pub struct ProgressRoute {
+    /// The request id the progress is for.
+    pub id: Uuid,
+    rx: mpsc::Receiver<Progress>,
+    received: u64,
+    routes: ProgressRoutes,
+}
+
+impl ProgressRoute {
+    /// The next progress message.
+    pub async fn next(&mut self) -> Option<Progress> {
+        let p = self.rx.recv().await;
+        self.received += p.is_some() as u64;
+        p
+    }
+
+    /// Progress messages still in transit after the reply: the worker sent
+    /// `sent` in all. Waits at most `patience` for them, since progress may
+    /// also be lost (it is best effort).
+    pub async fn drain(&mut self, sent: u64, patience: Duration) -> Vec<Progress> {
+        let mut late = Vec::new();
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.received < sent {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Some(p)) => late.push(p),
+                _ => break,
+            }
+        }
+        late
+    }
+}
+
+impl Drop for ProgressRoute {
+    fn drop(&mut self) {
+        self.routes.lock().expect("progress routes").remove(&self.id);
+    }
+}

@@ -1,0 +1,74 @@
+//! The gateway's configuration, from flags and environment.
+
+use std::net::SocketAddr;
+
+use sophia_kit::nats::NatsConfig;
+
+/// Default HTTP address: loopback only, the seed's port 8000.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8000";
+
+/// How the gateway runs.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "sophia-gateway", version, about = "MCP gateway to the Sophia Mesh over NATS")]
+pub struct GatewayConfig {
+    /// How to reach NATS.
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    /// Serve MCP over stdin/stdout (for Cursor `command` entries) instead of HTTP.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Where to serve MCP over Streamable HTTP (`/mcp`), `/health`, `/ready` and `/metrics`.
+    #[arg(long = "http-addr", env = "SOPHIA_GATEWAY_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// The bearer token HTTP clients must send (`Authorization: Bearer ...`).
+    /// Required for HTTP; generate one with `openssl rand -hex 32`.
+    #[arg(long, env = "SOPHIA_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The principal that token stands for, passed to workers as the caller.
+    #[arg(long, env = "SOPHIA_GATEWAY_PRINCIPAL", default_value = "local")]
+    pub principal: String,
+    /// Browser origins allowed to call `/mcp` (scheme://host:port, `:*` for any
+    /// port). Requests with any other `Origin` get 403 (DNS-rebinding defence);
+    /// requests without `Origin` (Cursor, CLIs) are not affected.
+    #[arg(
+        long,
+        env = "SOPHIA_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values accepted on `/mcp`. Add the gateway's public name
+    /// when it serves beyond this machine.
+    #[arg(
+        long,
+        env = "SOPHIA_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// The largest HTTP request body accepted, in bytes.
+    #[arg(long, env = "SOPHIA_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a tool call may take when the tool does not say, in milliseconds.
+    #[arg(long, env = "SOPHIA_CALL_TIMEOUT_MS", default_value_t = 60_000)]
+    pub call_timeout_ms: u64,
+    /// The longest any tool call may take, whatever the tool says, in milliseconds.
+    #[arg(long, env = "SOPHIA_MAX_CALL_TIMEOUT_MS", default_value_t = 15 * 60_000)]
+    pub max_call_timeout_ms: u64,
+    /// The largest tool result or argument payload carried over the bus, in bytes.
+    #[arg(long, env = "SOPHIA_MAX_PAYLOAD_BYTES", default_value_t = sophia_proto::payload::DEFAULT_MAX_BYTES)]
+    pub max_payload_bytes: usize,
+}
+
+impl GatewayConfig {
+    /// A configuration for tests: NATS at `nats_url`, HTTP on an ephemeral
+    /// loopback port, the given token.
+    pub fn new(nats_url: impl Into<String>, token: impl Into<String>) -> Self {
+        use clap::Parser;
+        let mut c = GatewayConfig::parse_from(["sophia-gateway"]);
+        c.nats = NatsConfig::new(nats_url);
+        c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.token = Some(token.into());
+        c
+    }
+}

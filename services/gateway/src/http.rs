@@ -1,0 +1,81 @@
+//! The HTTP face: MCP over Streamable HTTP at `/mcp`, behind bearer-token
+//! authentication, plus `/health`, `/ready` and `/metrics`.
+//!
+//! Host and Origin validation (DNS-rebinding defence), the body-size limit
+//! and the `MCP-Protocol-Version` checks are rmcp's
+//! [`StreamableHttpService`]; this module configures them and adds auth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::StreamableHttpServerConfig;
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::mcp::{McpGateway, Principal};
+
+#[derive(Clone)]
+struct Auth {
+    token: Arc<str>,
+    principal: Arc<str>,
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()) => {
+            req.extensions_mut().insert(Principal(auth.principal.to_string()));
+            next.run(req).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"sophia-gateway\"")],
+            "missing or wrong bearer token: send `Authorization: Bearer <SOPHIA_GATEWAY_TOKEN>`\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The `/mcp` route, served by rmcp, wrapped in authentication.
+pub fn mcp_router(
+    gateway: McpGateway,
+    config: &GatewayConfig,
+    token: String,
+    stop: CancellationToken,
+) -> Router {
+    let http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(config.allowed_hosts.clone())
+        .with_allowed_origins(config.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(config.max_body_bytes)
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_cancellation_token(stop);
+    let service: StreamableHttpService<McpGateway, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(gateway.clone()),
+        Arc::new(LocalSessionManager::default()),
+        http_config,
+    );
+    let auth = Auth {
+        token: token.into(),
+        principal: config.principal.clone().into(),
+    };
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(auth, require_bearer))
+}

@@ -1,0 +1,23 @@
+//! `sophia-gateway`: MCP over stdio (`--stdio`) or Streamable HTTP (`/mcp`).
+use clap::Parser;
+use sophia_gateway::GatewayConfig;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = GatewayConfig::parse();
+    sophia_kit::telemetry::init_logging();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        sophia_kit::telemetry::shutdown_signal().await;
+        signal.cancel();
+    });
+    if config.stdio {
+        sophia_gateway::run_stdio(config, shutdown).await?;
+    } else {
+        let handle = sophia_gateway::run(config, shutdown).await?;
+        handle.stopped().await;
+    }
+    Ok(())
+}

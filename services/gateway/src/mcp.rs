@@ -1,0 +1,346 @@
+//! The MCP face of the gateway: an rmcp [`ServerHandler`] whose tools are the
+//! ones live workers announce.
+//!
+//! `tools/list` reads the [`Registry`]. `tools/call` validates the arguments
+//! against the tool's schema, hands the call to the [`Bus`], relays progress
+//! as `notifications/progress`, and turns the outcome into a
+//! `CallToolResult`. Every session's peer is kept so that registry changes
+//! reach it as `notifications/tools/list_changed`.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeRequestParams, InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use sophia_proto::{Caller, Content, ErrorCode, Progress, ToolOutput, headers};
+
+use crate::bus::{Bus, CallError, CallSpec, ProgressRoute};
+use crate::metrics::GatewayMetrics;
+use crate::registry::Registry;
+
+/// The authenticated principal of an HTTP request, put in the request's
+/// extensions by the auth layer.
+#[derive(Clone, Debug)]
+pub struct Principal(pub String);
+
+/// Limits on tool calls.
+#[derive(Clone, Copy, Debug)]
+pub struct CallLimits {
+    /// Deadline when a tool does not announce one.
+    pub default_timeout: Duration,
+    /// The longest deadline allowed.
+    pub max_timeout: Duration,
+}
+
+/// The MCP server handler. One value serves every session; it is cheap to clone.
+#[derive(Clone)]
+pub struct McpGateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    bus: Bus,
+    limits: CallLimits,
+    /// Principal for sessions without HTTP auth (stdio).
+    local_principal: String,
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+    metrics: GatewayMetrics,
+}
+
+/// How long to wait for progress still in transit after the reply.
+const PROGRESS_PATIENCE: Duration = Duration::from_millis(250);
+
+impl McpGateway {
+    /// A handler over `registry` and `bus`.
+    pub fn new(
+        registry: Registry,
+        bus: Bus,
+        limits: CallLimits,
+        local_principal: String,
+        metrics: GatewayMetrics,
+    ) -> Self {
+        let gw = Self {
+            inner: Arc::new(Inner {
+                registry,
+                bus,
+                limits,
+                local_principal,
+                peers: Mutex::new(Vec::new()),
+                metrics,
+            }),
+        };
+        gw.spawn_list_changed();
+        gw
+    }
+
+    /// Sends `notifications/tools/list_changed` to every live session each
+    /// time the registry's tool list changes.
+    fn spawn_list_changed(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut changes = self.inner.registry.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(inner) = weak.upgrade() else { break };
+                let peers: Vec<_> = {
+                    let mut peers = inner.peers.lock().expect("peers lock");
+                    peers.retain(|p| !p.is_transport_closed());
+                    peers.clone()
+                };
+                tracing::debug!(sessions = peers.len(), "tool list changed; notifying sessions");
+                for peer in peers {
+                    tokio::spawn(async move {
+                        if let Err(e) = peer.notify_tool_list_changed().await {
+                            tracing::debug!(cause = %e, "could not notify a session");
+                        }
+                    });
+                }
+            }
+        });
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        let parts = context.extensions.get::<http::request::Parts>();
+        let principal = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .map(|p| p.0.clone())
+            .unwrap_or_else(|| self.inner.local_principal.clone());
+        let session = parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Caller {
+            principal,
+            session,
+            via: "sophia-gateway".into(),
+        }
+    }
+}
+
+/// Trace context from the HTTP `traceparent` header, else from the request's
+/// `_meta` (MCP SEP-414).
+fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
+    let parts = context.extensions.get::<http::request::Parts>();
+    let header = |name: &str| {
+        parts
+            .and_then(|p| p.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let traceparent = header(headers::TRACEPARENT)
+        .or_else(|| context.meta.get_traceparent().map(str::to_owned))
+        .filter(|t| headers::is_traceparent(t));
+    // tracestate only means something alongside its traceparent.
+    let tracestate = traceparent.as_ref().and_then(|_| {
+        header(headers::TRACESTATE)
+            .or_else(|| context.meta.get_tracestate().map(str::to_owned))
+            .filter(|s| !s.is_empty() && s.len() <= 512)
+    });
+    headers::Context {
+        request_id: None,
+        traceparent,
+        tracestate,
+    }
+}
+
+async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
+    match route {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ServerHandler for McpGateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("sophia-gateway", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Sophia Mesh: the tools listed are served by live workers on the mesh, \
+             grouped by category (business_intelligence, infrastructure, code_generation). \
+             The list changes as workers join and leave.",
+        )
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        // Session-based revisions only for now; see docs/architecture.md.
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        self.inner
+            .peers
+            .lock()
+            .expect("peers lock")
+            .push(context.peer.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.registry.get(name).map(|e| e.mcp.clone())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let view = self.inner.registry.view();
+        Ok(ListToolsResult::with_all_items(
+            view.tools.values().map(|e| e.mcp.clone()).collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let started = Instant::now();
+        let Some(entry) = self.inner.registry.get(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool `{}`: no live worker offers it. Call tools/list for the tools on offer now",
+                    request.name
+                ),
+                None,
+            ));
+        };
+        let spec = &entry.spec;
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let problems: Vec<String> = entry
+            .validator
+            .iter_errors(&args)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if !problems.is_empty() {
+            self.inner.metrics.record(spec, "invalid_arguments", started);
+            return Ok(error_result(
+                ErrorCode::InvalidArguments,
+                format!(
+                    "invalid arguments for `{}`: {}. Fix them to match the tool's input schema and call again",
+                    spec.name,
+                    problems.join("; ")
+                ),
+                Some(json!({ "errors": problems })),
+            )
+            .into());
+        }
+        let timeout = spec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.limits.default_timeout)
+            .min(self.inner.limits.max_timeout);
+        let token = context.meta.get_progress_token();
+        let mut route = token.as_ref().map(|_| self.inner.bus.progress_route());
+        let call_spec = CallSpec {
+            tool: &spec.name,
+            category: spec.category,
+            args,
+            timeout,
+            caller: self.caller(&context),
+            trace: trace_context(&context),
+        };
+        let _in_flight = self.inner.metrics.in_flight(spec);
+        let call = self.inner.bus.call(call_spec, route.as_ref().map(|r| r.id), &context.ct);
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                Some(p) = next_progress(&mut route) => {
+                    if let Some(t) = &token { relay(&context.peer, t, p).await }
+                }
+            }
+        };
+        if let (Ok(reply), Some(r), Some(t)) = (&outcome, route.as_mut(), &token) {
+            for p in r.drain(reply.progress_sent, PROGRESS_PATIENCE).await {
+                relay(&context.peer, t, p).await;
+            }
+        }
+        drop(route);
+        let result = match outcome {
+            Ok(reply) => {
+                let label = if reply.output.is_error { "tool_error" } else { "ok" };
+                self.inner.metrics.record(spec, label, started);
+                to_mcp(reply.output)
+            }
+            Err(e) => {
+                let code = e.code();
+                self.inner.metrics.record(spec, code.as_str(), started);
+                tracing::info!(tool = %spec.name, code = %code, cause = %e, "tool call failed");
+                let data = match &e {
+                    CallError::Worker(w) => w.data.clone(),
+                    _ => None,
+                };
+                error_result(code, e.to_string(), data)
+            }
+        };
+        Ok(result.into())
+    }
+}
+
+async fn relay(peer: &Peer<RoleServer>, token: &rmcp::model::ProgressToken, p: Progress) {
+    let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
+    if let Some(total) = p.total {
+        param = param.with_total(total);
+    }
+    if let Some(message) = p.message {
+        param = param.with_message(message);
+    }
+    if let Err(e) = peer.notify_progress(param).await {
+        tracing::debug!(cause = %e, "could not relay progress");
+    }
+}
+
+/// A tool result carrying an error the model and the person can read; the
+/// machine-readable code is in `_meta["sophia/error"]`.
+fn error_result(code: ErrorCode, message: String, data: Option<Value>) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        "sophia/error".into(),
+        json!({ "code": code.as_str(), "retryable": code.is_retryable(), "data": data }),
+    );
+    result.meta = Some(MetaObject(meta));
+    result
+}
+
+fn to_mcp(output: ToolOutput) -> CallToolResult {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let content = output
+        .content
+        .into_iter()
+        .map(|c| match c {
+            Content::Text { text } => ContentBlock::text(text),
+            Content::Image { data, mime_type } => ContentBlock::image(b64.encode(data), mime_type),
+            Content::Audio { data, mime_type } => ContentBlock::audio(b64.encode(data), mime_type),
+        })
+        .collect();
+    let mut result = if output.is_error {
+        CallToolResult::error(content)
+    } else {
+        CallToolResult::success(content)
+    };
+    result.structured_content = output.structured;
+    result
+}

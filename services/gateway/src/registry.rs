@@ -1,0 +1,355 @@
+//! The live tool registry: which tools the workers on the bus offer now.
+//!
+//! Workers announce themselves (`sophia.v1.registry.announce`) on start, on
+//! reconnect, when a gateway asks (`...discover`) and every heartbeat; they
+//! say goodbye on drain (`...leave`). A replica silent for three heartbeats is
+//! dropped. The merged, name-sorted tool list is rebuilt on every change, and
+//! its version is published on a watch channel so MCP sessions can be sent
+//! `notifications/tools/list_changed`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A tool as the gateway offers it.
+#[derive(Debug)]
+pub struct ToolEntry {
+    /// What the worker announced.
+    pub spec: ToolSpec,
+    /// The MCP form of the tool.
+    pub mcp: rmcp::model::Tool,
+    /// The compiled input schema.
+    pub validator: jsonschema::Validator,
+    /// How many live replicas announce it.
+    pub replicas: usize,
+}
+
+/// The tools on offer at one moment, sorted by name.
+#[derive(Debug, Default)]
+pub struct ToolView {
+    /// Tools by name.
+    pub tools: BTreeMap<String, Arc<ToolEntry>>,
+}
+
+struct Instance {
+    service: String,
+    version: String,
+    tools: Vec<ToolSpec>,
+    last_seen: Instant,
+    ttl: Duration,
+}
+
+/// The registry. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Registry {
+    view: Arc<RwLock<Arc<ToolView>>>,
+    instances: Arc<std::sync::Mutex<HashMap<String, Instance>>>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self {
+            view: Default::default(),
+            instances: Default::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// The current tools.
+    pub fn view(&self) -> Arc<ToolView> {
+        self.view.read().expect("registry lock").clone()
+    }
+
+    /// The tool called `name`, if a live worker offers it.
+    pub fn get(&self, name: &str) -> Option<Arc<ToolEntry>> {
+        self.view().tools.get(name).cloned()
+    }
+
+    /// A receiver that changes whenever the tool list does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Live replicas per worker service.
+    pub fn replicas(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for i in self.instances.lock().expect("registry lock").values() {
+            *out.entry(i.service.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    fn apply(&self, f: impl FnOnce(&mut HashMap<String, Instance>) -> bool) {
+        let mut instances = self.instances.lock().expect("registry lock");
+        if !f(&mut instances) {
+            return;
+        }
+        let view = build_view(&instances);
+        let mut current = self.view.write().expect("registry lock");
+        let changed = !same_tools(&current, &view);
+        *current = Arc::new(view);
+        drop(current);
+        drop(instances);
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Records an announcement. Returns nothing; the change (if any) is seen
+    /// through [`Registry::subscribe`].
+    pub fn announce(&self, a: Announce) {
+        let ttl = Duration::from_millis(a.heartbeat_ms.max(10) * 3);
+        self.apply(|instances| {
+            let fresh = Instance {
+                service: a.service,
+                version: a.version,
+                tools: a.tools,
+                last_seen: Instant::now(),
+                ttl,
+            };
+            match instances.get_mut(&a.instance) {
+                Some(existing) if existing.tools == fresh.tools && existing.version == fresh.version => {
+                    existing.last_seen = fresh.last_seen;
+                    existing.ttl = fresh.ttl;
+                    false
+                }
+                _ => {
+                    tracing::info!(instance = %a.instance, service = %fresh.service, tools = fresh.tools.len(), "worker joined");
+                    instances.insert(a.instance, fresh);
+                    true
+                }
+            }
+        });
+    }
+
+    /// Forgets a replica that said it is leaving.
+    pub fn leave(&self, instance: &str) {
+        self.apply(|instances| {
+            let gone = instances.remove(instance).is_some();
+            if gone {
+                tracing::info!(instance, "worker left");
+            }
+            gone
+        });
+    }
+
+    /// Forgets replicas silent for longer than three heartbeats.
+    pub fn expire(&self) {
+        self.apply(|instances| {
+            let before = instances.len();
+            instances.retain(|id, i| {
+                let alive = i.last_seen.elapsed() <= i.ttl;
+                if !alive {
+                    tracing::warn!(instance = %id, service = %i.service, "worker stopped heartbeating; dropping its tools");
+                }
+                alive
+            });
+            before != instances.len()
+        });
+    }
+
+    /// Keeps the registry current from the bus until `stop` fires: listens to
+    /// announcements and leaves, asks workers to announce on every (re)connect,
+    /// and expires silent replicas.
+    pub async fn follow(
+        &self,
+        conn: &sophia_kit::nats::Connection,
+        gateway_instance: String,
+        stop: CancellationToken,
+    ) -> Result<(), async_nats::SubscribeError> {
+        let client = &conn.client;
+        let mut announces = client.subscribe(subject::REGISTRY_ANNOUNCE).await?;
+        let mut leaves = client.subscribe(subject::REGISTRY_LEAVE).await?;
+        let registry = self.clone();
+        let client = client.clone();
+        let mut connects = conn.connects.clone();
+        let discover: bytes::Bytes = sophia_proto::encode(&Discover {
+            v: PROTOCOL_VERSION,
+            requester: gateway_instance,
+        })
+        .expect("a Discover always encodes")
+        .into();
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(Duration::from_millis(100));
+            let _ = client.publish(subject::REGISTRY_DISCOVER, discover.clone()).await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    Some(msg) = announces.next() => match sophia_proto::decode::<Announce>(&msg.payload) {
+                        Ok(a) if a.v == PROTOCOL_VERSION => registry.announce(a),
+                        Ok(a) => tracing::warn!(instance = %a.instance, v = a.v, "ignoring a worker speaking another protocol version"),
+                        Err(e) => tracing::warn!(cause = %e, "ignoring a malformed announcement"),
+                    },
+                    Some(msg) = leaves.next() => match sophia_proto::decode::<Leave>(&msg.payload) {
+                        Ok(l) => registry.leave(&l.instance),
+                        Err(e) => tracing::warn!(cause = %e, "ignoring a malformed leave message"),
+                    },
+                    changed = connects.changed() => {
+                        if changed.is_err() { break }
+                        let _ = client.publish(subject::REGISTRY_DISCOVER, discover.clone()).await;
+                    }
+                    _ = sweep.tick() => registry.expire(),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+fn same_tools(a: &ToolView, b: &ToolView) -> bool {
+    a.tools.len() == b.tools.len()
+        && a.tools
+            .iter()
+            .zip(b.tools.iter())
+            .all(|((na, ea), (nb, eb))| na == nb && ea.spec == eb.spec)
+}
+
+/// Orders versions like semver for the numeric parts, so that during a
+/// rolling upgrade the newest replica's description of a tool wins.
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(['.', '-', '+'])
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
+    // For each name, the spec from the newest version (ties: smallest instance
+    // id, so the choice is deterministic), and the replica count.
+    let mut chosen: BTreeMap<String, (Vec<u64>, &str, &ToolSpec, usize)> = BTreeMap::new();
+    for (id, inst) in instances {
+        for spec in &inst.tools {
+            if subject::validate_tool_name(&spec.name).is_err() {
+                continue;
+            }
+            let key = version_key(&inst.version);
+            chosen
+                .entry(spec.name.clone())
+                .and_modify(|c| {
+                    c.3 += 1;
+                    if (&key, std::cmp::Reverse(id.as_str())) > (&c.0, std::cmp::Reverse(c.1)) {
+                        c.0 = key.clone();
+                        c.1 = id;
+                        c.2 = spec;
+                    }
+                })
+                .or_insert((key, id, spec, 1));
+        }
+    }
+    let mut view = ToolView::default();
+    for (name, (_, _, spec, replicas)) in chosen {
+        match entry(spec.clone(), replicas) {
+            Ok(e) => {
+                view.tools.insert(name, Arc::new(e));
+            }
+            Err(why) => tracing::error!(tool = %name, %why, "not offering a tool with an invalid schema"),
+        }
+    }
+    view
+}
+
+fn entry(spec: ToolSpec, replicas: usize) -> Result<ToolEntry, String> {
+    let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| e.to_string())?;
+    let schema: rmcp::model::JsonObject = match &spec.input_schema {
+        serde_json::Value::Object(o) => o.clone(),
+        _ => return Err("the input schema is not a JSON object".into()),
+    };
+    let mut tool = rmcp::model::Tool::new(spec.name.clone(), spec.description.clone(), schema);
+    if let Some(t) = &spec.title {
+        tool = tool.with_title(t.clone());
+    }
+    if let Some(serde_json::Value::Object(o)) = &spec.output_schema {
+        tool = tool.with_raw_output_schema(Arc::new(o.clone()));
+    }
+    let mut annotations = rmcp::model::ToolAnnotations::new()
+        .read_only(spec.hints.read_only)
+        .destructive(spec.hints.destructive)
+        .idempotent(spec.hints.idempotent)
+        .open_world(spec.hints.open_world);
+    annotations.title = spec.title.clone();
+    tool = tool.with_annotations(annotations);
+    Ok(ToolEntry {
+        spec,
+        mcp: tool,
+        validator,
+        replicas,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sophia_proto::{Category, Hints};
+
+    fn spec(name: &str, description: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            title: None,
+            description: description.into(),
+            category: Category::CodeGeneration,
+            input_schema: serde_json::json!({"type": "object"}),
+            output_schema: None,
+            hints: Hints::default(),
+            timeout_ms: None,
+        }
+    }
+
+    fn announce(instance: &str, version: &str, tools: Vec<ToolSpec>) -> Announce {
+        Announce {
+            v: 1,
+            instance: instance.into(),
+            service: "w".into(),
+            version: version.into(),
+            tools,
+            heartbeat_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn merges_sorts_and_counts_replicas() {
+        let r = Registry::new();
+        let mut changes = r.subscribe();
+        r.announce(announce("a", "1.0.0", vec![spec("zeta", "z"), spec("alpha", "a")]));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        r.announce(announce("b", "1.0.0", vec![spec("alpha", "a")]));
+        // Same tools, one more replica: the list did not change.
+        assert!(!changes.has_changed().unwrap());
+        let view = r.view();
+        let names: Vec<_> = view.tools.keys().cloned().collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        assert_eq!(view.tools["alpha"].replicas, 2);
+        r.leave("a");
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(r.view().tools.keys().collect::<Vec<_>>(), ["alpha"]);
+    }
+
+    #[test]
+    fn newest_version_describes_a_tool() {
+        let r = Registry::new();
+        r.announce(announce("old", "1.9.0", vec![spec("t", "old")]));
+        r.announce(announce("new", "1.10.0", vec![spec("t", "new")]));
+        assert_eq!(r.get("t").unwrap().spec.description, "new");
+    }
+
+    #[test]
+    fn tools_with_bad_names_or_schemas_are_not_offered() {
+        let r = Registry::new();
+        let mut bad_schema = spec("bad_schema", "x");
+        bad_schema.input_schema = serde_json::json!({"type": 12});
+        r.announce(announce("a", "1.0.0", vec![spec("bad.name", "x"), bad_schema, spec("ok", "x")]));
+        assert_eq!(r.view().tools.keys().collect::<Vec<_>>(), ["ok"]);
+    }
+}
