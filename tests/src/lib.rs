@@ -1,1 +1,22 @@
-//! placeholder
+//! The Sophia Mesh test harness: a real `nats-server`, the gateway and
+//! workers started in-process through their `run` functions, and real MCP
+//! clients. Everything cleans up on drop.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let mut mesh = sophia_tests::Mesh::start().await;
+//! mesh.worker(echo_worker::echo_worker()).await;
+//! let client = mesh.client().await;
+//! let tools = client.list_all_tools().await.unwrap();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod mesh;
+pub mod nats;
+pub mod workers;
+
+pub use client::{McpClient, Recorder, connect_http};
+pub use mesh::{Mesh, eventually};
+pub use nats::{NatsServer, nats_server};

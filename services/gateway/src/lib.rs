@@ -94,6 +94,7 @@ async fn start_core(config: &GatewayConfig, stop: &CancellationToken) -> Result<
     let registry = registry::Registry::new();
     registry.follow(&conn, instance.clone(), stop.child_token()).await?;
     let bus = bus::Bus::start(conn.client.clone(), instance.clone(), config.max_payload_bytes).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.client.flush()).await;
     let gateway = mcp::McpGateway::new(
         registry.clone(),
         bus,

@@ -192,6 +192,11 @@ impl Worker {
         spawn_cancel_listener(&shared, &categories, background.clone()).await?;
         spawn_announcer(&conn, announce, config.heartbeat_ms, registered.clone(), background.clone()).await?;
 
+        // Make sure the server has our subscriptions before `run` returns, so a
+        // caller that starts us and then calls finds us. Skipped while NATS is
+        // still unreachable (the client subscribes once it connects).
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.client.flush()).await;
+
         let ready_conn = conn.clone();
         let ready_reg = registered.clone();
         let ready: ops::ReadyCheck = Arc::new(move || {

@@ -1,0 +1,182 @@
+//! A whole mesh in one process: NATS, a gateway, and workers.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sophia_gateway::{GatewayConfig, GatewayHandle};
+use sophia_kit::{Worker, WorkerConfig, WorkerHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{McpClient, connect_http};
+use crate::nats::{NatsServer, nats_server};
+
+/// The bearer token test gateways accept.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Heartbeat used by test workers, so silent replicas expire quickly.
+pub const TEST_HEARTBEAT_MS: u64 = 200;
+
+/// A running worker in a [`Mesh`].
+pub struct RunningWorker {
+    /// The worker's handle.
+    pub handle: Option<WorkerHandle>,
+    shutdown: CancellationToken,
+}
+
+/// NATS, a gateway and workers. Dropping it stops everything.
+pub struct Mesh {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// The gateway, once started.
+    pub gateway: Option<GatewayHandle>,
+    gateway_stop: CancellationToken,
+    workers: Vec<RunningWorker>,
+}
+
+impl Mesh {
+    /// NATS and a gateway.
+    pub async fn start() -> Self {
+        let mut mesh = Self::without_gateway();
+        mesh.start_gateway().await;
+        mesh
+    }
+
+    /// NATS only; start the gateway later with [`Mesh::start_gateway`].
+    pub fn without_gateway() -> Self {
+        init_test_logging();
+        Self {
+            nats: nats_server(),
+            gateway: None,
+            gateway_stop: CancellationToken::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// The gateway configuration tests use.
+    pub fn gateway_config(&self) -> GatewayConfig {
+        let mut c = GatewayConfig::new(self.nats.url(), TEST_TOKEN);
+        c.call_timeout_ms = 10_000;
+        c
+    }
+
+    /// Starts the gateway with the test configuration.
+    pub async fn start_gateway(&mut self) -> &GatewayHandle {
+        let config = self.gateway_config();
+        self.start_gateway_with(config).await
+    }
+
+    /// Starts the gateway with `config`.
+    pub async fn start_gateway_with(&mut self, config: GatewayConfig) -> &GatewayHandle {
+        let handle = sophia_gateway::run(config, self.gateway_stop.clone())
+            .await
+            .expect("gateway starts");
+        self.gateway.insert(handle)
+    }
+
+    /// The worker configuration tests use: this NATS, fast heartbeats.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut c = WorkerConfig::new(self.nats.url());
+        c.heartbeat_ms = TEST_HEARTBEAT_MS;
+        c.cancel_grace_ms = 500;
+        c
+    }
+
+    /// Starts `worker`; returns its index for [`Mesh::stop_worker`] and friends.
+    pub async fn worker(&mut self, worker: Worker) -> usize {
+        let config = self.worker_config();
+        self.worker_with(worker, config).await
+    }
+
+    /// Starts `worker` with `config`.
+    pub async fn worker_with(&mut self, worker: Worker, config: WorkerConfig) -> usize {
+        let shutdown = CancellationToken::new();
+        let handle = worker.run(config, shutdown.clone()).await.expect("worker starts");
+        self.workers.push(RunningWorker {
+            handle: Some(handle),
+            shutdown,
+        });
+        self.workers.len() - 1
+    }
+
+    /// The handle of worker `i`.
+    pub fn worker_handle(&self, i: usize) -> &WorkerHandle {
+        self.workers[i].handle.as_ref().expect("worker is running")
+    }
+
+    /// Drains worker `i` as SIGTERM would, and waits until it has stopped.
+    pub async fn stop_worker(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        w.shutdown.cancel();
+        if let Some(h) = w.handle.take() {
+            h.stopped().await;
+        }
+    }
+
+    /// Kills worker `i` without a goodbye: it just goes silent, as a crashed
+    /// process would.
+    pub async fn kill_worker(&mut self, i: usize) {
+        if let Some(h) = self.workers[i].handle.take() {
+            h.abort();
+            // Drop its NATS connection too, so its subscriptions vanish.
+            let _ = h.client.drain().await;
+        }
+    }
+
+    /// The gateway's MCP URL.
+    pub fn mcp_url(&self) -> String {
+        self.gateway.as_ref().expect("gateway started").mcp_url()
+    }
+
+    /// A base URL for the gateway's HTTP endpoints.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.gateway.as_ref().expect("gateway started").http_addr)
+    }
+
+    /// A connected MCP client (Streamable HTTP, with the test token).
+    pub async fn client(&self) -> McpClient {
+        connect_http(&self.mcp_url(), TEST_TOKEN).await
+    }
+
+    /// A plain NATS client on the mesh's server.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url()).await.expect("connect to test NATS")
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.gateway_stop.cancel();
+        for w in &self.workers {
+            w.shutdown.cancel();
+            if let Some(h) = &w.handle {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
