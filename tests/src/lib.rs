@@ -15,6 +15,7 @@
 pub mod client;
 pub mod mesh;
 pub mod nats;
+pub mod raw;
 pub mod workers;
 
 pub use client::{McpClient, Recorder, connect_http};

@@ -52,6 +52,51 @@ async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) 
     }
 }
 
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
+
+/// A JSON-RPC error response with no id (the request could not be read).
+fn json_rpc_error(status: StatusCode, code: i64, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": message },
+    });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Reads POST bodies up to the limit and checks they are JSON, so that an
+/// oversized body gets 413 and malformed JSON gets JSON-RPC's -32700 parse
+/// error (rmcp alone would answer 415) before anything else looks at them.
+async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit.0).await {
+        Ok(b) => b,
+        Err(_) => {
+            return json_rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!(
+                    "request body is larger than {} bytes (SOPHIA_MAX_BODY_BYTES); send less, \
+                     e.g. pass a reference to large data instead of the data",
+                    limit.0
+                ),
+            );
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return json_rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            format!("parse error: the body is not valid JSON ({e})"),
+        );
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
 /// The `/mcp` route, served by rmcp, wrapped in authentication.
 pub fn mcp_router(
     gateway: McpGateway,
@@ -75,7 +120,12 @@ pub fn mcp_router(
         token: token.into(),
         principal: config.principal.clone().into(),
     };
+    // Layers run outside-in: auth first, then the body guard, then rmcp.
     Router::new()
         .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(
+            BodyLimit(config.max_body_bytes),
+            json_rpc_guard,
+        ))
         .layer(middleware::from_fn_with_state(auth, require_bearer))
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
+use sophia_kit::nats::LinkState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -146,6 +147,16 @@ impl Registry {
         });
     }
 
+    /// Restarts every replica's clock, after this gateway was itself cut off
+    /// from the bus: their silence was not theirs, so they get three fresh
+    /// heartbeats to re-announce.
+    pub fn forgive_silence(&self) {
+        let now = Instant::now();
+        for i in self.instances.lock().expect("registry lock").values_mut() {
+            i.last_seen = now;
+        }
+    }
+
     /// Forgets replicas silent for longer than three heartbeats.
     pub fn expire(&self) {
         self.apply(|instances| {
@@ -176,6 +187,7 @@ impl Registry {
         let registry = self.clone();
         let client = client.clone();
         let mut connects = conn.connects.clone();
+        let link = conn.state.clone();
         let discover: bytes::Bytes = sophia_proto::encode(&Discover {
             v: PROTOCOL_VERSION,
             requester: gateway_instance,
@@ -199,9 +211,11 @@ impl Registry {
                     },
                     changed = connects.changed() => {
                         if changed.is_err() { break }
+                        registry.forgive_silence();
                         let _ = client.publish(subject::REGISTRY_DISCOVER, discover.clone()).await;
                     }
-                    _ = sweep.tick() => registry.expire(),
+                    // While cut off from the bus, heartbeats cannot arrive: expire nothing.
+                    _ = sweep.tick() => if *link.borrow() == LinkState::Up { registry.expire() },
                 }
             }
         });

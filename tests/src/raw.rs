@@ -1,0 +1,110 @@
+//! Raw HTTP to the gateway's `/mcp`, for requests no well-behaved MCP client
+//! would send: malformed JSON-RPC, unknown methods, oversized bodies, foreign
+//! origins.
+
+use serde_json::{Value, json};
+
+/// A hand-driven Streamable HTTP session.
+pub struct RawSession {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    /// The `Mcp-Session-Id` once initialized.
+    pub session: Option<String>,
+}
+
+/// A response: status and the JSON-RPC messages in its body (plain JSON or
+/// the `data:` lines of an SSE stream).
+#[derive(Debug)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON-RPC messages found in the body.
+    pub messages: Vec<Value>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl RawSession {
+    /// A session against `url` with bearer `token` (not yet initialized).
+    pub fn new(url: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            token: token.to_owned(),
+            session: None,
+        }
+    }
+
+    /// POSTs `body` as is, with the headers a correct client sends.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, extra: &[(&str, &str)]) -> RawResponse {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .header("MCP-Protocol-Version", "2025-06-18")
+            .bearer_auth(&self.token)
+            .body(body);
+        if let Some(s) = &self.session {
+            req = req.header("Mcp-Session-Id", s);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("HTTP request completes");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let messages = parse_messages(&body);
+        RawResponse {
+            status,
+            messages,
+            body,
+        }
+    }
+
+    /// POSTs a JSON value.
+    pub async fn post(&self, msg: Value) -> RawResponse {
+        self.post_raw(msg.to_string(), &[]).await
+    }
+
+    /// Runs the initialize handshake (2025-06-18, as Cursor does).
+    pub async fn initialize(&mut self) {
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .bearer_auth(&self.token)
+            .body(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "raw-test", "version": "0"}}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .expect("initialize");
+        assert_eq!(resp.status().as_u16(), 200, "initialize accepted");
+        self.session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let _ = resp.text().await;
+        let ack = self
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert!(ack.status < 300, "initialized notification accepted: {}", ack.status);
+    }
+}
+
+fn parse_messages(body: &str) -> Vec<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return vec![v];
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect()
+}

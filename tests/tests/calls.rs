@@ -1,0 +1,192 @@
+//! `tools/call` through the gateway to workers on the bus: results, replicas
+//! sharing load, progress, cancellation and payloads of several megabytes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ServerResult,
+};
+use rmcp::service::PeerRequestOptions;
+use serde_json::{Value, json};
+use sophia_tests::workers::{
+    CancelProbe, big_result_worker, cancellable_worker, pattern, progress_worker, whoami_worker,
+};
+use sophia_tests::{McpClient, Mesh, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().expect("an object")
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+async fn wait_for_tool(client: &McpClient, name: &str) {
+    eventually(&format!("tool {name}"), WAIT, || async {
+        let tools = client.list_all_tools().await.ok()?;
+        tools.iter().any(|t| t.name == name).then_some(())
+    })
+    .await
+}
+
+async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(args(arguments)))
+        .await
+        .expect("tools/call answers")
+}
+
+#[tokio::test]
+async fn a_call_reaches_the_worker_and_its_result_comes_back() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(echo_worker::echo_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "echo").await;
+
+    let result = call(&client, "echo", json!({"text": "hello, mesh"})).await;
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(text_of(&result), "hello, mesh");
+}
+
+#[tokio::test]
+async fn calls_are_spread_across_replicas_in_the_queue_group() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(whoami_worker("replica-a")).await;
+    mesh.worker(whoami_worker("replica-b")).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "whoami").await;
+
+    let mut served_by = Vec::new();
+    for _ in 0..40 {
+        served_by.push(text_of(&call(&client, "whoami", json!({})).await));
+    }
+    let distinct: HashSet<_> = served_by.iter().cloned().collect();
+    assert_eq!(
+        distinct,
+        HashSet::from(["replica-a".to_owned(), "replica-b".to_owned()]),
+        "both replicas served calls: {served_by:?}"
+    );
+    // NATS hands each request to exactly one member of the queue group.
+    assert_eq!(served_by.len(), 40);
+}
+
+#[tokio::test]
+async fn worker_progress_is_relayed_as_mcp_progress_before_the_result() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(progress_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "count_steps").await;
+
+    let handle = client
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new("count_steps").with_arguments(args(json!({"steps": 5}))),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!("expected a CallToolResult");
+    };
+    assert_eq!(text_of(&result), "counted 5 steps");
+
+    // All five arrived before the result, for this call's token, in order.
+    let progress = client.service().progress.lock().unwrap().clone();
+    let mine: Vec<_> = progress.iter().filter(|p| p.progress_token == token).collect();
+    let steps: Vec<f64> = mine.iter().map(|p| p.progress).collect();
+    assert_eq!(steps, [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert!(mine.iter().all(|p| p.total == Some(5.0)));
+    assert_eq!(mine[2].message.as_deref(), Some("step 3 of 5"));
+}
+
+#[tokio::test]
+async fn cancelling_a_call_stops_it_on_the_worker() {
+    let mut mesh = Mesh::start().await;
+    let probe = CancelProbe::default();
+    mesh.worker(cancellable_worker(probe.clone())).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "wait_for_cancel").await;
+
+    let handle = client
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
+                "wait_for_cancel",
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let mut started = probe.started.subscribe();
+    tokio::time::timeout(WAIT, started.wait_for(|s| *s))
+        .await
+        .expect("the worker starts the call")
+        .unwrap();
+
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+
+    let mut cancelled = probe.cancelled.subscribe();
+    tokio::time::timeout(WAIT, cancelled.wait_for(|c| *c))
+        .await
+        .expect("notifications/cancelled reaches the worker's handler")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_multi_megabyte_result_is_delivered_intact() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(big_result_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "big_result").await;
+
+    // 5 MiB: five times NATS's default max_payload of 1 MiB.
+    let size = 5 * 1024 * 1024;
+    let result = call(&client, "big_result", json!({"bytes": size})).await;
+    assert_eq!(result.is_error, Some(false), "{:?}", text_of(&result));
+    let text = text_of(&result);
+    assert_eq!(text.len(), size + 2);
+    assert!(text == format!("0:{}", pattern(size)), "content differs from what the worker sent");
+}
+
+#[tokio::test]
+async fn a_multi_megabyte_argument_reaches_the_worker() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(big_result_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "big_result").await;
+
+    // 3 MiB of arguments: over NATS's limit, under the gateway's 4 MiB body limit.
+    let echo = pattern(3 * 1024 * 1024);
+    let result = call(&client, "big_result", json!({"bytes": 4, "echo": echo})).await;
+    assert_eq!(text_of(&result), format!("{}:{}", echo.len(), pattern(4)));
+}
+
+#[tokio::test]
+async fn offloaded_payloads_are_removed_once_collected() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(big_result_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "big_result").await;
+    call(&client, "big_result", json!({"bytes": 2 * 1024 * 1024})).await;
+
+    let js = async_nats::jetstream::new(mesh.nats_client().await);
+    let store = js.get_object_store(sophia_proto::payload::BUCKET).await.unwrap();
+    eventually("the collected payload is deleted", WAIT, || async {
+        use futures::StreamExt;
+        let mut list = store.list().await.ok()?;
+        let mut live = 0;
+        while let Some(Ok(o)) = list.next().await {
+            live += (!o.deleted) as usize;
+        }
+        (live == 0).then_some(())
+    })
+    .await;
+}
