@@ -175,3 +175,13 @@ pub async fn misbehaving_worker(
     });
     (seen, stop)
 }
+
+/// A worker whose `slow` tool sleeps `ms` milliseconds, then answers `done`.
+pub fn slow_worker(ms: u64) -> Worker {
+    Worker::new("slow-worker", "1.0.0").tool(
+        Tool::new("slow", Category::Infrastructure, "Takes its time.").handler(move |_| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ToolOutput::text("done"))
+        }),
+    )
+}
