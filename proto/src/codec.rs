@@ -108,7 +108,10 @@ mod tests {
             Err(WireError::new(ErrorCode::Conflict, "locked").with_data(json!({"by": "x"}))),
         );
         let back = decode::<ToolResponse>(&encode(&err).unwrap()).unwrap();
-        assert_eq!(back.clone().into_outcome().unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(
+            back.clone().into_outcome().unwrap_err().code,
+            ErrorCode::Conflict
+        );
         assert_eq!(back, err);
     }
 

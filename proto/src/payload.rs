@@ -79,7 +79,9 @@ pub enum PayloadError {
         cause: String,
     },
     /// The body of an offloaded message was not an [`ObjectRef`].
-    #[error("the message says its payload was offloaded, but its body is not an object reference: {0}")]
+    #[error(
+        "the message says its payload was offloaded, but its body is not an object reference: {0}"
+    )]
     BadReference(#[from] codec::DecodeError),
 }
 
@@ -145,7 +147,11 @@ impl PayloadStore {
     /// Returns the body to send for `body`: itself when it fits in one
     /// message, otherwise an [`ObjectRef`] to it, with the `Sophia-Payload`
     /// header set in `headers`.
-    pub async fn pack(&self, body: Vec<u8>, headers: &mut HeaderMap) -> Result<Bytes, PayloadError> {
+    pub async fn pack(
+        &self,
+        body: Vec<u8>,
+        headers: &mut HeaderMap,
+    ) -> Result<Bytes, PayloadError> {
         let size = body.len();
         if size > self.max_bytes {
             return Err(PayloadError::TooLarge {
@@ -177,7 +183,11 @@ impl PayloadStore {
 
     /// Returns the real body of a received message: the body itself, or the
     /// offloaded payload it points to (which is then deleted).
-    pub async fn unpack(&self, headers: Option<&HeaderMap>, body: Bytes) -> Result<Bytes, PayloadError> {
+    pub async fn unpack(
+        &self,
+        headers: Option<&HeaderMap>,
+        body: Bytes,
+    ) -> Result<Bytes, PayloadError> {
         let offloaded = headers
             .and_then(|h| h.get(headers::PAYLOAD))
             .is_some_and(|v| v.as_str() == headers::OFFLOADED);

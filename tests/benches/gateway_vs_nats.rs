@@ -1,1 +1,220 @@
-fn main() {}
+//! Latency and throughput of one 1 KiB request, measured three ways in one
+//! run against one real nats-server:
+//!
+//! 1. raw NATS request-reply between two async-nats clients (the baseline);
+//! 2. the bus path: a MessagePack `ToolRequest` to an echo worker built with
+//!    the kit (what an agent calling a tool pays);
+//! 3. an MCP `tools/call` through the gateway over Streamable HTTP to that
+//!    same worker (what Cursor pays).
+//!
+//! Each is measured sequentially (p50/p99 latency) and with 64 requests in
+//! flight (throughput). Run with `cargo bench -p sophia-tests`; without
+//! `--bench` (as under `cargo test --all-targets`) it runs a short smoke pass.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::json;
+use sophia_proto::{Caller, ToolRequest, ToolResponse, subject};
+use sophia_tests::mesh::TEST_TOKEN;
+use sophia_tests::{Mesh, Recorder, eventually};
+
+const PAYLOAD: usize = 1024;
+const IN_FLIGHT: usize = 64;
+
+struct Plan {
+    warmup: usize,
+    sequential: usize,
+    concurrent: usize,
+}
+
+struct Figures {
+    name: &'static str,
+    p50: Duration,
+    p99: Duration,
+    throughput: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn measure<F, Fut>(name: &'static str, plan: &Plan, op: F) -> Figures
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    for _ in 0..plan.warmup {
+        op().await;
+    }
+    let mut samples = Vec::with_capacity(plan.sequential);
+    for _ in 0..plan.sequential {
+        let t = Instant::now();
+        op().await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+
+    let per_task = plan.concurrent / IN_FLIGHT;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("bench task");
+    }
+    let throughput = (per_task * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64();
+    Figures {
+        name,
+        p50: percentile(&samples, 0.50),
+        p99: percentile(&samples, 0.99),
+        throughput,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let plan = if full {
+        Plan {
+            warmup: 500,
+            sequential: 5_000,
+            concurrent: 64 * 300,
+        }
+    } else {
+        Plan {
+            warmup: 5,
+            sequential: 20,
+            concurrent: 64 * 2,
+        }
+    };
+    let text = "x".repeat(PAYLOAD);
+
+    let mut mesh = Mesh::start().await;
+    mesh.worker(echo_worker::echo_worker()).await;
+
+    // 1. Raw NATS: a plain responder echoing the payload.
+    let responder = mesh.nats_client().await;
+    let mut sub = responder.subscribe("bench.echo").await.unwrap();
+    let r = responder.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = r.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    responder.flush().await.unwrap();
+    let requester = mesh.nats_client().await;
+    let raw_payload = bytes::Bytes::from(text.clone().into_bytes());
+    let raw = {
+        let c = requester.clone();
+        let p = raw_payload.clone();
+        measure("raw NATS request-reply", &plan, move || {
+            let (c, p) = (c.clone(), p.clone());
+            async move {
+                c.request("bench.echo", p).await.expect("raw reply");
+            }
+        })
+        .await
+    };
+
+    // 2. The bus path to the kit's echo worker.
+    let args = json!({ "text": text });
+    let bus = {
+        let c = requester.clone();
+        let args = args.clone();
+        measure("bus: ToolRequest -> kit echo worker", &plan, move || {
+            let (c, args) = (c.clone(), args.clone());
+            async move {
+                let req = ToolRequest::new("echo", args, 10_000, Caller::default());
+                let body = sophia_proto::encode(&req).unwrap();
+                let msg = c
+                    .request(
+                        subject::tool(sophia_proto::Category::CodeGeneration, "echo"),
+                        body.into(),
+                    )
+                    .await
+                    .expect("bus reply");
+                let resp: ToolResponse = sophia_proto::decode(&msg.payload).unwrap();
+                resp.into_outcome().expect("echo result");
+            }
+        })
+        .await
+    };
+
+    // 3. MCP tools/call through the gateway over Streamable HTTP.
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(mesh.mcp_url())
+            .auth_header(TEST_TOKEN.to_owned())
+            .max_concurrent_requests(IN_FLIGHT),
+    );
+    let client = Arc::new(Recorder::default().serve(transport).await.unwrap());
+    eventually("echo is listed", Duration::from_secs(10), || async {
+        let tools = client.list_all_tools().await.ok()?;
+        tools.iter().any(|t| t.name == "echo").then_some(())
+    })
+    .await;
+    let arguments = args.as_object().cloned().unwrap();
+    let mcp = {
+        let client = client.clone();
+        measure("MCP tools/call via gateway (HTTP)", &plan, move || {
+            let (client, arguments) = (client.clone(), arguments.clone());
+            async move {
+                let r = client
+                    .call_tool(CallToolRequestParams::new("echo").with_arguments(arguments))
+                    .await
+                    .expect("MCP reply");
+                assert_eq!(r.is_error, Some(false));
+            }
+        })
+        .await
+    };
+
+    println!();
+    println!(
+        "1 KiB payload; {} sequential samples; throughput with {IN_FLIGHT} in flight{}",
+        plan.sequential,
+        if full {
+            ""
+        } else {
+            " (smoke run: pass --bench for real figures)"
+        }
+    );
+    println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
+    for f in [&raw, &bus, &mcp] {
+        println!(
+            "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
+            f.name,
+            f.p50.as_secs_f64() * 1e6,
+            f.p99.as_secs_f64() * 1e6,
+            f.throughput
+        );
+    }
+    let ratio = |f: &Figures| f.p50.as_secs_f64() / raw.p50.as_secs_f64();
+    println!();
+    println!(
+        "p50 ratio to raw NATS: bus {:.2}x, MCP via gateway {:.2}x (aim: gateway within 1.5x)",
+        ratio(&bus),
+        ratio(&mcp)
+    );
+    println!(
+        "throughput ratio to raw NATS: bus {:.2}, MCP via gateway {:.2}",
+        bus.throughput / raw.throughput,
+        mcp.throughput / raw.throughput
+    );
+}

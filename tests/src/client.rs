@@ -30,14 +30,21 @@ impl Default for Recorder {
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(Default::default(), Implementation::new("sophia-test-client", "0.0.1"))
+        ClientConfig::new(
+            Default::default(),
+            Implementation::new("sophia-test-client", "0.0.1"),
+        )
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.list_changed.send_modify(|n| *n += 1);
     }
 
-    async fn on_progress(&self, p: ProgressNotificationParam, _cx: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        p: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
         self.progress.lock().expect("progress lock").push(p);
     }
 }

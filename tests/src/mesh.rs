@@ -43,9 +43,14 @@ impl Mesh {
 
     /// NATS only; start the gateway later with [`Mesh::start_gateway`].
     pub fn without_gateway() -> Self {
+        Self::on(nats_server())
+    }
+
+    /// A mesh on a NATS server started elsewhere (e.g. from a config file).
+    pub fn on(nats: NatsServer) -> Self {
         init_test_logging();
         Self {
-            nats: nats_server(),
+            nats,
             gateway: None,
             gateway_stop: CancellationToken::new(),
             workers: Vec::new(),
@@ -90,7 +95,10 @@ impl Mesh {
     /// Starts `worker` with `config`.
     pub async fn worker_with(&mut self, worker: Worker, config: WorkerConfig) -> usize {
         let shutdown = CancellationToken::new();
-        let handle = worker.run(config, shutdown.clone()).await.expect("worker starts");
+        let handle = worker
+            .run(config, shutdown.clone())
+            .await
+            .expect("worker starts");
         self.workers.push(RunningWorker {
             handle: Some(handle),
             shutdown,
@@ -129,7 +137,10 @@ impl Mesh {
 
     /// A base URL for the gateway's HTTP endpoints.
     pub fn http_base(&self) -> String {
-        format!("http://{}", self.gateway.as_ref().expect("gateway started").http_addr)
+        format!(
+            "http://{}",
+            self.gateway.as_ref().expect("gateway started").http_addr
+        )
     }
 
     /// A connected MCP client (Streamable HTTP, with the test token).
@@ -139,7 +150,9 @@ impl Mesh {
 
     /// A plain NATS client on the mesh's server.
     pub async fn nats_client(&self) -> async_nats::Client {
-        async_nats::connect(self.nats.url()).await.expect("connect to test NATS")
+        async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to test NATS")
     }
 }
 

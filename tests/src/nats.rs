@@ -13,6 +13,7 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 /// Finds the `nats-server` binary: `$SOPHIA_NATS_SERVER`, then the copy
@@ -47,12 +48,30 @@ pub fn nats_server() -> NatsServer {
 impl NatsServer {
     /// Starts a server with extra command-line arguments.
     pub fn start(extra_args: Vec<String>) -> Self {
+        Self::start_with_env(extra_args, Vec::new())
+    }
+
+    /// Starts a server from a configuration file (its port, store directory
+    /// and monitoring port are overridden), with environment variables for
+    /// the file's `$VARIABLES`.
+    pub fn with_config(config: &Path, envs: Vec<(String, String)>) -> Self {
+        let args = vec![
+            "-c".into(),
+            config.display().to_string(),
+            "-m".into(),
+            free_port().to_string(),
+        ];
+        Self::start_with_env(args, envs)
+    }
+
+    fn start_with_env(extra_args: Vec<String>, envs: Vec<(String, String)>) -> Self {
         let mut server = NatsServer {
             bin: nats_server_binary(),
             child: None,
             port: free_port(),
             store: tempfile::tempdir().expect("temporary directory for JetStream"),
             extra_args,
+            envs,
         };
         server.spawn();
         server
@@ -84,11 +103,20 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+        // A configuration file comes first so the flags below override it.
+        cmd.args(&self.extra_args)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
-            .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(self.log_file());
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", self.bin.display()));
@@ -96,9 +124,14 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("nats-server exited at start ({status}); is port {} taken?", self.port);
+                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
+                    .unwrap_or_default();
+                panic!("nats-server exited at start ({status}):\n{log}");
             }
-            assert!(Instant::now() < deadline, "nats-server did not listen within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -107,6 +140,17 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl NatsServer {
+    fn log_file(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.path().join("nats-server.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null())
     }
 }
 

@@ -37,7 +37,11 @@ impl RawSession {
     }
 
     /// POSTs `body` as is, with the headers a correct client sends.
-    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, extra: &[(&str, &str)]) -> RawResponse {
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        extra: &[(&str, &str)],
+    ) -> RawResponse {
         let mut req = self
             .http
             .post(&self.url)
@@ -95,7 +99,11 @@ impl RawSession {
         let ack = self
             .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;
-        assert!(ack.status < 300, "initialized notification accepted: {}", ack.status);
+        assert!(
+            ack.status < 300,
+            "initialized notification accepted: {}",
+            ack.status
+        );
     }
 }
 

@@ -16,32 +16,44 @@ use tokio::sync::watch;
 pub fn whoami_worker(label: &str) -> Worker {
     let label = label.to_owned();
     Worker::new("whoami-worker", "1.0.0").tool(
-        Tool::new("whoami", Category::BusinessIntelligence, "Names the replica that served the call.")
-            .read_only()
-            .handler(move |_| {
-                let label = label.clone();
-                async move { Ok(ToolOutput::text(label)) }
-            }),
+        Tool::new(
+            "whoami",
+            Category::BusinessIntelligence,
+            "Names the replica that served the call.",
+        )
+        .read_only()
+        .handler(move |_| {
+            let label = label.clone();
+            async move { Ok(ToolOutput::text(label)) }
+        }),
     )
 }
 
 /// A worker with `count_steps`: reports `steps` progress messages, then answers.
 pub fn progress_worker() -> Worker {
     Worker::new("progress-worker", "1.0.0").tool(
-        Tool::new("count_steps", Category::Infrastructure, "Counts to `steps`, reporting progress.")
-            .input_schema(json!({
-                "type": "object",
-                "properties": {"steps": {"type": "integer", "minimum": 1, "maximum": 100}},
-                "required": ["steps"]
-            }))
-            .handler(|call| async move {
-                let steps = call.args["steps"].as_u64().unwrap_or(1);
-                for i in 1..=steps {
-                    call.progress(i as f64, Some(steps as f64), Some(format!("step {i} of {steps}")))
-                        .await;
-                }
-                Ok(ToolOutput::text(format!("counted {steps} steps")))
-            }),
+        Tool::new(
+            "count_steps",
+            Category::Infrastructure,
+            "Counts to `steps`, reporting progress.",
+        )
+        .input_schema(json!({
+            "type": "object",
+            "properties": {"steps": {"type": "integer", "minimum": 1, "maximum": 100}},
+            "required": ["steps"]
+        }))
+        .handler(|call| async move {
+            let steps = call.args["steps"].as_u64().unwrap_or(1);
+            for i in 1..=steps {
+                call.progress(
+                    i as f64,
+                    Some(steps as f64),
+                    Some(format!("step {i} of {steps}")),
+                )
+                .await;
+            }
+            Ok(ToolOutput::text(format!("counted {steps} steps")))
+        }),
     )
 }
 
@@ -66,37 +78,48 @@ impl Default for CancelProbe {
 /// A worker whose `wait_for_cancel` runs until cancelled and records that.
 pub fn cancellable_worker(probe: CancelProbe) -> Worker {
     Worker::new("cancel-worker", "1.0.0").tool(
-        Tool::new("wait_for_cancel", Category::CodeGeneration, "Waits until cancelled.")
-            .timeout_ms(60_000)
-            .handler(move |call| {
-                let probe = probe.clone();
-                async move {
-                    probe.started.send_replace(true);
-                    call.cancelled().await;
-                    probe.cancelled.send_replace(true);
-                    Err(WireError::new(sophia_proto::ErrorCode::Cancelled, "stopped as asked"))
-                }
-            }),
+        Tool::new(
+            "wait_for_cancel",
+            Category::CodeGeneration,
+            "Waits until cancelled.",
+        )
+        .timeout_ms(60_000)
+        .handler(move |call| {
+            let probe = probe.clone();
+            async move {
+                probe.started.send_replace(true);
+                call.cancelled().await;
+                probe.cancelled.send_replace(true);
+                Err(WireError::new(
+                    sophia_proto::ErrorCode::Cancelled,
+                    "stopped as asked",
+                ))
+            }
+        }),
     )
 }
 
 /// A worker whose `big_result` returns `bytes` bytes of deterministic text.
 pub fn big_result_worker() -> Worker {
     Worker::new("big-worker", "1.0.0").tool(
-        Tool::new("big_result", Category::CodeGeneration, "Returns a large text.")
-            .input_schema(json!({
-                "type": "object",
-                "properties": {
-                    "bytes": {"type": "integer", "minimum": 0},
-                    "echo": {"type": "string"}
-                },
-                "required": ["bytes"]
-            }))
-            .handler(|call| async move {
-                let n = call.args["bytes"].as_u64().unwrap_or(0) as usize;
-                let echo_len = call.args["echo"].as_str().map(str::len).unwrap_or(0);
-                Ok(ToolOutput::text(format!("{echo_len}:{}", pattern(n))))
-            }),
+        Tool::new(
+            "big_result",
+            Category::CodeGeneration,
+            "Returns a large text.",
+        )
+        .input_schema(json!({
+            "type": "object",
+            "properties": {
+                "bytes": {"type": "integer", "minimum": 0},
+                "echo": {"type": "string"}
+            },
+            "required": ["bytes"]
+        }))
+        .handler(|call| async move {
+            let n = call.args["bytes"].as_u64().unwrap_or(0) as usize;
+            let echo_len = call.args["echo"].as_str().map(str::len).unwrap_or(0);
+            Ok(ToolOutput::text(format!("{echo_len}:{}", pattern(n))))
+        }),
     )
 }
 
@@ -152,7 +175,12 @@ pub async fn misbehaving_worker(
     let announce = bytes::Bytes::from(sophia_proto::encode(&announce).unwrap());
     let mut sub = match how {
         Misbehaviour::NobodyHome => None,
-        _ => Some(client.queue_subscribe(subj, subject::QUEUE_GROUP.to_owned()).await.unwrap()),
+        _ => Some(
+            client
+                .queue_subscribe(subj, subject::QUEUE_GROUP.to_owned())
+                .await
+                .unwrap(),
+        ),
     };
     client.flush().await.unwrap();
     let (s, st) = (seen.clone(), stop.clone());
@@ -179,9 +207,11 @@ pub async fn misbehaving_worker(
 /// A worker whose `slow` tool sleeps `ms` milliseconds, then answers `done`.
 pub fn slow_worker(ms: u64) -> Worker {
     Worker::new("slow-worker", "1.0.0").tool(
-        Tool::new("slow", Category::Infrastructure, "Takes its time.").handler(move |_| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(ToolOutput::text("done"))
-        }),
+        Tool::new("slow", Category::Infrastructure, "Takes its time.").handler(
+            move |_| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(ToolOutput::text("done"))
+            },
+        ),
     )
 }

@@ -24,7 +24,11 @@ fn text_of(result: &CallToolResult) -> String {
 
 fn error_code(result: &CallToolResult) -> Option<String> {
     let meta = result.meta.as_ref()?;
-    meta.0.get("sophia/error")?.get("code")?.as_str().map(str::to_owned)
+    meta.0
+        .get("sophia/error")?
+        .get("code")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolResult {
@@ -65,14 +69,27 @@ async fn malformed_json_rpc_gets_a_parse_error() {
     let mut raw = RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
     raw.initialize().await;
 
-    let resp = raw.post_raw("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ", &[]).await;
+    let resp = raw
+        .post_raw("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ", &[])
+        .await;
     assert_eq!(resp.status, 400, "{}", resp.body);
     let error = &resp.messages[0]["error"];
     assert_eq!(error["code"], -32700, "JSON-RPC parse error: {}", resp.body);
-    assert!(error["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
 
-    let resp = raw.post(json!({"jsonrpc": "2.0", "id": 2, "params": {}})).await;
-    assert!(resp.status >= 400, "a message without a method is refused: {}", resp.body);
+    let resp = raw
+        .post(json!({"jsonrpc": "2.0", "id": 2, "params": {}}))
+        .await;
+    assert!(
+        resp.status >= 400,
+        "a message without a method is refused: {}",
+        resp.body
+    );
 
     still_serves(&client).await;
 }
@@ -104,7 +121,10 @@ async fn an_unknown_tool_is_an_invalid_params_error() {
         .await
         .expect_err("unknown tool is an error");
     let text = err.to_string();
-    assert!(text.contains("no_such_tool") && text.contains("tools/list"), "{text}");
+    assert!(
+        text.contains("no_such_tool") && text.contains("tools/list"),
+        "{text}"
+    );
     still_serves(&client).await;
 }
 
@@ -115,10 +135,17 @@ async fn wrong_argument_types_are_refused_before_reaching_the_bus() {
     assert_eq!(result.is_error, Some(true));
     assert_eq!(error_code(&result).as_deref(), Some("invalid_arguments"));
     let text = text_of(&result);
-    assert!(text.contains("/text") && text.contains("string"), "names the field and type: {text}");
+    assert!(
+        text.contains("/text") && text.contains("string"),
+        "names the field and type: {text}"
+    );
 
     let result = call(&client, "echo", json!({})).await;
-    assert!(text_of(&result).contains("required"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("required"),
+        "{}",
+        text_of(&result)
+    );
     still_serves(&client).await;
 }
 
@@ -131,8 +158,17 @@ async fn an_oversized_body_is_refused_with_413() {
     let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"text": huge}}});
     let resp = raw.post(body).await;
-    assert_eq!(resp.status, 413, "{}", &resp.body[..resp.body.len().min(200)]);
-    assert!(resp.body.contains("SOPHIA_MAX_BODY_BYTES"), "says which limit: {}", resp.body);
+    assert_eq!(
+        resp.status,
+        413,
+        "{}",
+        &resp.body[..resp.body.len().min(200)]
+    );
+    assert!(
+        resp.body.contains("SOPHIA_MAX_BODY_BYTES"),
+        "says which limit: {}",
+        resp.body
+    );
     still_serves(&client).await;
 }
 
@@ -152,11 +188,19 @@ async fn http_clients_must_authenticate_and_foreign_origins_are_refused() {
     let foreign = raw
         .post_raw(init.to_string(), &[("Origin", "https://evil.example")])
         .await;
-    assert_eq!(foreign.status, 403, "DNS-rebinding origin refused: {}", foreign.body);
+    assert_eq!(
+        foreign.status, 403,
+        "DNS-rebinding origin refused: {}",
+        foreign.body
+    );
     let rebound_host = raw
         .post_raw(init.to_string(), &[("Host", "evil.example")])
         .await;
-    assert_eq!(rebound_host.status, 403, "foreign Host refused: {}", rebound_host.body);
+    assert_eq!(
+        rebound_host.status, 403,
+        "foreign Host refused: {}",
+        rebound_host.body
+    );
     let local = raw
         .post_raw(init.to_string(), &[("Origin", "http://localhost:3000")])
         .await;
@@ -168,14 +212,23 @@ async fn http_clients_must_authenticate_and_foreign_origins_are_refused() {
 #[tokio::test]
 async fn a_worker_replying_garbage_gets_a_clear_error() {
     let (mesh, client) = mesh_with_echo().await;
-    let (seen, _stop) =
-        misbehaving_worker(mesh.nats_client().await, "garbage_tool", 5_000, Misbehaviour::Garbage).await;
+    let (seen, _stop) = misbehaving_worker(
+        mesh.nats_client().await,
+        "garbage_tool",
+        5_000,
+        Misbehaviour::Garbage,
+    )
+    .await;
     wait_for_tool(&client, "garbage_tool").await;
 
     let result = call(&client, "garbage_tool", json!({})).await;
     assert_eq!(result.is_error, Some(true));
     assert_eq!(error_code(&result).as_deref(), Some("bad_envelope"));
-    assert!(text_of(&result).contains("malformed reply"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("malformed reply"),
+        "{}",
+        text_of(&result)
+    );
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     still_serves(&client).await;
 }
@@ -183,15 +236,28 @@ async fn a_worker_replying_garbage_gets_a_clear_error() {
 #[tokio::test]
 async fn a_worker_that_never_replies_times_out_with_a_clear_error() {
     let (mesh, client) = mesh_with_echo().await;
-    let (seen, _stop) =
-        misbehaving_worker(mesh.nats_client().await, "silent_tool", 300, Misbehaviour::Silent).await;
+    let (seen, _stop) = misbehaving_worker(
+        mesh.nats_client().await,
+        "silent_tool",
+        300,
+        Misbehaviour::Silent,
+    )
+    .await;
     wait_for_tool(&client, "silent_tool").await;
 
     let result = call(&client, "silent_tool", json!({})).await;
     assert_eq!(result.is_error, Some(true));
     assert_eq!(error_code(&result).as_deref(), Some("timeout"));
-    assert!(text_of(&result).contains("did not answer"), "{}", text_of(&result));
-    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1, "the request was delivered once");
+    assert!(
+        text_of(&result).contains("did not answer"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the request was delivered once"
+    );
     still_serves(&client).await;
 }
 
@@ -200,8 +266,13 @@ async fn no_worker_for_the_category_is_reported_as_unavailable_not_as_a_timeout(
     let (mesh, client) = mesh_with_echo().await;
     // Announced with a one-hour deadline: only NATS "no responders" can make
     // this call end before the test does.
-    let (_seen, _stop) =
-        misbehaving_worker(mesh.nats_client().await, "orphan_tool", 3_600_000, Misbehaviour::NobodyHome).await;
+    let (_seen, _stop) = misbehaving_worker(
+        mesh.nats_client().await,
+        "orphan_tool",
+        3_600_000,
+        Misbehaviour::NobodyHome,
+    )
+    .await;
     wait_for_tool(&client, "orphan_tool").await;
 
     let result = tokio::time::timeout(WAIT, call(&client, "orphan_tool", json!({})))
@@ -209,7 +280,11 @@ async fn no_worker_for_the_category_is_reported_as_unavailable_not_as_a_timeout(
         .expect("no-responders answers without waiting for the deadline");
     assert_eq!(result.is_error, Some(true));
     assert_eq!(error_code(&result).as_deref(), Some("unavailable"));
-    assert!(text_of(&result).contains("no worker is serving"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("no worker is serving"),
+        "{}",
+        text_of(&result)
+    );
     still_serves(&client).await;
 }
 
@@ -224,7 +299,11 @@ async fn a_nats_restart_is_reported_then_survived() {
     })
     .await;
     assert_eq!(error_code(&outage).as_deref(), Some("unavailable"));
-    assert!(text_of(&outage).contains("unreachable"), "{}", text_of(&outage));
+    assert!(
+        text_of(&outage).contains("unreachable"),
+        "{}",
+        text_of(&outage)
+    );
 
     mesh.nats.restart();
     let back = eventually("calls succeed again after NATS is back", WAIT, || async {

@@ -101,7 +101,10 @@ async fn worker_progress_is_relayed_as_mcp_progress_before_the_result() {
 
     // All five arrived before the result, for this call's token, in order.
     let progress = client.service().progress.lock().unwrap().clone();
-    let mine: Vec<_> = progress.iter().filter(|p| p.progress_token == token).collect();
+    let mine: Vec<_> = progress
+        .iter()
+        .filter(|p| p.progress_token == token)
+        .collect();
     let steps: Vec<f64> = mine.iter().map(|p| p.progress).collect();
     assert_eq!(steps, [1.0, 2.0, 3.0, 4.0, 5.0]);
     assert!(mine.iter().all(|p| p.total == Some(5.0)));
@@ -153,7 +156,10 @@ async fn a_multi_megabyte_result_is_delivered_intact() {
     assert_eq!(result.is_error, Some(false), "{:?}", text_of(&result));
     let text = text_of(&result);
     assert_eq!(text.len(), size + 2);
-    assert!(text == format!("0:{}", pattern(size)), "content differs from what the worker sent");
+    assert!(
+        text == format!("0:{}", pattern(size)),
+        "content differs from what the worker sent"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +184,10 @@ async fn offloaded_payloads_are_removed_once_collected() {
     call(&client, "big_result", json!({"bytes": 2 * 1024 * 1024})).await;
 
     let js = async_nats::jetstream::new(mesh.nats_client().await);
-    let store = js.get_object_store(sophia_proto::payload::BUCKET).await.unwrap();
+    let store = js
+        .get_object_store(sophia_proto::payload::BUCKET)
+        .await
+        .unwrap();
     eventually("the collected payload is deleted", WAIT, || async {
         use futures::StreamExt;
         let mut list = store.list().await.ok()?;

@@ -46,7 +46,10 @@ async fn tools_from_two_workers_are_merged_in_name_order() {
 
     let tools = client.list_all_tools().await.unwrap();
     let echo = tools.iter().find(|t| t.name == "echo").unwrap();
-    assert_eq!(echo.description.as_deref(), Some("Returns the text it is given."));
+    assert_eq!(
+        echo.description.as_deref(),
+        Some("Returns the text it is given.")
+    );
     assert_eq!(echo.input_schema["required"], serde_json::json!(["text"]));
     let hints = echo.annotations.as_ref().expect("annotations carried");
     assert_eq!(hints.read_only_hint, Some(true));
@@ -107,10 +110,16 @@ async fn workers_register_as_nats_micro_services() {
     let mut mesh = Mesh::start().await;
     mesh.worker(echo_worker::echo_worker()).await;
     let nats = mesh.nats_client().await;
-    let ping = nats.request("$SRV.PING.echo-worker", "".into()).await.expect("$SRV.PING answers");
+    let ping = nats
+        .request("$SRV.PING.echo-worker", "".into())
+        .await
+        .expect("$SRV.PING answers");
     let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "echo-worker");
-    let info = nats.request("$SRV.INFO.echo-worker", "".into()).await.expect("$SRV.INFO answers");
+    let info = nats
+        .request("$SRV.INFO.echo-worker", "".into())
+        .await
+        .expect("$SRV.INFO answers");
     let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
     let endpoint = &info["endpoints"][0];
     assert_eq!(endpoint["subject"], "sophia.v1.tools.code_generation.echo");

@@ -46,7 +46,9 @@ async fn every_service_serves_health_readiness_and_metrics() {
     assert_eq!(status, 200);
     assert!(metrics.contains("sophia_nats_connected 1"), "{metrics}");
     assert!(
-        metrics.contains(r#"sophia_worker_requests_total{tool="echo",category="code_generation",outcome="ok"} 1"#),
+        metrics.contains(
+            r#"sophia_worker_requests_total{tool="echo",category="code_generation",outcome="ok"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("sophia_worker_request_duration_seconds_bucket"));
@@ -102,12 +104,16 @@ async fn draining_finishes_calls_in_flight_then_leaves_the_mesh() {
     let metrics_url = format!("http://{}/metrics", mesh.worker_handle(w).http_addr);
     eventually("the call is in flight", WAIT, || async {
         let (_, m) = get(metrics_url.clone()).await;
-        m.contains(r#"sophia_worker_requests_in_flight{category="infrastructure"} 1"#).then_some(())
+        m.contains(r#"sophia_worker_requests_in_flight{category="infrastructure"} 1"#)
+            .then_some(())
     })
     .await;
     mesh.stop_worker(w).await;
 
-    let result = in_flight.await.unwrap().expect("the call in flight completed");
+    let result = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight completed");
     assert_eq!(result.is_error, Some(false));
     assert_eq!(result.content[0].as_text().unwrap().text, "done");
     eventually("the drained worker's tool is gone", WAIT, || async {

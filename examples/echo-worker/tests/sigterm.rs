@@ -33,7 +33,10 @@ async fn the_echo_worker_binary_announces_itself_and_drains_on_sigterm() {
     assert_eq!(announce.tools[0].name, "echo");
 
     let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(sent.success());
 
     let msg = tokio::time::timeout(Duration::from_secs(20), leaves.next())

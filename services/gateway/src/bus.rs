@@ -47,10 +47,14 @@ pub enum CallError {
         timeout: Duration,
     },
     /// The bus is not reachable.
-    #[error("the message bus (NATS) is unreachable ({0}); the gateway is reconnecting, retry shortly")]
+    #[error(
+        "the message bus (NATS) is unreachable ({0}); the gateway is reconnecting, retry shortly"
+    )]
     BusDown(String),
     /// The worker answered with something that is not a valid reply.
-    #[error("the worker serving `{tool}` sent a malformed reply ({cause}); this is a bug in that worker")]
+    #[error(
+        "the worker serving `{tool}` sent a malformed reply ({cause}); this is a bug in that worker"
+    )]
     BadReply {
         /// The tool.
         tool: String,
@@ -207,7 +211,10 @@ impl Bus {
         let wait = spec.timeout + Duration::from_secs(1);
         let send = self.client.send_request(
             subject::tool(spec.category, spec.tool),
-            async_nats::Request::new().payload(body).headers(hdrs).timeout(Some(wait)),
+            async_nats::Request::new()
+                .payload(body)
+                .headers(hdrs)
+                .timeout(Some(wait)),
         );
         let reply = tokio::select! {
             r = send => r,
@@ -225,7 +232,8 @@ impl Bus {
                         category: spec.category,
                     },
                     RequestErrorKind::TimedOut => {
-                        self.cancel_on_worker(spec.category, id, "the gateway stopped waiting").await;
+                        self.cancel_on_worker(spec.category, id, "the gateway stopped waiting")
+                            .await;
                         if self.is_up() {
                             CallError::Timeout {
                                 tool: spec.tool.to_owned(),
@@ -243,10 +251,16 @@ impl Bus {
             tool: spec.tool.to_owned(),
             cause,
         };
-        let body = self.payloads.unpack(msg.headers.as_ref(), msg.payload).await?;
+        let body = self
+            .payloads
+            .unpack(msg.headers.as_ref(), msg.payload)
+            .await?;
         let response: ToolResponse = sophia_proto::decode(&body).map_err(|e| bad(e.to_string()))?;
         if response.id != id && !response.id.is_nil() {
-            return Err(bad(format!("it answers request {} instead of {id}", response.id)));
+            return Err(bad(format!(
+                "it answers request {} instead of {id}",
+                response.id
+            )));
         }
         let progress_sent = response.progress_sent;
         let output = response.into_outcome().map_err(CallError::Worker)?;
@@ -263,7 +277,10 @@ impl Bus {
             reason: Some(reason.to_owned()),
         };
         if let Ok(bytes) = sophia_proto::encode(&msg)
-            && let Err(e) = self.client.publish(subject::cancel(category), bytes.into()).await
+            && let Err(e) = self
+                .client
+                .publish(subject::cancel(category), bytes.into())
+                .await
         {
             tracing::warn!(cause = %e, request_id = %id, "could not forward a cancel to the worker");
         }
@@ -306,6 +323,9 @@ impl ProgressRoute {
 
 impl Drop for ProgressRoute {
     fn drop(&mut self) {
-        self.routes.lock().expect("progress routes").remove(&self.id);
+        self.routes
+            .lock()
+            .expect("progress routes")
+            .remove(&self.id);
     }
 }

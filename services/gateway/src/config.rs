@@ -9,7 +9,11 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8000";
 
 /// How the gateway runs.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "sophia-gateway", version, about = "MCP gateway to the Sophia Mesh over NATS")]
+#[command(
+    name = "sophia-gateway",
+    version,
+    about = "MCP gateway to the Sophia Mesh over NATS"
+)]
 pub struct GatewayConfig {
     /// How to reach NATS.
     #[command(flatten)]

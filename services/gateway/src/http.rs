@@ -40,7 +40,8 @@ async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()) => {
-            req.extensions_mut().insert(Principal(auth.principal.to_string()));
+            req.extensions_mut()
+                .insert(Principal(auth.principal.to_string()));
             next.run(req).await
         }
         _ => (
@@ -62,7 +63,12 @@ fn json_rpc_error(status: StatusCode, code: i64, message: String) -> Response {
         "id": null,
         "error": { "code": code, "message": message },
     });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Reads POST bodies up to the limit and checks they are JSON, so that an
@@ -94,7 +100,8 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
             format!("parse error: the body is not valid JSON ({e})"),
         );
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// The `/mcp` route, served by rmcp, wrapped in authentication.
@@ -111,11 +118,12 @@ pub fn mcp_router(
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(stop);
-    let service: StreamableHttpService<McpGateway, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(gateway.clone()),
-        Arc::new(LocalSessionManager::default()),
-        http_config,
-    );
+    let service: StreamableHttpService<McpGateway, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(gateway.clone()),
+            Arc::new(LocalSessionManager::default()),
+            http_config,
+        );
     let auth = Auth {
         token: token.into(),
         principal: config.principal.clone().into(),

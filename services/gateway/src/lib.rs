@@ -85,15 +85,25 @@ struct Core {
     instance: String,
 }
 
-async fn start_core(config: &GatewayConfig, stop: &CancellationToken) -> Result<Core, GatewayError> {
+async fn start_core(
+    config: &GatewayConfig,
+    stop: &CancellationToken,
+) -> Result<Core, GatewayError> {
     let conn = nats::connect(&config.nats, "sophia-gateway").await?;
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut prometheus = prometheus_client::registry::Registry::default();
     sophia_kit::metrics::register_connection(&mut prometheus, &conn);
     let metrics = metrics::GatewayMetrics::register(&mut prometheus);
     let registry = registry::Registry::new();
-    registry.follow(&conn, instance.clone(), stop.child_token()).await?;
-    let bus = bus::Bus::start(conn.client.clone(), instance.clone(), config.max_payload_bytes).await?;
+    registry
+        .follow(&conn, instance.clone(), stop.child_token())
+        .await?;
+    let bus = bus::Bus::start(
+        conn.client.clone(),
+        instance.clone(),
+        config.max_payload_bytes,
+    )
+    .await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.client.flush()).await;
     let gateway = mcp::McpGateway::new(
         registry.clone(),
@@ -116,7 +126,10 @@ async fn start_core(config: &GatewayConfig, stop: &CancellationToken) -> Result<
 
 /// Serves MCP over Streamable HTTP until `shutdown` fires. Returns once the
 /// listener is bound.
-pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> Result<GatewayHandle, GatewayError> {
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<GatewayHandle, GatewayError> {
     let token = config
         .token
         .clone()
@@ -150,7 +163,10 @@ pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> Result<G
 
 /// Serves one MCP session over stdin/stdout until the client closes it or
 /// `shutdown` fires. Nothing but protocol is written to stdout.
-pub async fn run_stdio(config: GatewayConfig, shutdown: CancellationToken) -> Result<(), GatewayError> {
+pub async fn run_stdio(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
     let core = start_core(&config, &shutdown).await?;
     // Give workers a moment to answer the discovery request so the first
     // tools/list is complete; later changes arrive as list_changed.

@@ -95,7 +95,10 @@ impl McpGateway {
                     peers.retain(|p| !p.is_transport_closed());
                     peers.clone()
                 };
-                tracing::debug!(sessions = peers.len(), "tool list changed; notifying sessions");
+                tracing::debug!(
+                    sessions = peers.len(),
+                    "tool list changed; notifying sessions"
+                );
                 for peer in peers {
                     tokio::spawn(async move {
                         if let Err(e) = peer.notify_tool_list_changed().await {
@@ -166,7 +169,10 @@ impl ServerHandler for McpGateway {
                 .enable_tool_list_changed()
                 .build(),
         )
-        .with_server_info(Implementation::new("sophia-gateway", env!("CARGO_PKG_VERSION")))
+        .with_server_info(Implementation::new(
+            "sophia-gateway",
+            env!("CARGO_PKG_VERSION"),
+        ))
         .with_instructions(
             "Sophia Mesh: the tools listed are served by live workers on the mesh, \
              grouped by category (business_intelligence, infrastructure, code_generation). \
@@ -230,11 +236,17 @@ impl ServerHandler for McpGateway {
             .iter_errors(&args)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
             })
             .collect();
         if !problems.is_empty() {
-            self.inner.metrics.record(spec, "invalid_arguments", started);
+            self.inner
+                .metrics
+                .record(spec, "invalid_arguments", started);
             return Ok(error_result(
                 ErrorCode::InvalidArguments,
                 format!(
@@ -262,7 +274,10 @@ impl ServerHandler for McpGateway {
             trace: trace_context(&context),
         };
         let _in_flight = self.inner.metrics.in_flight(spec);
-        let call = self.inner.bus.call(call_spec, route.as_ref().map(|r| r.id), &context.ct);
+        let call = self
+            .inner
+            .bus
+            .call(call_spec, route.as_ref().map(|r| r.id), &context.ct);
         tokio::pin!(call);
         let outcome = loop {
             tokio::select! {
@@ -280,7 +295,11 @@ impl ServerHandler for McpGateway {
         drop(route);
         let result = match outcome {
             Ok(reply) => {
-                let label = if reply.output.is_error { "tool_error" } else { "ok" };
+                let label = if reply.output.is_error {
+                    "tool_error"
+                } else {
+                    "ok"
+                };
                 self.inner.metrics.record(spec, label, started);
                 to_mcp(reply.output)
             }

@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
 use sophia_kit::nats::LinkState;
+use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -196,7 +196,9 @@ impl Registry {
         .into();
         tokio::spawn(async move {
             let mut sweep = tokio::time::interval(Duration::from_millis(100));
-            let _ = client.publish(subject::REGISTRY_DISCOVER, discover.clone()).await;
+            let _ = client
+                .publish(subject::REGISTRY_DISCOVER, discover.clone())
+                .await;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -268,7 +270,9 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
             Ok(e) => {
                 view.tools.insert(name, Arc::new(e));
             }
-            Err(why) => tracing::error!(tool = %name, %why, "not offering a tool with an invalid schema"),
+            Err(why) => {
+                tracing::error!(tool = %name, %why, "not offering a tool with an invalid schema")
+            }
         }
     }
     view
@@ -335,7 +339,11 @@ mod tests {
     fn merges_sorts_and_counts_replicas() {
         let r = Registry::new();
         let mut changes = r.subscribe();
-        r.announce(announce("a", "1.0.0", vec![spec("zeta", "z"), spec("alpha", "a")]));
+        r.announce(announce(
+            "a",
+            "1.0.0",
+            vec![spec("zeta", "z"), spec("alpha", "a")],
+        ));
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         r.announce(announce("b", "1.0.0", vec![spec("alpha", "a")]));
@@ -363,7 +371,11 @@ mod tests {
         let r = Registry::new();
         let mut bad_schema = spec("bad_schema", "x");
         bad_schema.input_schema = serde_json::json!({"type": 12});
-        r.announce(announce("a", "1.0.0", vec![spec("bad.name", "x"), bad_schema, spec("ok", "x")]));
+        r.announce(announce(
+            "a",
+            "1.0.0",
+            vec![spec("bad.name", "x"), bad_schema, spec("ok", "x")],
+        ));
         assert_eq!(r.view().tools.keys().collect::<Vec<_>>(), ["ok"]);
     }
 }

@@ -33,10 +33,14 @@ async fn cursor_style_stdio_session_lists_and_calls_tools() {
     let info = client.peer_info().expect("server info");
     assert_eq!(info.server_info.as_ref().unwrap().name, "sophia-gateway");
 
-    eventually("echo is listed over stdio", Duration::from_secs(10), || async {
-        let tools = client.list_all_tools().await.ok()?;
-        tools.iter().any(|t| t.name == "echo").then_some(())
-    })
+    eventually(
+        "echo is listed over stdio",
+        Duration::from_secs(10),
+        || async {
+            let tools = client.list_all_tools().await.ok()?;
+            tools.iter().any(|t| t.name == "echo").then_some(())
+        },
+    )
     .await;
     let result = client
         .call_tool(
@@ -87,16 +91,22 @@ async fn stdout_carries_only_protocol_and_garbage_input_does_not_kill_the_sessio
 
     let send = |v: Value| format!("{v}\n");
     stdin
-        .write_all(send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        .write_all(
+            send(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}}))
-        .as_bytes())
+            "clientInfo": {"name": "raw", "version": "0"}}}),
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     let init = response_to(&mut lines, 1, &mut seen).await;
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     stdin
-        .write_all(send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).as_bytes())
+        .write_all(
+            send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).as_bytes(),
+        )
         .await
         .unwrap();
 
@@ -109,7 +119,9 @@ async fn stdout_carries_only_protocol_and_garbage_input_does_not_kill_the_sessio
             "params": {"name": "echo", "arguments": {"text": "after garbage"}}});
         stdin.write_all(send(call).as_bytes()).await.unwrap();
         let reply = response_to(&mut lines, id, &mut seen).await;
-        answer = reply["result"]["content"][0]["text"].as_str().map(str::to_owned);
+        answer = reply["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::to_owned);
         if answer.is_some() {
             break;
         }
@@ -121,9 +133,14 @@ async fn stdout_carries_only_protocol_and_garbage_input_does_not_kill_the_sessio
     drop(stdin);
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     let mut logged = 0;
-    while let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::from_secs(1), stderr.next_line()).await {
+    while let Ok(Ok(Some(_))) =
+        tokio::time::timeout(Duration::from_secs(1), stderr.next_line()).await
+    {
         logged += 1;
     }
     assert!(logged > 0, "logs are written to stderr");
-    assert!(seen.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    assert!(
+        seen.iter()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok())
+    );
 }

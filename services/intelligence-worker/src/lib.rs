@@ -13,6 +13,7 @@ pub const DEFAULT_HTTP_PORT: u16 = 8092;
 
 /// The worker, with the tools it has today (none yet).
 pub fn worker() -> Worker {
-    Worker::new("intelligence-worker", env!("CARGO_PKG_VERSION"))
-        .description("Sophia Mesh model inference routing (issue: intelligence-worker); no tools yet")
+    Worker::new("intelligence-worker", env!("CARGO_PKG_VERSION")).description(
+        "Sophia Mesh model inference routing (issue: intelligence-worker); no tools yet",
+    )
 }

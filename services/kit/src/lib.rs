@@ -63,7 +63,11 @@ pub enum KitError {
 /// Runs `worker` until SIGTERM or Ctrl-C, then drains: the `main` of a
 /// worker binary. `default_port` is the HTTP port used when
 /// `SOPHIA_HTTP_ADDR` is not set.
-pub async fn run_until_signal(worker: Worker, mut config: WorkerConfig, default_port: u16) -> Result<(), KitError> {
+pub async fn run_until_signal(
+    worker: Worker,
+    mut config: WorkerConfig,
+    default_port: u16,
+) -> Result<(), KitError> {
     telemetry::init_logging();
     if config.http_addr.is_none() {
         config.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], default_port)));

@@ -15,12 +15,28 @@ use crate::KitError;
 #[derive(Clone, Debug, clap::Args)]
 pub struct NatsConfig {
     /// NATS server URL(s), comma separated.
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// A NATS credentials file (JWT + NKey seed), one per service for
     /// least-privilege access.
     #[arg(long = "nats-creds", env = "NATS_CREDS")]
     pub creds: Option<PathBuf>,
+    /// A NATS user name (with `--nats-password`), for servers configured with
+    /// per-service users such as `ops/nats/nats.conf`.
+    #[arg(long = "nats-user", env = "NATS_USER", requires = "password")]
+    pub user: Option<String>,
+    /// The NATS user's password. Never logged.
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<String>,
     /// A CA certificate (PEM) to verify the server with; turns TLS on.
     #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -38,6 +54,8 @@ impl NatsConfig {
         Self {
             url: url.into(),
             creds: None,
+            user: None,
+            password: None,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -73,6 +91,20 @@ impl Connection {
     }
 }
 
+/// `url` with any `user:password@` (or token) removed, for logs and errors.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &one[..scheme], &one[at + 1..])
+            }
+            (None, Some(at)) => format!("***@{}", &one[at + 1..]),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The delay before reconnect attempt `attempts`: exponential from 100 ms,
 /// capped at 5 s, with up to 25% random jitter so replicas do not stampede.
 pub fn backoff(attempts: usize) -> Duration {
@@ -91,7 +123,7 @@ pub fn backoff(attempts: usize) -> Duration {
 pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitError> {
     let (state_tx, state_rx) = watch::channel(LinkState::Down);
     let (connects_tx, connects_rx) = watch::channel(0u64);
-    let url = config.url.clone();
+    let url = redact(&config.url);
     let mut options = match &config.creds {
         Some(path) => ConnectOptions::with_credentials_file(path.clone())
             .await
@@ -101,6 +133,9 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
             })?,
         None => ConnectOptions::new(),
     };
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
@@ -140,7 +175,7 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
         .await
         .map_err(|e| KitError::Config {
             key: "NATS_URL",
-            message: format!("cannot use NATS at {}: {e}", config.url),
+            message: format!("cannot use NATS at {}: {e}", redact(&config.url)),
         })?;
     Ok(Connection {
         client,
@@ -154,13 +189,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact("nats://gw:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(
+            redact("nats://a:b@h1:4222,nats://h2:4222"),
+            "nats://***@h1:4222,nats://h2:4222"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         assert_eq!(backoff(0), Duration::ZERO);
         let first = backoff(1);
         assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(125));
         for n in [10, 20, 1000] {
             let d = backoff(n);
-            assert!(d >= Duration::from_secs(5) && d <= Duration::from_millis(6_250), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_millis(6_250),
+                "{d:?}"
+            );
         }
     }
 }

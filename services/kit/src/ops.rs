@@ -36,7 +36,10 @@ pub fn router(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
 async fn ready_handler(State(state): State<OpsState>) -> impl IntoResponse {
     match (state.ready)() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -66,9 +69,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| KitError::Bind { addr, source: e })?;
-    let bound = listener.local_addr().map_err(|e| KitError::Bind { addr, source: e })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| KitError::Bind { addr, source: e })?;
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(cause = %e, "HTTP server failed");
         }
     });

@@ -25,7 +25,9 @@ pub struct Tool {
 
 impl std::fmt::Debug for Tool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tool").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("Tool")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,11 @@ impl Tool {
     /// A tool named `name` in `category`. It takes any object until
     /// [`Tool::input_schema`] says otherwise, and fails until it has a
     /// [`Tool::handler`].
-    pub fn new(name: impl Into<String>, category: Category, description: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        category: Category,
+        description: impl Into<String>,
+    ) -> Self {
         let name = name.into();
         let missing = name.clone();
         Self {
@@ -166,7 +172,11 @@ impl Call {
         };
         match sophia_proto::encode(&msg) {
             Ok(bytes) => {
-                match sink.client.publish(sink.subject.clone(), bytes.into()).await {
+                match sink
+                    .client
+                    .publish(sink.subject.clone(), bytes.into())
+                    .await
+                {
                     Ok(()) => {
                         self.progress_sent
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -123,7 +123,9 @@ impl Worker {
                 return Err(bad("declared twice".into()));
             }
             if spec.input_schema.get("type").and_then(|v| v.as_str()) != Some("object") {
-                return Err(bad("input schema must be a JSON Schema with \"type\": \"object\"".into()));
+                return Err(bad(
+                    "input schema must be a JSON Schema with \"type\": \"object\"".into(),
+                ));
             }
         }
         Ok(())
@@ -132,7 +134,11 @@ impl Worker {
     /// Connects, registers and serves until `shutdown` is cancelled, then
     /// drains. Returns once serving has started; the handle reports what was
     /// bound and waits for the drain to finish.
-    pub async fn run(self, config: WorkerConfig, shutdown: CancellationToken) -> Result<WorkerHandle, KitError> {
+    pub async fn run(
+        self,
+        config: WorkerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerHandle, KitError> {
         self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let mut registry = Registry::default();
@@ -156,7 +162,10 @@ impl Worker {
             let endpoint = service
                 .endpoint_builder()
                 .name(&spec.name)
-                .metadata(HashMap::from([("category".to_owned(), spec.category.to_string())]))
+                .metadata(HashMap::from([(
+                    "category".to_owned(),
+                    spec.category.to_string(),
+                )]))
                 .add(subj.clone())
                 .await
                 .map_err(|e| KitError::Register(e.to_string()))?;
@@ -166,7 +175,8 @@ impl Worker {
 
         let shared = Arc::new(Shared {
             client: conn.client.clone(),
-            payloads: PayloadStore::new(conn.client.clone()).with_max_bytes(config.max_payload_bytes),
+            payloads: PayloadStore::new(conn.client.clone())
+                .with_max_bytes(config.max_payload_bytes),
             tools: by_subject,
             in_flight: Mutex::new(HashMap::new()),
             early_cancels: Mutex::new(HashMap::new()),
@@ -190,7 +200,14 @@ impl Worker {
             c
         };
         spawn_cancel_listener(&shared, &categories, background.clone()).await?;
-        spawn_announcer(&conn, announce, config.heartbeat_ms, registered.clone(), background.clone()).await?;
+        spawn_announcer(
+            &conn,
+            announce,
+            config.heartbeat_ms,
+            registered.clone(),
+            background.clone(),
+        )
+        .await?;
 
         // Make sure the server has our subscriptions before `run` returns, so a
         // caller that starts us and then calls finds us. Skipped while NATS is
@@ -245,7 +262,10 @@ impl Worker {
             }
             tracing::info!(worker = %name, "draining: leaving the mesh and finishing calls in flight");
             if let Ok(bytes) = sophia_proto::encode(&leave) {
-                let _ = serve_shared.client.publish(subject::REGISTRY_LEAVE, bytes.into()).await;
+                let _ = serve_shared
+                    .client
+                    .publish(subject::REGISTRY_LEAVE, bytes.into())
+                    .await;
             }
             background.cancel();
             if let Err(e) = service.stop().await {
@@ -256,7 +276,10 @@ impl Worker {
                 dispatch(&serve_shared, &serve_limit, req).await;
             }
             let all = u32::try_from(config.max_in_flight.max(1)).unwrap_or(u32::MAX);
-            if tokio::time::timeout(drain_timeout, serve_limit.acquire_many(all)).await.is_err() {
+            if tokio::time::timeout(drain_timeout, serve_limit.acquire_many(all))
+                .await
+                .is_err()
+            {
                 tracing::warn!(worker = %name, "drain timed out; cancelling calls still in flight");
                 serve_shared.cancel_all();
             }
@@ -313,7 +336,12 @@ struct Shared {
 
 impl Shared {
     fn cancel(&self, id: Uuid) {
-        let token = self.in_flight.lock().expect("in-flight lock").get(&id).cloned();
+        let token = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .get(&id)
+            .cloned();
         match token {
             Some(t) => t.cancel(),
             None => {
@@ -332,10 +360,19 @@ impl Shared {
 
     fn track(&self, id: Uuid) -> CancellationToken {
         let token = CancellationToken::new();
-        if self.early_cancels.lock().expect("cancel lock").remove(&id).is_some() {
+        if self
+            .early_cancels
+            .lock()
+            .expect("cancel lock")
+            .remove(&id)
+            .is_some()
+        {
             token.cancel();
         }
-        self.in_flight.lock().expect("in-flight lock").insert(id, token.clone());
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id, token.clone());
         token
     }
 
@@ -417,7 +454,10 @@ async fn spawn_announcer(
                     }
                 }
             }
-            match client.publish(subject::REGISTRY_ANNOUNCE, payload.clone()).await {
+            match client
+                .publish(subject::REGISTRY_ANNOUNCE, payload.clone())
+                .await
+            {
                 Ok(()) => registered.cancel(),
                 Err(e) => tracing::warn!(cause = %e, "could not announce the worker"),
             }
@@ -466,7 +506,11 @@ async fn serve_request(shared: &Shared, req: service::Request) {
     response.progress_sent = progress_sent;
     reply(shared, &req, id, &response).await;
     if let Some(l) = labels {
-        shared.metrics.duration.get_or_create(&l).observe(started.elapsed().as_secs_f64());
+        shared
+            .metrics
+            .duration
+            .get_or_create(&l)
+            .observe(started.elapsed().as_secs_f64());
         shared
             .metrics
             .requests
@@ -551,12 +595,17 @@ async fn run_tool(
         Ok(result) => result,
         Err(_) => {
             tracing::error!("tool handler panicked");
-            Err(WireError::internal("the tool failed unexpectedly (handler panicked); see the worker's logs"))
+            Err(WireError::internal(
+                "the tool failed unexpectedly (handler panicked); see the worker's logs",
+            ))
         }
     };
     // What the handler returned is the truth, even after a cancel: a call
     // that completed must not be reported as cancelled and then retried.
-    (outcome, progress_sent.load(std::sync::atomic::Ordering::Relaxed))
+    (
+        outcome,
+        progress_sent.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {
@@ -576,7 +625,8 @@ async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &Too
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(cause = %e, request_id = %id, "result too large to deliver");
-            let fallback = ToolResponse::new(id, Err(WireError::new(ErrorCode::TooLarge, e.to_string())));
+            let fallback =
+                ToolResponse::new(id, Err(WireError::new(ErrorCode::TooLarge, e.to_string())));
             sophia_proto::encode(&fallback).unwrap_or_default().into()
         }
     };

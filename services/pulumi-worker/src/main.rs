@@ -11,6 +11,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    sophia_kit::run_until_signal(pulumi_worker::worker(), cli.worker, pulumi_worker::DEFAULT_HTTP_PORT).await?;
+    sophia_kit::run_until_signal(
+        pulumi_worker::worker(),
+        cli.worker,
+        pulumi_worker::DEFAULT_HTTP_PORT,
+    )
+    .await?;
     Ok(())
 }

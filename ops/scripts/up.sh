@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Brings the whole Sophia Mesh up on this machine, in the foreground:
+# nats-server (JetStream), the gateway, the three workers and the echo example.
+# Installs nats-server if it is missing, builds the binaries, prints the Cursor
+# mcp.json snippet, and stops everything on Ctrl-C.
+#
+# Ports (the seed layout): NATS 4222 (monitoring 8222), gateway 8000 (MCP at
+# /mcp), agno-worker 8090, pulumi-worker 8091, intelligence-worker 8092,
+# echo-worker 8099. Override NATS_PORT or SOPHIA_GATEWAY_PORT if taken.
+# State (token, JetStream store, logs) lives in .sophia/.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+state="$root/.sophia"
+logs="$state/logs"
+mkdir -p "$logs" "$state/jetstream"
+nats_port="${NATS_PORT:-4222}"
+gateway_port="${SOPHIA_GATEWAY_PORT:-8000}"
+
+say() { echo "sophia: $*" >&2; }
+
+nats_bin="$("$root/ops/scripts/install-nats.sh")"
+say "nats-server: $nats_bin"
+
+say "building the mesh (release); the first build takes a few minutes"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" \
+  --bin sophia-gateway --bin agno-worker --bin pulumi-worker \
+  --bin intelligence-worker --bin echo-worker
+bin="$root/target/release"
+
+token_file="$state/gateway-token"
+if [ ! -s "$token_file" ]; then
+  (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$token_file")
+fi
+token="$(cat "$token_file")"
+
+pids=()
+cleanup() {
+  say "stopping the mesh"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+start() { # name, command...
+  local name="$1"; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=("$!")
+}
+
+http_ok() { # port, path: is GET http://127.0.0.1:port/path 200? (bash only, no curl needed)
+  exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+  local status=""
+  read -r -t 2 _ status _ <&3 || true
+  exec 3>&- 3<&-
+  [ "$status" = "200" ]
+}
+
+wait_http() { # port, path, what
+  for _ in $(seq 1 150); do
+    http_ok "$1" "$2" && return 0
+    sleep 0.2
+  done
+  say "$3 did not become ready; see $logs"
+  exit 1
+}
+
+start nats "$nats_bin" -a 127.0.0.1 -p "$nats_port" -m 8222 -js -sd "$state/jetstream"
+wait_http 8222 /healthz "nats-server"
+export NATS_URL="nats://127.0.0.1:$nats_port"
+
+start agno-worker "$bin/agno-worker" --http-addr 127.0.0.1:8090
+start pulumi-worker "$bin/pulumi-worker" --http-addr 127.0.0.1:8091
+start intelligence-worker "$bin/intelligence-worker" --http-addr 127.0.0.1:8092
+start echo-worker "$bin/echo-worker" --http-addr 127.0.0.1:8099
+SOPHIA_GATEWAY_TOKEN="$token" start gateway "$bin/sophia-gateway" --http-addr "127.0.0.1:$gateway_port"
+wait_http "$gateway_port" /ready "the gateway"
+for port in 8090 8091 8092 8099; do wait_http "$port" /ready "the worker on $port"; done
+
+cat <<JSON
+
+Sophia Mesh is up. Add this to Cursor's mcp.json (~/.cursor/mcp.json or
+.cursor/mcp.json in a project); use one of the two entries:
+
+{
+  "mcpServers": {
+    "sophia": {
+      "url": "http://127.0.0.1:$gateway_port/mcp",
+      "headers": { "Authorization": "Bearer $token" }
+    },
+    "sophia-stdio": {
+      "command": "$bin/sophia-gateway",
+      "args": ["--stdio"],
+      "env": { "NATS_URL": "$NATS_URL" }
+    }
+  }
+}
+
+The token is kept in $token_file. Logs: $logs/. Health: http://127.0.0.1:$gateway_port/health,
+metrics: http://127.0.0.1:$gateway_port/metrics. Press Ctrl-C to stop.
+JSON
+
+wait -n "${pids[@]}" || true
+say "a mesh process exited; see $logs"
