@@ -4,7 +4,9 @@
 //! 1. raw NATS request-reply between two async-nats clients (the baseline);
 //! 2. the bus path: a MessagePack `ToolRequest` to an echo worker built with
 //!    the kit (what an agent calling a tool pays);
-//! 3. an MCP `tools/call` through the gateway over Streamable HTTP to that
+//! 3. a plain HTTP round trip (reqwest → axum echoing the JSON body), the
+//!    cost of any HTTP hop before MCP adds anything;
+//! 4. an MCP `tools/call` through the gateway over Streamable HTTP to that
 //!    same worker (what Cursor pays).
 //!
 //! Each is measured sequentially (p50/p99 latency) and with 64 requests in
@@ -51,6 +53,7 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    eprintln!("measuring {name}");
     for _ in 0..plan.warmup {
         op().await;
     }
@@ -62,6 +65,7 @@ where
     }
     samples.sort();
 
+    eprintln!("  sequential done");
     let per_task = plan.concurrent / IN_FLIGHT;
     let started = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
@@ -157,7 +161,38 @@ async fn main() {
         .await
     };
 
-    // 3. MCP tools/call through the gateway over Streamable HTTP.
+    // 3. Plain HTTP: reqwest POSTing the same JSON to an axum echo handler.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: axum::body::Bytes| async move { body }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = {
+        let client = reqwest::Client::new();
+        let url = format!("http://{http_addr}/echo");
+        let body = args.to_string();
+        measure(
+            "plain HTTP round trip (reqwest -> axum)",
+            &plan,
+            move || {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                async move {
+                    let r = client
+                        .post(url)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("HTTP reply");
+                    r.bytes().await.expect("HTTP body");
+                }
+            },
+        )
+        .await
+    };
+
+    // 4. MCP tools/call through the gateway over Streamable HTTP.
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(mesh.mcp_url())
             .auth_header(TEST_TOKEN.to_owned())
@@ -185,6 +220,30 @@ async fn main() {
         .await
     };
 
+    // 5. The same tools/call with a minimal HTTP client (one reqwest POST in a
+    // session, SSE body read whole): the gateway's cost without rmcp's client.
+    let mut session = sophia_tests::raw::RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
+    session.initialize().await;
+    let session = Arc::new(session);
+    let params = json!({"name": "echo", "arguments": args});
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let mcp_raw = {
+        let session = session.clone();
+        measure("MCP tools/call via gateway (raw HTTP)", &plan, move || {
+            let (session, params) = (session.clone(), params.clone());
+            // JSON-RPC ids must be unique among requests in flight.
+            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let call =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                let r = session.post(call).await;
+                assert_eq!(r.status, 200);
+                assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
+            }
+        })
+        .await
+    };
+
     println!();
     println!(
         "1 KiB payload; {} sequential samples; throughput with {IN_FLIGHT} in flight{}",
@@ -196,7 +255,7 @@ async fn main() {
         }
     );
     println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
-    for f in [&raw, &bus, &mcp] {
+    for f in [&raw, &bus, &http, &mcp, &mcp_raw] {
         println!(
             "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
             f.name,
@@ -208,13 +267,20 @@ async fn main() {
     let ratio = |f: &Figures| f.p50.as_secs_f64() / raw.p50.as_secs_f64();
     println!();
     println!(
-        "p50 ratio to raw NATS: bus {:.2}x, MCP via gateway {:.2}x (aim: gateway within 1.5x)",
+        "p50 ratio to raw NATS: bus {:.2}x, plain HTTP {:.2}x, MCP via gateway {:.2}x \
+         (rmcp client) / {:.2}x (raw HTTP client); aim: gateway within 1.5x",
         ratio(&bus),
-        ratio(&mcp)
+        ratio(&http),
+        ratio(&mcp),
+        ratio(&mcp_raw)
     );
     println!(
         "throughput ratio to raw NATS: bus {:.2}, MCP via gateway {:.2}",
         bus.throughput / raw.throughput,
         mcp.throughput / raw.throughput
     );
+    // Close the MCP session before the mesh goes away.
+    if let Ok(client) = Arc::try_unwrap(client) {
+        let _ = client.cancel().await;
+    }
 }

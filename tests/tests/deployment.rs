@@ -16,7 +16,8 @@ fn read(rel: &str) -> String {
 }
 
 fn compose() -> Value {
-    let mut v: Value = yaml_serde::from_str(&read("docker-compose.mcp.yml")).expect("compose file is YAML");
+    let mut v: Value =
+        yaml_serde::from_str(&read("docker-compose.mcp.yml")).expect("compose file is YAML");
     v.apply_merge().expect("merge keys resolve");
     // Nested merges (environment: <<: *worker-env) need a second pass.
     v.apply_merge().expect("merge keys resolve");
@@ -37,7 +38,12 @@ fn env_of(service: &Value) -> BTreeMap<String, String> {
         .as_mapping()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap_or("").to_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_owned(),
+                        v.as_str().unwrap_or("").to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -65,12 +71,20 @@ fn config_env_keys() -> BTreeSet<String> {
 /// The binaries the Dockerfile builds.
 fn dockerfile_bins() -> BTreeSet<String> {
     let re = regex_lite::Regex::new(r"--bin ([a-z-]+)").unwrap();
-    re.captures_iter(&read("ops/docker/Dockerfile")).map(|c| c[1].to_owned()).collect()
+    re.captures_iter(&read("ops/docker/Dockerfile"))
+        .map(|c| c[1].to_owned())
+        .collect()
 }
 
 fn workspace_bins() -> BTreeSet<String> {
     let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .expect("cargo metadata runs");
@@ -88,8 +102,17 @@ fn workspace_bins() -> BTreeSet<String> {
 #[test]
 fn compose_runs_the_whole_mesh_on_the_seed_ports() {
     let s = services(&compose());
-    for name in ["nats", "gateway", "agno-worker", "pulumi-worker", "intelligence-worker"] {
-        assert!(s.contains_key(name), "service {name} is in the compose file");
+    for name in [
+        "nats",
+        "gateway",
+        "agno-worker",
+        "pulumi-worker",
+        "intelligence-worker",
+    ] {
+        assert!(
+            s.contains_key(name),
+            "service {name} is in the compose file"
+        );
     }
     let ports = [
         ("gateway", "SOPHIA_GATEWAY_ADDR", 8000),
@@ -99,34 +122,56 @@ fn compose_runs_the_whole_mesh_on_the_seed_ports() {
     ];
     for (name, key, port) in ports {
         let env = env_of(&s[name]);
-        assert_eq!(env.get(key).map(String::as_str), Some(format!("0.0.0.0:{port}").as_str()), "{name}");
+        assert_eq!(
+            env.get(key).map(String::as_str),
+            Some(format!("0.0.0.0:{port}").as_str()),
+            "{name}"
+        );
         let health = format!("{:?}", s[name]["healthcheck"]["test"]);
-        assert!(health.contains(&format!("127.0.0.1:{port}/ready")), "{name} health checks its own /ready");
+        assert!(
+            health.contains(&format!("127.0.0.1:{port}/ready")),
+            "{name} health checks its own /ready"
+        );
     }
     // Only loopback on the host: the gateway is reached through its token, NATS not at all from outside.
     let published = format!("{:?}", s["gateway"]["ports"]);
     assert!(published.contains("127.0.0.1:8000:8000"), "{published}");
-    assert!(s["agno-worker"]["deploy"]["replicas"].as_u64().unwrap() >= 2, "workers run replicas");
+    assert!(
+        s["agno-worker"]["deploy"]["replicas"].as_u64().unwrap() >= 2,
+        "workers run replicas"
+    );
 }
 
 #[test]
 fn every_service_command_is_a_binary_the_image_builds() {
     let image_bins = dockerfile_bins();
     let workspace = workspace_bins();
-    assert!(image_bins.is_subset(&workspace), "Dockerfile builds {image_bins:?}; workspace has {workspace:?}");
+    assert!(
+        image_bins.is_subset(&workspace),
+        "Dockerfile builds {image_bins:?}; workspace has {workspace:?}"
+    );
     for (name, svc) in services(&compose()) {
         if name == "nats" {
             continue;
         }
         assert_eq!(svc["image"].as_str(), Some("sophia-mesh:dev"), "{name}");
         let bin = svc["command"][0].as_str().unwrap();
-        assert!(image_bins.contains(bin), "{name} runs {bin}, which the image builds");
+        assert!(
+            image_bins.contains(bin),
+            "{name} runs {bin}, which the image builds"
+        );
     }
     for line in read("ops/docker/Dockerfile").lines() {
-        if let Some(rest) = line.strip_prefix("COPY ").filter(|r| !r.starts_with("--from")) {
+        if let Some(rest) = line
+            .strip_prefix("COPY ")
+            .filter(|r| !r.starts_with("--from"))
+        {
             let parts: Vec<&str> = rest.split_whitespace().collect();
             for src in &parts[..parts.len() - 1] {
-                assert!(root().join(src).exists(), "Dockerfile copies {src}, which exists");
+                assert!(
+                    root().join(src).exists(),
+                    "Dockerfile copies {src}, which exists"
+                );
             }
         }
     }
@@ -136,7 +181,11 @@ fn every_service_command_is_a_binary_the_image_builds() {
 fn every_environment_variable_is_one_the_services_read() {
     let known = config_env_keys();
     // Read by libraries rather than our flags, or by nats-server's config file.
-    let passthrough = ["RUST_LOG", "SOPHIA_NATS_GATEWAY_PASSWORD", "SOPHIA_NATS_WORKER_PASSWORD"];
+    let passthrough = [
+        "RUST_LOG",
+        "SOPHIA_NATS_GATEWAY_PASSWORD",
+        "SOPHIA_NATS_WORKER_PASSWORD",
+    ];
     for (name, svc) in services(&compose()) {
         for key in env_of(&svc).keys() {
             assert!(
@@ -158,7 +207,10 @@ fn nats_gets_jetstream_and_the_users_the_services_log_in_as() {
     assert!(mounted.contains("./ops/nats/nats.conf:/etc/nats/nats.conf"));
     let conf = read("ops/nats/nats.conf");
     assert!(conf.contains("jetstream: enabled"));
-    for var in ["SOPHIA_NATS_GATEWAY_PASSWORD", "SOPHIA_NATS_WORKER_PASSWORD"] {
+    for var in [
+        "SOPHIA_NATS_GATEWAY_PASSWORD",
+        "SOPHIA_NATS_WORKER_PASSWORD",
+    ] {
         assert!(conf.contains(&format!("${var}")), "nats.conf reads {var}");
         assert!(env_of(nats).contains_key(var), "compose gives nats {var}");
     }
@@ -167,6 +219,9 @@ fn nats_gets_jetstream_and_the_users_the_services_log_in_as() {
             continue;
         }
         let user = env_of(svc).get("NATS_USER").cloned().unwrap_or_default();
-        assert!(conf.contains(&format!("user: {user}\n")), "{name} logs in as {user:?}, a user in nats.conf");
+        assert!(
+            conf.contains(&format!("user: {user}\n")),
+            "{name} logs in as {user:?}, a user in nats.conf"
+        );
     }
 }

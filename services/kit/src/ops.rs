@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use prometheus_client::registry::Registry;
 
 use crate::KitError;
@@ -72,6 +73,13 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| KitError::Bind { addr, source: e })?;
+    // Without TCP_NODELAY, a response written in pieces (SSE events, then the
+    // end of the chunked body) waits for the client's delayed ACK: ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %e, "could not set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

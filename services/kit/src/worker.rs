@@ -28,6 +28,9 @@ use crate::nats::{self, Connection, NatsConfig};
 use crate::tool::{Call, ProgressSink, Tool};
 use crate::{KitError, ops};
 
+/// The longest deadline a request may ask for (one day).
+const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// How a worker runs: where NATS is, where to serve HTTP, and its limits.
 #[derive(Clone, Debug, clap::Args)]
 pub struct WorkerConfig {
@@ -127,6 +130,8 @@ impl Worker {
                     "input schema must be a JSON Schema with \"type\": \"object\"".into(),
                 ));
             }
+            jsonschema::validator_for(&spec.input_schema)
+                .map_err(|e| bad(format!("input schema is not valid JSON Schema: {e}")))?;
         }
         Ok(())
     }
@@ -170,7 +175,13 @@ impl Worker {
                 .await
                 .map_err(|e| KitError::Register(e.to_string()))?;
             endpoints.push(endpoint);
-            by_subject.insert(subj, tool.clone());
+            let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
+                KitError::InvalidTool {
+                    tool: spec.name.clone(),
+                    why: e.to_string(),
+                }
+            })?;
+            by_subject.insert(subj, (tool.clone(), Arc::new(validator)));
         }
 
         let shared = Arc::new(Shared {
@@ -325,7 +336,8 @@ impl WorkerHandle {
 struct Shared {
     client: async_nats::Client,
     payloads: PayloadStore,
-    tools: HashMap<String, Tool>,
+    /// Tools by subject, with their compiled input schemas.
+    tools: HashMap<String, (Tool, Arc<jsonschema::Validator>)>,
     in_flight: Mutex<HashMap<Uuid, CancellationToken>>,
     /// Cancels that arrived before their request (NATS does not order
     /// messages across subjects); kept for a minute.
@@ -473,7 +485,7 @@ async fn serve_request(shared: &Shared, req: service::Request) {
     let trace = headers::Context::from_headers(req.message.headers.as_ref());
     let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
     let tool = shared.tools.get(req.message.subject.as_str()).cloned();
-    let labels = tool.as_ref().map(|t| ToolLabels {
+    let labels = tool.as_ref().map(|(t, _)| ToolLabels {
         tool: t.spec().name.clone(),
         category: t.spec().category.to_string(),
     });
@@ -491,10 +503,13 @@ async fn serve_request(shared: &Shared, req: service::Request) {
                     )),
                     0,
                 ),
-                Some(tool) => {
-                    let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
-                    (id, outcome, sent)
-                }
+                Some((tool, validator)) => match check_args(&validator, &request) {
+                    Err(e) => (id, Err(e), 0),
+                    Ok(()) => {
+                        let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
+                        (id, outcome, sent)
+                    }
+                },
             }
         }
     };
@@ -521,6 +536,31 @@ async fn serve_request(shared: &Shared, req: service::Request) {
             })
             .inc();
     }
+}
+
+/// Validates the arguments here too: agents may call workers on the bus
+/// directly, without a gateway in front.
+fn check_args(validator: &jsonschema::Validator, request: &ToolRequest) -> Result<(), WireError> {
+    let problems: Vec<String> = validator
+        .iter_errors(&request.args)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(WireError::invalid_arguments(format!(
+        "invalid arguments for `{}`: {}",
+        request.tool,
+        problems.join("; ")
+    ))
+    .with_data(serde_json::json!({ "errors": problems })))
 }
 
 async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolRequest, WireError> {
@@ -557,7 +597,8 @@ async fn run_tool(
         principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
     let _enter = span.enter();
     let token = shared.track(id);
-    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+    // Clamped: a garbage deadline must not overflow the clock.
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
     let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let call = Call {
         id,
