@@ -36,11 +36,17 @@ token="$(cat "$token_file")"
 
 pids=()
 cleanup() {
+  trap - EXIT
   say "stopping the mesh"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # Gateway and workers drain first, while NATS is still up; NATS goes last.
+  local nats_pid="${pids[0]:-}"
+  for pid in "${pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$nats_pid" ]; then kill -TERM "$nats_pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 start() { # name, command...
   local name="$1"; shift
@@ -49,12 +55,13 @@ start() { # name, command...
 }
 
 http_ok() { # port, path: is GET http://127.0.0.1:port/path 200? (bash only, no curl needed)
-  exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-  local status=""
-  read -r -t 2 _ status _ <&3 || true
-  exec 3>&- 3<&-
-  [ "$status" = "200" ]
+  ( # a subshell, so the descriptor and the silenced stderr stay in it
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    status=""
+    read -r -t 2 _ status _ <&3 || exit 1
+    [ "$status" = "200" ]
+  ) 2>/dev/null
 }
 
 wait_http() { # port, path, what

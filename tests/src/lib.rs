@@ -16,6 +16,7 @@ pub mod client;
 pub mod mesh;
 pub mod nats;
 pub mod raw;
+pub mod tools;
 pub mod workers;
 
 pub use client::{McpClient, Recorder, connect_http};

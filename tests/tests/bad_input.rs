@@ -3,51 +3,13 @@
 //! bodies, foreign origins, workers that reply garbage or never reply, no
 //! worker at all, and a NATS server that goes away and comes back.
 
-use std::time::Duration;
-
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use serde_json::{Value, json};
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::raw::RawSession;
+use sophia_tests::tools::{WAIT, call, error_code, text_of, wait_for_tool};
 use sophia_tests::workers::{Misbehaviour, misbehaving_worker};
 use sophia_tests::{McpClient, Mesh, eventually};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect()
-}
-
-fn error_code(result: &CallToolResult) -> Option<String> {
-    let meta = result.meta.as_ref()?;
-    meta.0
-        .get("sophia/error")?
-        .get("code")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(name.to_owned())
-                .with_arguments(arguments.as_object().cloned().unwrap()),
-        )
-        .await
-        .expect("tools/call answers")
-}
-
-async fn wait_for_tool(client: &McpClient, name: &str) {
-    eventually(&format!("tool {name}"), WAIT, || async {
-        let tools = client.list_all_tools().await.ok()?;
-        tools.iter().any(|t| t.name == name).then_some(())
-    })
-    .await
-}
 
 /// The gateway still serves a normal call.
 async fn still_serves(client: &McpClient) {

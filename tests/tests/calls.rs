@@ -2,46 +2,15 @@
 //! sharing load, progress, cancellation and payloads of several megabytes.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ServerResult,
-};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
 use rmcp::service::PeerRequestOptions;
-use serde_json::{Value, json};
+use serde_json::json;
+use sophia_tests::tools::{WAIT, call, object, text_of, wait_for_tool};
 use sophia_tests::workers::{
     CancelProbe, big_result_worker, cancellable_worker, pattern, progress_worker, whoami_worker,
 };
-use sophia_tests::{McpClient, Mesh, eventually};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn args(v: Value) -> serde_json::Map<String, Value> {
-    v.as_object().cloned().expect("an object")
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect()
-}
-
-async fn wait_for_tool(client: &McpClient, name: &str) {
-    eventually(&format!("tool {name}"), WAIT, || async {
-        let tools = client.list_all_tools().await.ok()?;
-        tools.iter().any(|t| t.name == name).then_some(())
-    })
-    .await
-}
-
-async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolResult {
-    client
-        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(args(arguments)))
-        .await
-        .expect("tools/call answers")
-}
+use sophia_tests::{Mesh, eventually};
 
 #[tokio::test]
 async fn a_call_reaches_the_worker_and_its_result_comes_back() {
@@ -87,7 +56,8 @@ async fn worker_progress_is_relayed_as_mcp_progress_before_the_result() {
     let handle = client
         .send_request_with_option(
             ClientRequest::CallToolRequest(CallToolRequest::new(
-                CallToolRequestParams::new("count_steps").with_arguments(args(json!({"steps": 5}))),
+                CallToolRequestParams::new("count_steps")
+                    .with_arguments(object(json!({"steps": 5}))),
             )),
             PeerRequestOptions::no_options(),
         )

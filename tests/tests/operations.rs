@@ -1,14 +1,11 @@
 //! What an SRE relies on: `/health`, `/ready` and `/metrics` on every
 //! service, and a drain that finishes the calls in flight.
 
-use std::time::Duration;
-
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
+use sophia_tests::tools::{WAIT, call, wait_for_tool};
 use sophia_tests::workers::slow_worker;
-use sophia_tests::{McpClient, Mesh, eventually};
-
-const WAIT: Duration = Duration::from_secs(20);
+use sophia_tests::{Mesh, eventually};
 
 async fn get(url: String) -> (u16, String) {
     match reqwest::get(&url).await {
@@ -17,27 +14,13 @@ async fn get(url: String) -> (u16, String) {
     }
 }
 
-async fn wait_for_tool(client: &McpClient, name: &str) {
-    eventually(&format!("tool {name}"), WAIT, || async {
-        let tools = client.list_all_tools().await.ok()?;
-        tools.iter().any(|t| t.name == name).then_some(())
-    })
-    .await
-}
-
 #[tokio::test]
 async fn every_service_serves_health_readiness_and_metrics() {
     let mut mesh = Mesh::start().await;
     let w = mesh.worker(echo_worker::echo_worker()).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "echo").await;
-    client
-        .call_tool(
-            CallToolRequestParams::new("echo")
-                .with_arguments(json!({"text": "x"}).as_object().cloned().unwrap()),
-        )
-        .await
-        .unwrap();
+    call(&client, "echo", json!({"text": "x"})).await;
 
     let worker = format!("http://{}", mesh.worker_handle(w).http_addr);
     assert_eq!(get(format!("{worker}/health")).await.0, 200);

@@ -1,21 +1,7 @@
-//! `agno-worker` binary: config from flags and environment, then the kit's run loop.
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(name = "agno-worker", version)]
-struct Cli {
-    #[command(flatten)]
-    worker: sophia_kit::WorkerConfig,
-}
+//! `agno-worker` binary: configuration from flags and environment, then the kit's run loop.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    sophia_kit::run_until_signal(
-        agno_worker::worker(),
-        cli.worker,
-        agno_worker::DEFAULT_HTTP_PORT,
-    )
-    .await?;
+    sophia_kit::main(agno_worker::worker(), agno_worker::DEFAULT_HTTP_PORT).await?;
     Ok(())
 }

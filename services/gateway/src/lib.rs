@@ -152,7 +152,7 @@ pub async fn run(
     let client = core.conn.client.clone();
     let task = tokio::spawn(async move {
         let _ = server.await;
-        let _ = client.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     });
     Ok(GatewayHandle {
         http_addr,
@@ -181,7 +181,7 @@ pub async fn run_stdio(
         .await
         .map_err(|e| GatewayError::Stdio(e.to_string()))?;
     shutdown.cancel();
-    let _ = core.conn.client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), core.conn.client.flush()).await;
     Ok(())
 }
 

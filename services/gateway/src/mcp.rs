@@ -231,18 +231,7 @@ impl ServerHandler for McpGateway {
         };
         let spec = &entry.spec;
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let problems: Vec<String> = entry
-            .validator
-            .iter_errors(&args)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{at}: {e}")
-                }
-            })
-            .collect();
+        let problems = sophia_kit::schema::problems(&entry.validator, &args);
         if !problems.is_empty() {
             self.inner
                 .metrics

@@ -1,19 +1,9 @@
-//! `intelligence-worker` binary: config from flags and environment, then the kit's run loop.
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(name = "intelligence-worker", version)]
-struct Cli {
-    #[command(flatten)]
-    worker: sophia_kit::WorkerConfig,
-}
+//! `intelligence-worker` binary: configuration from flags and environment, then the kit's run loop.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    sophia_kit::run_until_signal(
+    sophia_kit::main(
         intelligence_worker::worker(),
-        cli.worker,
         intelligence_worker::DEFAULT_HTTP_PORT,
     )
     .await?;

@@ -17,6 +17,7 @@
 pub mod metrics;
 pub mod nats;
 pub mod ops;
+pub mod schema;
 pub mod telemetry;
 pub mod tool;
 pub mod worker;
@@ -58,6 +59,19 @@ pub enum KitError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The whole `main` of a worker binary: parses `--help`-documented flags and
+/// `SOPHIA_*`/`NATS_*` environment into a [`WorkerConfig`] (bad values exit
+/// with a message naming the flag), then [`run_until_signal`].
+pub async fn main(worker: Worker, default_port: u16) -> Result<(), KitError> {
+    use clap::{Args, FromArgMatches};
+    let command = clap::Command::new(worker.name().to_owned())
+        .version(worker.version().to_owned())
+        .about(worker.summary().to_owned());
+    let matches = WorkerConfig::augment_args(command).get_matches();
+    let config = WorkerConfig::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    run_until_signal(worker, config, default_port).await
 }
 
 /// Runs `worker` until SIGTERM or Ctrl-C, then drains: the `main` of a

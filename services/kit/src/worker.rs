@@ -113,6 +113,16 @@ impl Worker {
         &self.name
     }
 
+    /// The worker's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The worker's description.
+    pub fn summary(&self) -> &str {
+        &self.description
+    }
+
     fn validate(&self) -> Result<(), KitError> {
         let mut seen = std::collections::HashSet::new();
         for t in &self.tools {
@@ -279,8 +289,10 @@ impl Worker {
                     .await;
             }
             background.cancel();
-            if let Err(e) = service.stop().await {
-                tracing::warn!(cause = %e, "could not stop the NATS service cleanly");
+            match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(cause = %e, "could not stop the NATS service cleanly"),
+                Err(_) => tracing::warn!("stopping the NATS service timed out (is NATS down?)"),
             }
             // Requests NATS had already delivered are still served.
             while let Some(req) = requests.next().await {
@@ -294,7 +306,8 @@ impl Worker {
                 tracing::warn!(worker = %name, "drain timed out; cancelling calls still in flight");
                 serve_shared.cancel_all();
             }
-            let _ = serve_shared.client.flush().await;
+            // Best effort: with NATS gone, flush would wait for a reconnect forever.
+            let _ = tokio::time::timeout(Duration::from_secs(2), serve_shared.client.flush()).await;
             http_stop.cancel();
             let _ = http_task.await;
             tracing::info!(worker = %name, "drained");
@@ -541,17 +554,7 @@ async fn serve_request(shared: &Shared, req: service::Request) {
 /// Validates the arguments here too: agents may call workers on the bus
 /// directly, without a gateway in front.
 fn check_args(validator: &jsonschema::Validator, request: &ToolRequest) -> Result<(), WireError> {
-    let problems: Vec<String> = validator
-        .iter_errors(&request.args)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
-        })
-        .collect();
+    let problems = crate::schema::problems(validator, &request.args);
     if problems.is_empty() {
         return Ok(());
     }

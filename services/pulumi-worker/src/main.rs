@@ -1,21 +1,7 @@
-//! `pulumi-worker` binary: config from flags and environment, then the kit's run loop.
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(name = "pulumi-worker", version)]
-struct Cli {
-    #[command(flatten)]
-    worker: sophia_kit::WorkerConfig,
-}
+//! `pulumi-worker` binary: configuration from flags and environment, then the kit's run loop.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    sophia_kit::run_until_signal(
-        pulumi_worker::worker(),
-        cli.worker,
-        pulumi_worker::DEFAULT_HTTP_PORT,
-    )
-    .await?;
+    sophia_kit::main(pulumi_worker::worker(), pulumi_worker::DEFAULT_HTTP_PORT).await?;
     Ok(())
 }

@@ -1,0 +1,53 @@
+//! Helpers that keep tests reading like what a client does: wait for a tool,
+//! call it, read its text and error code.
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::Value;
+
+use crate::{McpClient, eventually};
+
+/// How long tests wait for the mesh to converge.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until `tools/list` offers `name`.
+pub async fn wait_for_tool(client: &McpClient, name: &str) {
+    eventually(&format!("tool {name} is listed"), WAIT, || async {
+        let tools = client.list_all_tools().await.ok()?;
+        tools.iter().any(|t| t.name == name).then_some(())
+    })
+    .await
+}
+
+/// Calls `name` with `arguments` (a JSON object).
+pub async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(object(arguments)))
+        .await
+        .expect("tools/call answers")
+}
+
+/// `v` as a JSON object (panics if it is not one).
+pub fn object(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().expect("arguments are a JSON object")
+}
+
+/// The result's text content, concatenated.
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// The gateway's machine-readable error code, from `_meta["sophia/error"]`.
+pub fn error_code(result: &CallToolResult) -> Option<String> {
+    let meta = result.meta.as_ref()?;
+    meta.0
+        .get("sophia/error")?
+        .get("code")?
+        .as_str()
+        .map(str::to_owned)
+}
