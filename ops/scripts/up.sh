@@ -64,17 +64,18 @@ http_ok() { # port, path: is GET http://127.0.0.1:port/path 200? (bash only, no 
   ) 2>/dev/null
 }
 
-wait_http() { # port, path, what
+wait_http() { # port, path, service name (its log is $logs/<name>.log)
   for _ in $(seq 1 150); do
     http_ok "$1" "$2" && return 0
     sleep 0.2
   done
-  say "$3 did not become ready; see $logs"
+  say "$3 did not become ready on port $1. Last lines of $logs/$3.log:"
+  tail -n 5 "$logs/$3.log" | sed 's/^/    /' >&2
   exit 1
 }
 
 start nats "$nats_bin" -a 127.0.0.1 -p "$nats_port" -m 8222 -js -sd "$state/jetstream"
-wait_http 8222 /healthz "nats-server"
+wait_http 8222 /healthz nats
 export NATS_URL="nats://127.0.0.1:$nats_port"
 
 start agno-worker "$bin/agno-worker" --http-addr 127.0.0.1:8090
@@ -82,8 +83,11 @@ start pulumi-worker "$bin/pulumi-worker" --http-addr 127.0.0.1:8091
 start intelligence-worker "$bin/intelligence-worker" --http-addr 127.0.0.1:8092
 start echo-worker "$bin/echo-worker" --http-addr 127.0.0.1:8099
 SOPHIA_GATEWAY_TOKEN="$token" start gateway "$bin/sophia-gateway" --http-addr "127.0.0.1:$gateway_port"
-wait_http "$gateway_port" /ready "the gateway"
-for port in 8090 8091 8092 8099; do wait_http "$port" /ready "the worker on $port"; done
+wait_http "$gateway_port" /ready gateway
+wait_http 8090 /ready agno-worker
+wait_http 8091 /ready pulumi-worker
+wait_http 8092 /ready intelligence-worker
+wait_http 8099 /ready echo-worker
 
 cat <<JSON
 

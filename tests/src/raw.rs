@@ -72,8 +72,14 @@ impl RawSession {
         self.post_raw(msg.to_string(), &[]).await
     }
 
-    /// Runs the initialize handshake (2025-06-18, as Cursor does).
-    pub async fn initialize(&mut self) {
+    /// Runs the initialize handshake (2025-06-18, as Cursor does) and returns
+    /// the server's `InitializeResult`.
+    pub async fn initialize(&mut self) -> Value {
+        self.initialize_with("2025-06-18").await
+    }
+
+    /// Runs the initialize handshake asking for `version`.
+    pub async fn initialize_with(&mut self, version: &str) -> Value {
         let resp = self
             .http
             .post(&self.url)
@@ -82,7 +88,7 @@ impl RawSession {
             .bearer_auth(&self.token)
             .body(
                 json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "protocolVersion": version, "capabilities": {},
                     "clientInfo": {"name": "raw-test", "version": "0"}}})
                 .to_string(),
             )
@@ -95,7 +101,11 @@ impl RawSession {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let _ = resp.text().await;
+        let body = resp.text().await.unwrap_or_default();
+        let result = parse_messages(&body)
+            .into_iter()
+            .find_map(|m| m.get("result").cloned())
+            .unwrap_or_else(|| panic!("an InitializeResult: {body}"));
         let ack = self
             .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;
@@ -104,6 +114,7 @@ impl RawSession {
             "initialized notification accepted: {}",
             ack.status
         );
+        result
     }
 }
 

@@ -126,3 +126,22 @@ async fn workers_register_as_nats_micro_services() {
     assert_eq!(endpoint["queue_group"], "sophia");
     assert_eq!(endpoint["metadata"]["category"], "code_generation");
 }
+
+#[tokio::test]
+async fn cursors_protocol_version_and_the_current_one_are_both_spoken() {
+    use sophia_tests::mesh::TEST_TOKEN;
+    use sophia_tests::raw::RawSession;
+
+    let mesh = Mesh::start().await;
+    for version in ["2025-06-18", "2025-11-25"] {
+        let mut raw = RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
+        let result = raw.initialize_with(version).await;
+        assert_eq!(result["protocolVersion"], version);
+        assert_eq!(result["capabilities"]["tools"]["listChanged"], true);
+    }
+    // rmcp's own client asks for the newest revision it knows; the gateway
+    // answers with the newest session-based one.
+    let client = mesh.client().await;
+    let info = client.peer_info().expect("initialized");
+    assert_eq!(info.protocol_version.to_string(), "2025-11-25");
+}

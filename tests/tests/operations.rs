@@ -105,3 +105,13 @@ async fn draining_finishes_calls_in_flight_then_leaves_the_mesh() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_worker_drains_and_exits_even_when_nats_is_already_gone() {
+    let mut mesh = Mesh::start().await;
+    let w = mesh.worker(echo_worker::echo_worker()).await;
+    mesh.nats.stop();
+    tokio::time::timeout(WAIT, mesh.stop_worker(w))
+        .await
+        .expect("the drain finishes without the bus");
+}
