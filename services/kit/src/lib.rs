@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nats;
 pub mod ops;
 pub mod schema;
+mod serve;
 pub mod telemetry;
 pub mod tool;
 pub mod worker;

@@ -1,35 +1,27 @@
 //! Running a worker: registration as a NATS micro service, serving tools on
-//! a queue group, announcing them to gateways, cancellation, and drain.
-//!
-//! A request flows through [`serve_request`]: unpack (large payloads) →
-//! decode the [`ToolRequest`] → look up the tool by subject → run the handler
-//! racing cancellation and the deadline → encode and pack the
-//! [`ToolResponse`] → reply.
+//! a queue group, announcing them to gateways, cancellation, and drain. One
+//! request's journey is in [`crate::serve`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::service::{self, ServiceExt};
-use futures::{FutureExt, StreamExt};
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use sophia_proto::payload::PayloadStore;
-use sophia_proto::{
-    Announce, Cancel, Category, Discover, ErrorCode, Leave, PROTOCOL_VERSION, ToolRequest,
-    ToolResponse, WireError, headers, subject,
-};
+use sophia_proto::{Announce, Cancel, Category, Discover, Leave, PROTOCOL_VERSION, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::{CategoryLabels, OutcomeLabels, ToolLabels, WorkerMetrics};
+use crate::metrics::WorkerMetrics;
 use crate::nats::{self, Connection, NatsConfig};
-use crate::tool::{Call, ProgressSink, Tool};
+use crate::serve::{Shared, ToolsBySubject, dispatch};
+use crate::tool::Tool;
 use crate::{KitError, ops};
-
-/// The longest deadline a request may ask for (one day).
-const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+use async_nats::service::endpoint::Endpoint;
 
 /// How a worker runs: where NATS is, where to serve HTTP, and its limits.
 #[derive(Clone, Debug, clap::Args)]
@@ -123,8 +115,10 @@ impl Worker {
         &self.description
     }
 
-    fn validate(&self) -> Result<(), KitError> {
+    /// Checks every tool and compiles its input schema, in tool order.
+    fn validate(&self) -> Result<Vec<Arc<jsonschema::Validator>>, KitError> {
         let mut seen = std::collections::HashSet::new();
+        let mut validators = Vec::new();
         for t in &self.tools {
             let spec = t.spec();
             let bad = |why: String| KitError::InvalidTool {
@@ -140,10 +134,37 @@ impl Worker {
                     "input schema must be a JSON Schema with \"type\": \"object\"".into(),
                 ));
             }
-            jsonschema::validator_for(&spec.input_schema)
+            let validator = jsonschema::validator_for(&spec.input_schema)
                 .map_err(|e| bad(format!("input schema is not valid JSON Schema: {e}")))?;
+            validators.push(Arc::new(validator));
         }
-        Ok(())
+        Ok(validators)
+    }
+
+    /// One micro-service endpoint per tool on its subject, and the tools by
+    /// subject for serving.
+    async fn register_endpoints(
+        &self,
+        service: &async_nats::service::Service,
+        validators: Vec<Arc<jsonschema::Validator>>,
+    ) -> Result<(Vec<Endpoint>, ToolsBySubject), KitError> {
+        let mut endpoints = Vec::new();
+        let mut by_subject = HashMap::new();
+        for (tool, validator) in self.tools.iter().zip(validators) {
+            let spec = tool.spec();
+            let subj = subject::tool(spec.category, &spec.name);
+            let category = HashMap::from([("category".to_owned(), spec.category.to_string())]);
+            let endpoint = service
+                .endpoint_builder()
+                .name(&spec.name)
+                .metadata(category)
+                .add(subj.clone())
+                .await
+                .map_err(|e| KitError::Register(e.to_string()))?;
+            endpoints.push(endpoint);
+            by_subject.insert(subj, (tool.clone(), validator));
+        }
+        Ok((endpoints, by_subject))
     }
 
     /// Connects, registers and serves until `shutdown` is cancelled, then
@@ -154,7 +175,7 @@ impl Worker {
         config: WorkerConfig,
         shutdown: CancellationToken,
     ) -> Result<WorkerHandle, KitError> {
-        self.validate()?;
+        let validators = self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let mut registry = Registry::default();
         let metrics = WorkerMetrics::register(&mut registry);
@@ -169,30 +190,7 @@ impl Worker {
             .start(&self.name, &self.version)
             .await
             .map_err(|e| KitError::Register(e.to_string()))?;
-        let mut endpoints = Vec::new();
-        let mut by_subject = HashMap::new();
-        for tool in &self.tools {
-            let spec = tool.spec();
-            let subj = subject::tool(spec.category, &spec.name);
-            let endpoint = service
-                .endpoint_builder()
-                .name(&spec.name)
-                .metadata(HashMap::from([(
-                    "category".to_owned(),
-                    spec.category.to_string(),
-                )]))
-                .add(subj.clone())
-                .await
-                .map_err(|e| KitError::Register(e.to_string()))?;
-            endpoints.push(endpoint);
-            let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
-                KitError::InvalidTool {
-                    tool: spec.name.clone(),
-                    why: e.to_string(),
-                }
-            })?;
-            by_subject.insert(subj, (tool.clone(), Arc::new(validator)));
-        }
+        let (endpoints, by_subject) = self.register_endpoints(&service, validators).await?;
 
         let shared = Arc::new(Shared {
             client: conn.client.clone(),
@@ -257,67 +255,103 @@ impl Worker {
         )
         .await?;
 
-        let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-        let serve_shared = shared.clone();
-        let serve_limit = limit.clone();
-        let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
-        let name = self.name.clone();
-        let leave = Leave {
-            v: PROTOCOL_VERSION,
-            instance: instance.clone(),
-        };
-        let task = tokio::spawn(async move {
-            let mut requests = futures::stream::select_all(endpoints);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = requests.next() => match next {
-                        Some(req) => dispatch(&serve_shared, &serve_limit, req).await,
-                        // No endpoints (a worker without tools yet): idle until shutdown.
-                        None => {
-                            shutdown.cancelled().await;
-                            break;
-                        }
-                    },
-                }
+        let task = tokio::spawn(
+            Serving {
+                name: self.name.clone(),
+                shared,
+                limit: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+                max_in_flight: config.max_in_flight.max(1),
+                drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+                leave: Leave {
+                    v: PROTOCOL_VERSION,
+                    instance: instance.clone(),
+                },
+                background,
+                http_stop,
+                http_task,
             }
-            tracing::info!(worker = %name, "draining: leaving the mesh and finishing calls in flight");
-            if let Ok(bytes) = sophia_proto::encode(&leave) {
-                let _ = serve_shared
-                    .client
-                    .publish(subject::REGISTRY_LEAVE, bytes.into())
-                    .await;
-            }
-            background.cancel();
-            match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(cause = %e, "could not stop the NATS service cleanly"),
-                Err(_) => tracing::warn!("stopping the NATS service timed out (is NATS down?)"),
-            }
-            // Requests NATS had already delivered are still served.
-            while let Some(req) = requests.next().await {
-                dispatch(&serve_shared, &serve_limit, req).await;
-            }
-            let all = u32::try_from(config.max_in_flight.max(1)).unwrap_or(u32::MAX);
-            if tokio::time::timeout(drain_timeout, serve_limit.acquire_many(all))
-                .await
-                .is_err()
-            {
-                tracing::warn!(worker = %name, "drain timed out; cancelling calls still in flight");
-                serve_shared.cancel_all();
-            }
-            // Best effort: with NATS gone, flush would wait for a reconnect forever.
-            let _ = tokio::time::timeout(Duration::from_secs(2), serve_shared.client.flush()).await;
-            http_stop.cancel();
-            let _ = http_task.await;
-            tracing::info!(worker = %name, "drained");
-        });
+            .run(service, endpoints, shutdown),
+        );
         Ok(WorkerHandle {
             instance,
             http_addr: http_bound,
             client: conn.client,
             task,
         })
+    }
+}
+
+/// Everything the serving task owns, from first request to drained.
+struct Serving {
+    name: String,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+    leave: Leave,
+    background: CancellationToken,
+    http_stop: CancellationToken,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Serves requests until `shutdown`, then drains: say goodbye, stop
+    /// taking requests, serve what NATS already delivered, wait for calls in
+    /// flight (cancelling them after the drain timeout), and stop HTTP.
+    async fn run(
+        self,
+        service: async_nats::service::Service,
+        endpoints: Vec<Endpoint>,
+        shutdown: CancellationToken,
+    ) {
+        let mut requests = futures::stream::select_all(endpoints);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = requests.next() => match next {
+                    Some(req) => dispatch(&self.shared, &self.limit, req).await,
+                    // No endpoints (a worker without tools yet): idle until shutdown.
+                    None => {
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                },
+            }
+        }
+        tracing::info!(worker = %self.name, "draining: leaving the mesh and finishing calls in flight");
+        if let Ok(bytes) = sophia_proto::encode(&self.leave) {
+            let _ = self
+                .shared
+                .client
+                .publish(subject::REGISTRY_LEAVE, bytes.into())
+                .await;
+        }
+        self.background.cancel();
+        match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(cause = %e, "could not stop the NATS service cleanly"),
+            Err(_) => tracing::warn!("stopping the NATS service timed out (is NATS down?)"),
+        }
+        // Requests NATS had already delivered are still served.
+        while let Some(req) = requests.next().await {
+            dispatch(&self.shared, &self.limit, req).await;
+        }
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.drain_timeout, self.limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker = %self.name, "drain timed out; cancelling calls still in flight");
+            self.shared.cancel_all();
+            // Let the cancelled calls reply `cancelled` before going.
+            let grace = self.shared.cancel_grace + Duration::from_secs(1);
+            let _ = tokio::time::timeout(grace, self.limit.acquire_many(all)).await;
+        }
+        // Best effort: with NATS gone, flush would wait for a reconnect forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.client.flush()).await;
+        self.http_stop.cancel();
+        let _ = self.http_task.await;
+        tracing::info!(worker = %self.name, "drained");
     }
 }
 
@@ -344,77 +378,6 @@ impl WorkerHandle {
     pub fn abort(&self) {
         self.task.abort();
     }
-}
-
-struct Shared {
-    client: async_nats::Client,
-    payloads: PayloadStore,
-    /// Tools by subject, with their compiled input schemas.
-    tools: HashMap<String, (Tool, Arc<jsonschema::Validator>)>,
-    in_flight: Mutex<HashMap<Uuid, CancellationToken>>,
-    /// Cancels that arrived before their request (NATS does not order
-    /// messages across subjects); kept for a minute.
-    early_cancels: Mutex<HashMap<Uuid, Instant>>,
-    metrics: WorkerMetrics,
-    cancel_grace: Duration,
-}
-
-impl Shared {
-    fn cancel(&self, id: Uuid) {
-        let token = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .get(&id)
-            .cloned();
-        match token {
-            Some(t) => t.cancel(),
-            None => {
-                let mut early = self.early_cancels.lock().expect("cancel lock");
-                early.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-                early.insert(id, Instant::now());
-            }
-        }
-    }
-
-    fn cancel_all(&self) {
-        for t in self.in_flight.lock().expect("in-flight lock").values() {
-            t.cancel();
-        }
-    }
-
-    fn track(&self, id: Uuid) -> CancellationToken {
-        let token = CancellationToken::new();
-        if self
-            .early_cancels
-            .lock()
-            .expect("cancel lock")
-            .remove(&id)
-            .is_some()
-        {
-            token.cancel();
-        }
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(id, token.clone());
-        token
-    }
-
-    fn untrack(&self, id: Uuid) {
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
-    }
-}
-
-async fn dispatch(shared: &Arc<Shared>, limit: &Arc<Semaphore>, req: service::Request) {
-    let Ok(permit) = limit.clone().acquire_owned().await else {
-        return;
-    };
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        serve_request(&shared, req).await;
-        drop(permit);
-    });
 }
 
 async fn spawn_cancel_listener(
@@ -489,192 +452,4 @@ async fn spawn_announcer(
         }
     });
     Ok(())
-}
-
-/// Serves one request from start to reply. Never panics on bad input: every
-/// path ends in a reply with a result or a typed error.
-async fn serve_request(shared: &Shared, req: service::Request) {
-    let started = Instant::now();
-    let trace = headers::Context::from_headers(req.message.headers.as_ref());
-    let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
-    let tool = shared.tools.get(req.message.subject.as_str()).cloned();
-    let labels = tool.as_ref().map(|(t, _)| ToolLabels {
-        tool: t.spec().name.clone(),
-        category: t.spec().category.to_string(),
-    });
-
-    let (id, outcome, progress_sent) = match decode_request(shared, &req).await {
-        Err(e) => (fallback_id, Err(e), 0),
-        Ok(request) => {
-            let id = request.id;
-            match tool {
-                None => (
-                    id,
-                    Err(WireError::new(
-                        ErrorCode::UnknownTool,
-                        format!("this worker does not serve {}", req.message.subject),
-                    )),
-                    0,
-                ),
-                Some((tool, validator)) => match check_args(&validator, &request) {
-                    Err(e) => (id, Err(e), 0),
-                    Ok(()) => {
-                        let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
-                        (id, outcome, sent)
-                    }
-                },
-            }
-        }
-    };
-    let outcome_label = match &outcome {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.code.to_string(),
-    };
-    let mut response = ToolResponse::new(id, outcome);
-    response.progress_sent = progress_sent;
-    reply(shared, &req, id, &response).await;
-    if let Some(l) = labels {
-        shared
-            .metrics
-            .duration
-            .get_or_create(&l)
-            .observe(started.elapsed().as_secs_f64());
-        shared
-            .metrics
-            .requests
-            .get_or_create(&OutcomeLabels {
-                tool: l.tool,
-                category: l.category,
-                outcome: outcome_label,
-            })
-            .inc();
-    }
-}
-
-/// Validates the arguments here too: agents may call workers on the bus
-/// directly, without a gateway in front.
-fn check_args(validator: &jsonschema::Validator, request: &ToolRequest) -> Result<(), WireError> {
-    let problems = crate::schema::problems(validator, &request.args);
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(WireError::invalid_arguments(format!(
-        "invalid arguments for `{}`: {}",
-        request.tool,
-        problems.join("; ")
-    ))
-    .with_data(serde_json::json!({ "errors": problems })))
-}
-
-async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolRequest, WireError> {
-    let body = shared
-        .payloads
-        .unpack(req.message.headers.as_ref(), req.message.payload.clone())
-        .await
-        .map_err(|e| WireError::new(ErrorCode::TooLarge, e.to_string()))?;
-    let request: ToolRequest = sophia_proto::decode(&body)
-        .map_err(|e| WireError::new(ErrorCode::BadEnvelope, e.to_string()))?;
-    if request.v != PROTOCOL_VERSION {
-        return Err(WireError::new(
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "request uses protocol version {}, this worker speaks {PROTOCOL_VERSION}",
-                request.v
-            ),
-        ));
-    }
-    Ok(request)
-}
-
-async fn run_tool(
-    shared: &Shared,
-    tool: &Tool,
-    request: ToolRequest,
-    trace: headers::Context,
-) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
-    let category = CategoryLabels {
-        category: tool.spec().category.to_string(),
-    };
-    let id = request.id;
-    let span = tracing::info_span!("tool_call", tool = %request.tool, request_id = %id,
-        principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
-    let _enter = span.enter();
-    let token = shared.track(id);
-    // Clamped: a garbage deadline must not overflow the clock.
-    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
-    let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let call = Call {
-        id,
-        tool: request.tool,
-        args: request.args,
-        caller: request.caller,
-        deadline,
-        trace,
-        cancel: token.clone(),
-        progress: request.progress_to.map(|subject| ProgressSink {
-            client: shared.client.clone(),
-            subject,
-        }),
-        progress_sent: progress_sent.clone(),
-    };
-    shared.metrics.in_flight.get_or_create(&category).inc();
-    let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
-    let outcome = tokio::select! {
-        done = &mut work => done,
-        _ = token.cancelled() => {
-            // Give the handler a moment to stop on its own (and clean up).
-            match tokio::time::timeout(shared.cancel_grace, &mut work).await {
-                Ok(done) => done,
-                Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
-            }
-        }
-        _ = tokio::time::sleep_until(deadline.into()) => {
-            token.cancel();
-            Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
-        }
-    };
-    shared.metrics.in_flight.get_or_create(&category).dec();
-    shared.untrack(id);
-    let outcome = match outcome {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::error!("tool handler panicked");
-            Err(WireError::internal(
-                "the tool failed unexpectedly (handler panicked); see the worker's logs",
-            ))
-        }
-    };
-    // What the handler returned is the truth, even after a cancel: a call
-    // that completed must not be reported as cancelled and then retried.
-    (
-        outcome,
-        progress_sent.load(std::sync::atomic::Ordering::Relaxed),
-    )
-}
-
-async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {
-    let mut reply_headers = headers::Context {
-        request_id: Some(id),
-        ..Default::default()
-    }
-    .to_headers();
-    let encoded = match sophia_proto::encode(response) {
-        Ok(b) => b,
-        Err(e) => {
-            let fallback = ToolResponse::new(id, Err(WireError::internal(e.to_string())));
-            sophia_proto::encode(&fallback).unwrap_or_default()
-        }
-    };
-    let body = match shared.payloads.pack(encoded, &mut reply_headers).await {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::warn!(cause = %e, request_id = %id, "result too large to deliver");
-            let fallback =
-                ToolResponse::new(id, Err(WireError::new(ErrorCode::TooLarge, e.to_string())));
-            sophia_proto::encode(&fallback).unwrap_or_default().into()
-        }
-    };
-    if let Err(e) = req.respond_with_headers(Ok(body), reply_headers).await {
-        tracing::warn!(cause = %e, request_id = %id, "could not send the reply");
-    }
 }

@@ -1,0 +1,285 @@
+//! Serving one request, from its arrival to the reply: unpack (large
+//! payloads) → decode the [`ToolRequest`] → find the tool by subject →
+//! validate the arguments → run the handler racing cancellation and the
+//! deadline → encode and pack the [`ToolResponse`] → reply. Every path ends in
+//! a reply with a result or a typed error; nothing here panics on bad input.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::service;
+use futures::FutureExt;
+use sophia_proto::payload::PayloadStore;
+use sophia_proto::{ErrorCode, PROTOCOL_VERSION, ToolRequest, ToolResponse, WireError, headers};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::{CategoryLabels, OutcomeLabels, ToolLabels, WorkerMetrics};
+use crate::tool::{Call, ProgressSink, Tool};
+
+/// Tools by subject, with their compiled input schemas.
+pub(crate) type ToolsBySubject = HashMap<String, (Tool, Arc<jsonschema::Validator>)>;
+
+/// The longest deadline a request may ask for (one day).
+const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+
+pub(crate) struct Shared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) payloads: PayloadStore,
+    /// Tools by subject, with their compiled input schemas.
+    pub(crate) tools: ToolsBySubject,
+    pub(crate) in_flight: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Cancels that arrived before their request (NATS does not order
+    /// messages across subjects); kept for a minute.
+    pub(crate) early_cancels: Mutex<HashMap<Uuid, Instant>>,
+    pub(crate) metrics: WorkerMetrics,
+    pub(crate) cancel_grace: Duration,
+}
+
+impl Shared {
+    pub(crate) fn cancel(&self, id: Uuid) {
+        let token = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .get(&id)
+            .cloned();
+        match token {
+            Some(t) => t.cancel(),
+            None => {
+                let mut early = self.early_cancels.lock().expect("cancel lock");
+                early.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                early.insert(id, Instant::now());
+            }
+        }
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        for t in self.in_flight.lock().expect("in-flight lock").values() {
+            t.cancel();
+        }
+    }
+
+    fn track(&self, id: Uuid) -> CancellationToken {
+        let token = CancellationToken::new();
+        if self
+            .early_cancels
+            .lock()
+            .expect("cancel lock")
+            .remove(&id)
+            .is_some()
+        {
+            token.cancel();
+        }
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id, token.clone());
+        token
+    }
+
+    fn untrack(&self, id: Uuid) {
+        self.in_flight.lock().expect("in-flight lock").remove(&id);
+    }
+}
+
+pub(crate) async fn dispatch(shared: &Arc<Shared>, limit: &Arc<Semaphore>, req: service::Request) {
+    let Ok(permit) = limit.clone().acquire_owned().await else {
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        serve_request(&shared, req).await;
+        drop(permit);
+    });
+}
+
+/// Serves one request from start to reply. Never panics on bad input: every
+/// path ends in a reply with a result or a typed error.
+async fn serve_request(shared: &Shared, req: service::Request) {
+    let started = Instant::now();
+    let trace = headers::Context::from_headers(req.message.headers.as_ref());
+    let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
+    let tool = shared.tools.get(req.message.subject.as_str()).cloned();
+    let labels = tool.as_ref().map(|(t, _)| ToolLabels {
+        tool: t.spec().name.clone(),
+        category: t.spec().category.to_string(),
+    });
+
+    let (id, outcome, progress_sent) = match decode_request(shared, &req).await {
+        Err(e) => (fallback_id, Err(e), 0),
+        Ok(request) => {
+            let id = request.id;
+            match tool {
+                None => (
+                    id,
+                    Err(WireError::new(
+                        ErrorCode::UnknownTool,
+                        format!("this worker does not serve {}", req.message.subject),
+                    )),
+                    0,
+                ),
+                Some((tool, validator)) => match check_args(&validator, &request) {
+                    Err(e) => (id, Err(e), 0),
+                    Ok(()) => {
+                        let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
+                        (id, outcome, sent)
+                    }
+                },
+            }
+        }
+    };
+    let outcome_label = match &outcome {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code.to_string(),
+    };
+    let mut response = ToolResponse::new(id, outcome);
+    response.progress_sent = progress_sent;
+    reply(shared, &req, id, &response).await;
+    if let Some(l) = labels {
+        shared
+            .metrics
+            .duration
+            .get_or_create(&l)
+            .observe(started.elapsed().as_secs_f64());
+        shared
+            .metrics
+            .requests
+            .get_or_create(&OutcomeLabels {
+                tool: l.tool,
+                category: l.category,
+                outcome: outcome_label,
+            })
+            .inc();
+    }
+}
+
+/// Validates the arguments here too: agents may call workers on the bus
+/// directly, without a gateway in front.
+fn check_args(validator: &jsonschema::Validator, request: &ToolRequest) -> Result<(), WireError> {
+    let problems = crate::schema::problems(validator, &request.args);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(WireError::invalid_arguments(format!(
+        "invalid arguments for `{}`: {}",
+        request.tool,
+        problems.join("; ")
+    ))
+    .with_data(serde_json::json!({ "errors": problems })))
+}
+
+async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolRequest, WireError> {
+    let body = shared
+        .payloads
+        .unpack(req.message.headers.as_ref(), req.message.payload.clone())
+        .await
+        .map_err(|e| WireError::new(ErrorCode::TooLarge, e.to_string()))?;
+    let request: ToolRequest = sophia_proto::decode(&body)
+        .map_err(|e| WireError::new(ErrorCode::BadEnvelope, e.to_string()))?;
+    if request.v != PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "request uses protocol version {}, this worker speaks {PROTOCOL_VERSION}",
+                request.v
+            ),
+        ));
+    }
+    Ok(request)
+}
+
+async fn run_tool(
+    shared: &Shared,
+    tool: &Tool,
+    request: ToolRequest,
+    trace: headers::Context,
+) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
+    let category = CategoryLabels {
+        category: tool.spec().category.to_string(),
+    };
+    let id = request.id;
+    let span = tracing::info_span!("tool_call", tool = %request.tool, request_id = %id,
+        principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
+    let _enter = span.enter();
+    let token = shared.track(id);
+    // Clamped: a garbage deadline must not overflow the clock.
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
+    let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let call = Call {
+        id,
+        tool: request.tool,
+        args: request.args,
+        caller: request.caller,
+        deadline,
+        trace,
+        cancel: token.clone(),
+        progress: request.progress_to.map(|subject| ProgressSink {
+            client: shared.client.clone(),
+            subject,
+        }),
+        progress_sent: progress_sent.clone(),
+    };
+    shared.metrics.in_flight.get_or_create(&category).inc();
+    let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
+    let outcome = tokio::select! {
+        done = &mut work => done,
+        _ = token.cancelled() => {
+            // Give the handler a moment to stop on its own (and clean up).
+            match tokio::time::timeout(shared.cancel_grace, &mut work).await {
+                Ok(done) => done,
+                Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
+            }
+        }
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            token.cancel();
+            Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
+        }
+    };
+    shared.metrics.in_flight.get_or_create(&category).dec();
+    shared.untrack(id);
+    let outcome = match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!("tool handler panicked");
+            Err(WireError::internal(
+                "the tool failed unexpectedly (handler panicked); see the worker's logs",
+            ))
+        }
+    };
+    // What the handler returned is the truth, even after a cancel: a call
+    // that completed must not be reported as cancelled and then retried.
+    (
+        outcome,
+        progress_sent.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {
+    let mut reply_headers = headers::Context {
+        request_id: Some(id),
+        ..Default::default()
+    }
+    .to_headers();
+    let encoded = match sophia_proto::encode(response) {
+        Ok(b) => b,
+        Err(e) => {
+            let fallback = ToolResponse::new(id, Err(WireError::internal(e.to_string())));
+            sophia_proto::encode(&fallback).unwrap_or_default()
+        }
+    };
+    let body = match shared.payloads.pack(encoded, &mut reply_headers).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(cause = %e, request_id = %id, "result too large to deliver");
+            let fallback =
+                ToolResponse::new(id, Err(WireError::new(ErrorCode::TooLarge, e.to_string())));
+            sophia_proto::encode(&fallback).unwrap_or_default().into()
+        }
+    };
+    if let Err(e) = req.respond_with_headers(Ok(body), reply_headers).await {
+        tracing::warn!(cause = %e, request_id = %id, "could not send the reply");
+    }
+}
