@@ -125,6 +125,24 @@ async fn workers_register_as_nats_micro_services() {
     assert_eq!(endpoint["subject"], "sophia.v1.tools.code_generation.echo");
     assert_eq!(endpoint["queue_group"], "sophia");
     assert_eq!(endpoint["metadata"]["category"], "code_generation");
+
+    // STATS counts the calls an endpoint served.
+    let client = mesh.client().await;
+    wait_for_tools(&client, &["echo"]).await;
+    let args = serde_json::json!({"text": "counted"});
+    client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("echo")
+                .with_arguments(args.as_object().cloned().unwrap()),
+        )
+        .await
+        .unwrap();
+    let stats = nats
+        .request("$SRV.STATS.echo-worker", "".into())
+        .await
+        .expect("$SRV.STATS answers");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["endpoints"][0]["num_requests"], 1, "{stats}");
 }
 
 #[tokio::test]
