@@ -30,11 +30,11 @@ async fn every_service_serves_health_readiness_and_metrics() {
     assert!(metrics.contains("sophia_nats_connected 1"), "{metrics}");
     assert!(
         metrics.contains(
-            r#"sophia_worker_requests_total{tool="echo",category="code_generation",outcome="ok"} 1"#
+            r#"sophia_worker_tool_calls_total{tool="echo",category="code_generation",outcome="ok"} 1"#
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("sophia_worker_request_duration_seconds_bucket"));
+    assert!(metrics.contains("sophia_worker_tool_call_duration_seconds_bucket"));
 
     let gateway = mesh.http_base();
     assert_eq!(get(format!("{gateway}/health")).await.0, 200);
@@ -87,7 +87,7 @@ async fn draining_finishes_calls_in_flight_then_leaves_the_mesh() {
     let metrics_url = format!("http://{}/metrics", mesh.worker_handle(w).http_addr);
     eventually("the call is in flight", WAIT, || async {
         let (_, m) = get(metrics_url.clone()).await;
-        m.contains(r#"sophia_worker_requests_in_flight{category="infrastructure"} 1"#)
+        m.contains(r#"sophia_worker_tool_calls_in_flight{category="infrastructure"} 1"#)
             .then_some(())
     })
     .await;

@@ -9,7 +9,6 @@
 //!   cancellation and error mapping.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
 //!   body limit.
-//! - [`metrics`]: Prometheus metrics.
 //!
 //! # How a call flows
 //! Cursor sends `tools/call` → rmcp decodes it ([`http`] or stdio) →
@@ -23,7 +22,6 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod mcp;
-pub mod metrics;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -93,7 +91,7 @@ async fn start_core(
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut prometheus = prometheus_client::registry::Registry::default();
     sophia_kit::metrics::register_connection(&mut prometheus, &conn);
-    let metrics = metrics::GatewayMetrics::register(&mut prometheus);
+    let metrics = sophia_kit::metrics::ToolCallMetrics::register(&mut prometheus, "sophia_gateway");
     let registry = registry::Registry::new();
     registry
         .follow(&conn, instance.clone(), stop.child_token())

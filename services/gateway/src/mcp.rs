@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use sophia_proto::{Caller, Content, ErrorCode, Progress, ToolOutput, headers};
 
 use crate::bus::{Bus, CallError, CallSpec, ProgressRoute};
-use crate::metrics::GatewayMetrics;
 use crate::registry::Registry;
+use sophia_kit::metrics::ToolCallMetrics;
 
 /// The authenticated principal of an HTTP request, put in the request's
 /// extensions by the auth layer.
@@ -53,7 +53,7 @@ struct Inner {
     /// Principal for sessions without HTTP auth (stdio).
     local_principal: String,
     peers: Mutex<Vec<Peer<RoleServer>>>,
-    metrics: GatewayMetrics,
+    metrics: ToolCallMetrics,
 }
 
 /// How long to wait for progress still in transit after the reply.
@@ -66,7 +66,7 @@ impl McpGateway {
         bus: Bus,
         limits: CallLimits,
         local_principal: String,
-        metrics: GatewayMetrics,
+        metrics: ToolCallMetrics,
     ) -> Self {
         let gw = Self {
             inner: Arc::new(Inner {

@@ -7,6 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::time::Instant;
+
+use sophia_proto::ToolSpec;
+
 use crate::nats::{Connection, LinkState};
 
 /// Labels of a tool call.
@@ -41,41 +45,84 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
 }
 
-/// A worker's tool-call metrics.
+/// Tool-call metrics, the same for the gateway (`sophia_gateway_*`, as MCP
+/// clients see calls) and workers (`sophia_worker_*`, as handlers see them):
+/// `<prefix>_tool_calls_total{tool,category,outcome}`,
+/// `<prefix>_tool_call_duration_seconds{tool,category}` and
+/// `<prefix>_tool_calls_in_flight{category}`.
 #[derive(Clone, Debug)]
-pub struct WorkerMetrics {
-    /// `sophia_worker_requests_total{tool,category,outcome}`.
-    pub requests: Family<OutcomeLabels, Counter>,
-    /// `sophia_worker_request_duration_seconds{tool,category}`.
-    pub duration: Family<ToolLabels, Histogram, fn() -> Histogram>,
-    /// `sophia_worker_requests_in_flight{category}`.
-    pub in_flight: Family<CategoryLabels, Gauge>,
+pub struct ToolCallMetrics {
+    calls: Family<OutcomeLabels, Counter>,
+    duration: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<CategoryLabels, Gauge>,
 }
 
-impl WorkerMetrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+impl ToolCallMetrics {
+    /// Creates the metrics under `prefix` (e.g. `sophia_worker`) and registers
+    /// them in `registry`.
+    pub fn register(registry: &mut Registry, prefix: &str) -> Self {
         let m = Self {
-            requests: Family::default(),
+            calls: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
         };
         registry.register(
-            "sophia_worker_requests",
-            "Tool calls handled, by tool, category and outcome",
-            m.requests.clone(),
+            format!("{prefix}_tool_calls"),
+            "Tool calls, by tool, category and outcome (ok or an error code)",
+            m.calls.clone(),
         );
         registry.register(
-            "sophia_worker_request_duration_seconds",
-            "Time from receiving a tool call to replying",
+            format!("{prefix}_tool_call_duration_seconds"),
+            "Time from receiving a tool call to its result",
             m.duration.clone(),
         );
         registry.register(
-            "sophia_worker_requests_in_flight",
+            format!("{prefix}_tool_calls_in_flight"),
             "Tool calls being handled now",
             m.in_flight.clone(),
         );
         m
+    }
+
+    /// Records a finished call.
+    pub fn record(&self, spec: &ToolSpec, outcome: &str, started: Instant) {
+        let tool = spec.name.clone();
+        let category = spec.category.to_string();
+        self.duration
+            .get_or_create(&ToolLabels {
+                tool: tool.clone(),
+                category: category.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.calls
+            .get_or_create(&OutcomeLabels {
+                tool,
+                category,
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a call in flight until the returned guard is dropped.
+    pub fn in_flight(&self, spec: &ToolSpec) -> InFlight {
+        let gauge = self
+            .in_flight
+            .get_or_create(&CategoryLabels {
+                category: spec.category.to_string(),
+            })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::{CategoryLabels, OutcomeLabels, ToolLabels, WorkerMetrics};
+use crate::metrics::ToolCallMetrics;
 use crate::tool::{Call, ProgressSink, Tool};
 
 /// Tools by subject, with their compiled input schemas.
@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     /// Cancels that arrived before their request (NATS does not order
     /// messages across subjects); kept for a minute.
     pub(crate) early_cancels: Mutex<HashMap<Uuid, Instant>>,
-    pub(crate) metrics: WorkerMetrics,
+    pub(crate) metrics: ToolCallMetrics,
     pub(crate) cancel_grace: Duration,
 }
 
@@ -103,10 +103,7 @@ async fn serve_request(shared: &Shared, req: service::Request) {
     let trace = headers::Context::from_headers(req.message.headers.as_ref());
     let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
     let tool = shared.tools.get(req.message.subject.as_str()).cloned();
-    let labels = tool.as_ref().map(|(t, _)| ToolLabels {
-        tool: t.spec().name.clone(),
-        category: t.spec().category.to_string(),
-    });
+    let spec = tool.as_ref().map(|(t, _)| t.spec().clone());
 
     let (id, outcome, progress_sent) = match decode_request(shared, &req).await {
         Err(e) => (fallback_id, Err(e), 0),
@@ -132,28 +129,15 @@ async fn serve_request(shared: &Shared, req: service::Request) {
         }
     };
     let outcome_label = match &outcome {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.code.to_string(),
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
     };
+    if let Some(spec) = &spec {
+        shared.metrics.record(spec, outcome_label, started);
+    }
     let mut response = ToolResponse::new(id, outcome);
     response.progress_sent = progress_sent;
     reply(shared, &req, id, &response).await;
-    if let Some(l) = labels {
-        shared
-            .metrics
-            .duration
-            .get_or_create(&l)
-            .observe(started.elapsed().as_secs_f64());
-        shared
-            .metrics
-            .requests
-            .get_or_create(&OutcomeLabels {
-                tool: l.tool,
-                category: l.category,
-                outcome: outcome_label,
-            })
-            .inc();
-    }
 }
 
 /// Validates the arguments here too: agents may call workers on the bus
@@ -197,9 +181,6 @@ async fn run_tool(
     request: ToolRequest,
     trace: headers::Context,
 ) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
-    let category = CategoryLabels {
-        category: tool.spec().category.to_string(),
-    };
     let id = request.id;
     let span = tracing::info_span!("tool_call", tool = %request.tool, request_id = %id,
         principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
@@ -222,7 +203,7 @@ async fn run_tool(
         }),
         progress_sent: progress_sent.clone(),
     };
-    shared.metrics.in_flight.get_or_create(&category).inc();
+    let in_flight = shared.metrics.in_flight(tool.spec());
     let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
     let outcome = tokio::select! {
         done = &mut work => done,
@@ -238,7 +219,7 @@ async fn run_tool(
             Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
         }
     };
-    shared.metrics.in_flight.get_or_create(&category).dec();
+    drop(in_flight);
     shared.untrack(id);
     let outcome = match outcome {
         Ok(result) => result,

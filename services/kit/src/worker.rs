@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::WorkerMetrics;
+use crate::metrics::ToolCallMetrics;
 use crate::nats::{self, Connection, NatsConfig};
 use crate::serve::{Shared, ToolsBySubject, dispatch};
 use crate::tool::Tool;
@@ -178,7 +178,7 @@ impl Worker {
         let validators = self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let mut registry = Registry::default();
-        let metrics = WorkerMetrics::register(&mut registry);
+        let metrics = ToolCallMetrics::register(&mut registry, "sophia_worker");
         crate::metrics::register_connection(&mut registry, &conn);
         let instance = Uuid::new_v4().simple().to_string();
 
