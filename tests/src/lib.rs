@@ -15,6 +15,7 @@
 pub mod client;
 pub mod mesh;
 pub mod nats;
+pub mod openai;
 pub mod raw;
 pub mod tools;
 pub mod workers;
