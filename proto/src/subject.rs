@@ -3,7 +3,8 @@
 //! | subject | who publishes | who subscribes |
 //! |---|---|---|
 //! | `sophia.v1.tools.<category>.<tool>` | gateway, agents (request) | workers, queue group `sophia` |
-//! | `sophia.v1.infer.<alias>.<operation>` | agents, gateway (request) | intelligence workers |
+//! | `sophia.v1.infer.<model token>.<operation>` | agents, tools (request) | intelligence workers serving that model |
+//! | `sophia.v1.infer.models` | anyone (request, gather replies) | every intelligence worker |
 //! | `sophia.v1.cancel.<category>` | callers | every worker of that category |
 //! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
@@ -41,11 +42,22 @@ pub enum Category {
     Infrastructure,
     /// Code and memory agents.
     CodeGeneration,
+    /// Model inference offered as tools (chat, embeddings, model list). Not
+    /// an agent category: agents use the [`inference`] subjects directly.
+    Inference,
 }
 
 impl Category {
     /// Every category, in their canonical order.
-    pub const ALL: [Category; 3] = [
+    pub const ALL: [Category; 4] = [
+        Category::BusinessIntelligence,
+        Category::Infrastructure,
+        Category::CodeGeneration,
+        Category::Inference,
+    ];
+
+    /// The agent categories (agents are created in these).
+    pub const AGENTS: [Category; 3] = [
         Category::BusinessIntelligence,
         Category::Infrastructure,
         Category::CodeGeneration,
@@ -57,6 +69,7 @@ impl Category {
             Category::BusinessIntelligence => "business_intelligence",
             Category::Infrastructure => "infrastructure",
             Category::CodeGeneration => "code_generation",
+            Category::Inference => "inference",
         }
     }
 }
@@ -70,7 +83,7 @@ impl fmt::Display for Category {
 /// A category name that is not one of [`Category::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown category {0:?}: expected one of business_intelligence, infrastructure, code_generation"
+    "unknown category {0:?}: expected one of business_intelligence, infrastructure, code_generation, inference"
 )]
 pub struct UnknownCategory(pub String);
 
@@ -136,12 +149,34 @@ pub fn tool_group(category: Category) -> String {
 /// A wildcard matching every tool subject of every category.
 pub const ALL_TOOLS: &str = "sophia.v1.tools.>";
 
-/// The subject for model inference: `sophia.v1.infer.<alias>.<operation>`,
-/// e.g. `sophia.v1.infer.claude.chat`. Model inference has its own subject
-/// space so that replicas subscribe only to the models they serve.
-pub fn inference(alias: &str, operation: &str) -> String {
-    format!("{ROOT}.infer.{alias}.{operation}")
+/// A model name or alias as one subject token: bytes outside
+/// `[A-Za-z0-9_-]` are written `%XX` (upper-case hex), so `llama-3.1` becomes
+/// `llama-3%2E1` and `org/model` becomes `org%2Fmodel`. Reversible, and never
+/// a NATS wildcard or separator.
+pub fn model_token(model: &str) -> String {
+    let mut out = String::with_capacity(model.len());
+    for b in model.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
+
+/// The subject for model inference: `sophia.v1.infer.<model token>.<operation>`,
+/// e.g. `sophia.v1.infer.claude.chat`. Model inference has its own subject
+/// space so that a replica subscribes only to the models it serves (a GPU
+/// host's replica to its local models), each in queue group [`QUEUE_GROUP`].
+/// Operations: `chat`, `embeddings`.
+pub fn inference(model: &str, operation: &str) -> String {
+    format!("{ROOT}.infer.{}.{operation}", model_token(model))
+}
+
+/// Where every intelligence replica answers with the models it serves and
+/// their health (no queue group: callers gather all the answers).
+pub const INFERENCE_MODELS: &str = "sophia.v1.infer.models";
 
 /// The subject where callers publish [`crate::Cancel`] for calls in a
 /// category: `sophia.v1.cancel.<category>`. Every replica of the category
@@ -182,6 +217,11 @@ mod tests {
             "sophia.v1.cancel.code_generation"
         );
         assert_eq!(inference("claude", "chat"), "sophia.v1.infer.claude.chat");
+        assert_eq!(
+            inference("meta/llama-3.1", "chat"),
+            "sophia.v1.infer.meta%2Fllama-3%2E1.chat"
+        );
+        assert_eq!(model_token("a b*>"), "a%20b%2A%3E");
         let id = Uuid::new_v4();
         let p = progress("gw1", id);
         assert_eq!(request_id_of_progress(&p), Some(id));

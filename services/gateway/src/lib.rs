@@ -5,20 +5,17 @@
 //! - [`registry`]: the live tool list, from worker announcements.
 //! - [`mcp`]: the rmcp `ServerHandler`: `tools/list`, `tools/call`,
 //!   progress, `list_changed`.
-//! - [`bus`]: one tool call as one NATS request, with deadline, progress,
-//!   cancellation and error mapping.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
 //!   body limit.
 //!
 //! # How a call flows
 //! Cursor sends `tools/call` → rmcp decodes it ([`http`] or stdio) →
 //! [`mcp::McpGateway::call_tool`] finds the tool in the [`registry::Registry`]
-//! and validates the arguments → [`bus::Bus::call`] sends a MessagePack
+//! and validates the arguments → [`sophia_kit::bus::Bus::call`] sends a MessagePack
 //! request to `sophia.v1.tools.<category>.<tool>` → a worker replies →
 //! the reply becomes a `CallToolResult`. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
-pub mod bus;
 pub mod config;
 pub mod http;
 pub mod mcp;
@@ -96,7 +93,7 @@ async fn start_core(
     registry
         .follow(&conn, instance.clone(), stop.child_token())
         .await?;
-    let bus = bus::Bus::start(
+    let bus = sophia_kit::bus::Bus::start(
         conn.client.clone(),
         instance.clone(),
         config.max_payload_bytes,

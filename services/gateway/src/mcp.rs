@@ -22,8 +22,8 @@ use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sophia_proto::{Caller, Content, ErrorCode, Progress, ToolOutput, headers};
 
-use crate::bus::{Bus, CallError, CallSpec, ProgressRoute};
 use crate::registry::Registry;
+use sophia_kit::bus::{Bus, CallError, CallSpec, ProgressRoute};
 use sophia_kit::metrics::ToolCallMetrics;
 
 /// The authenticated principal of an HTTP request, put in the request's
@@ -257,6 +257,7 @@ impl ServerHandler for McpGateway {
         let call_spec = CallSpec {
             tool: &spec.name,
             category: spec.category,
+            subject: None,
             args,
             timeout,
             caller: self.caller(&context),

@@ -14,6 +14,7 @@
 //! See `examples/echo-worker` for a complete worker in about 30 lines.
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod metrics;
 pub mod nats;
 pub mod ops;

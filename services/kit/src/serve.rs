@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) early_cancels: Mutex<HashMap<Uuid, Instant>>,
     pub(crate) metrics: ToolCallMetrics,
     pub(crate) cancel_grace: Duration,
+    pub(crate) bus: crate::bus::Bus,
 }
 
 impl Shared {
@@ -202,6 +203,7 @@ async fn run_tool(
             subject,
         }),
         progress_sent: progress_sent.clone(),
+        bus: shared.bus.clone(),
     };
     let in_flight = shared.metrics.in_flight(tool.spec());
     let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();

@@ -21,6 +21,8 @@ type Handler = Arc<dyn Fn(Call) -> BoxFuture<'static, ToolResult> + Send + Sync>
 pub struct Tool {
     pub(crate) spec: ToolSpec,
     pub(crate) handler: Handler,
+    subject: Option<String>,
+    announced: bool,
 }
 
 impl std::fmt::Debug for Tool {
@@ -57,7 +59,36 @@ impl Tool {
                 let msg = format!("tool {missing} has no handler");
                 Box::pin(async move { Err(WireError::internal(msg)) })
             }),
+            subject: None,
+            announced: true,
         }
+    }
+
+    /// Serves the tool on `subject` instead of
+    /// `sophia.v1.tools.<category>.<name>` (e.g. an inference subject from
+    /// [`sophia_proto::subject::inference`]). Build the subject with `proto`.
+    pub fn on_subject(mut self, subject: String) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// Keeps the tool off gateways' tool lists: a bus API for other workers
+    /// and agents, not for MCP clients.
+    pub fn unannounced(mut self) -> Self {
+        self.announced = false;
+        self
+    }
+
+    /// The subject the tool is served on.
+    pub fn subject(&self) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| sophia_proto::subject::tool(self.spec.category, &self.spec.name))
+    }
+
+    /// Whether gateways are told about the tool.
+    pub fn is_announced(&self) -> bool {
+        self.announced
     }
 
     /// The JSON Schema of the arguments (must be an object schema).
@@ -149,6 +180,7 @@ pub struct Call {
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) progress_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) bus: crate::bus::Bus,
 }
 
 impl Call {
@@ -206,6 +238,12 @@ impl Call {
     /// The call's cancellation token, to hand to sub-tasks.
     pub fn cancellation(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// The bus, to call other workers' tools and models from this call,
+    /// with progress, cancellation and large payloads handled.
+    pub fn bus(&self) -> &crate::bus::Bus {
+        &self.bus
     }
 
     /// Time left before the deadline.

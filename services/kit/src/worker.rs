@@ -67,13 +67,27 @@ impl WorkerConfig {
     }
 }
 
+/// Registers a worker's own metrics next to the kit's.
+pub type MetricsHook = Arc<dyn Fn(&mut Registry) + Send + Sync>;
+
 /// A worker: a name, a version and its tools. Build it, then [`Worker::run`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Worker {
     name: String,
     version: String,
     description: String,
     tools: Vec<Tool>,
+    metrics: Vec<MetricsHook>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("tools", &self.tools)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Worker {
@@ -85,7 +99,15 @@ impl Worker {
             name,
             version: version.into(),
             tools: Vec::new(),
+            metrics: Vec::new(),
         }
+    }
+
+    /// Adds the worker's own metrics to `/metrics`: `register` is called with
+    /// the worker's registry at start.
+    pub fn metrics(mut self, register: impl Fn(&mut Registry) + Send + Sync + 'static) -> Self {
+        self.metrics.push(Arc::new(register));
+        self
     }
 
     /// A description for `$SRV.INFO`.
@@ -125,8 +147,19 @@ impl Worker {
                 tool: spec.name.clone(),
                 why,
             };
-            subject::validate_tool_name(&spec.name).map_err(|e| bad(e.to_string()))?;
-            if !seen.insert(spec.name.clone()) {
+            if t.is_announced() {
+                subject::validate_tool_name(&spec.name).map_err(|e| bad(e.to_string()))?;
+            } else if spec.name.is_empty()
+                || !spec
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(bad(
+                    "names may only contain A-Z, a-z, 0-9, '_' and '-'".into()
+                ));
+            }
+            if !seen.insert(spec.name.clone()) || !seen.insert(t.subject()) {
                 return Err(bad("declared twice".into()));
             }
             if spec.input_schema.get("type").and_then(|v| v.as_str()) != Some("object") {
@@ -152,7 +185,7 @@ impl Worker {
         let mut by_subject = HashMap::new();
         for (tool, validator) in self.tools.iter().zip(validators) {
             let spec = tool.spec();
-            let subj = subject::tool(spec.category, &spec.name);
+            let subj = tool.subject();
             let category = HashMap::from([("category".to_owned(), spec.category.to_string())]);
             let endpoint = service
                 .endpoint_builder()
@@ -180,6 +213,9 @@ impl Worker {
         let mut registry = Registry::default();
         let metrics = ToolCallMetrics::register(&mut registry, "sophia_worker");
         crate::metrics::register_connection(&mut registry, &conn);
+        for hook in &self.metrics {
+            hook(&mut registry);
+        }
         let instance = Uuid::new_v4().simple().to_string();
 
         let service = conn
@@ -201,13 +237,25 @@ impl Worker {
             early_cancels: Mutex::new(HashMap::new()),
             metrics,
             cancel_grace: Duration::from_millis(config.cancel_grace_ms),
+            bus: crate::bus::Bus::start(
+                conn.client.clone(),
+                instance.clone(),
+                config.max_payload_bytes,
+            )
+            .await
+            .map_err(|e| KitError::Register(e.to_string()))?,
         });
         let announce = Announce {
             v: PROTOCOL_VERSION,
             instance: instance.clone(),
             service: self.name.clone(),
             version: self.version.clone(),
-            tools: self.tools.iter().map(|t| t.spec().clone()).collect(),
+            tools: self
+                .tools
+                .iter()
+                .filter(|t| t.is_announced())
+                .map(|t| t.spec().clone())
+                .collect(),
             heartbeat_ms: config.heartbeat_ms,
         };
         let registered = CancellationToken::new();

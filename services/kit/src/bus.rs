@@ -1,4 +1,5 @@
-//! The gateway's side of the bus: one tool call becomes one NATS request.
+//! Calling tools over the bus, for the gateway and for workers (agents) alike:
+//! one call becomes one NATS request.
 //!
 //! [`Bus::call`] encodes a [`ToolRequest`] (offloading it if large), sends it
 //! to the tool's subject with a deadline and trace headers, relays progress
@@ -26,8 +27,8 @@ use uuid::Uuid;
 pub enum CallError {
     /// No worker subscribes to the tool's subject (NATS "no responders").
     #[error(
-        "no worker is serving tool `{tool}` (category {category}) right now; start a worker \
-         for that category or retry once one has joined"
+        "no worker is serving `{tool}` (category {category}) right now; start a worker \
+         for it or retry once one has joined"
     )]
     NoWorker {
         /// The tool.
@@ -98,7 +99,7 @@ pub struct Reply {
 
 type ProgressRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Progress>>>>;
 
-/// The gateway's connection to the bus, shared by all sessions.
+/// A caller's connection to the bus, shared by all its calls.
 #[derive(Clone)]
 pub struct Bus {
     client: async_nats::Client,
@@ -110,10 +111,13 @@ pub struct Bus {
 /// One call to make.
 #[derive(Debug)]
 pub struct CallSpec<'a> {
-    /// Tool name.
+    /// Tool name (or inference operation).
     pub tool: &'a str,
-    /// Its category.
+    /// Its category (where cancels go).
     pub category: Category,
+    /// The subject to send to; `None` for the tool's own
+    /// `sophia.v1.tools.<category>.<tool>`.
+    pub subject: Option<String>,
     /// Validated arguments.
     pub args: Value,
     /// Deadline budget.
@@ -122,6 +126,14 @@ pub struct CallSpec<'a> {
     pub caller: Caller,
     /// Trace context to propagate.
     pub trace: headers::Context,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Bus {
@@ -153,6 +165,11 @@ impl Bus {
             instance,
             routes,
         })
+    }
+
+    /// The NATS client underneath.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// Whether the bus is connected.
@@ -209,8 +226,12 @@ impl Bus {
         // The worker enforces the deadline and says so; wait a little longer so
         // its answer, not ours, is what the caller sees.
         let wait = spec.timeout + Duration::from_secs(1);
+        let target = spec
+            .subject
+            .clone()
+            .unwrap_or_else(|| subject::tool(spec.category, spec.tool));
         let send = self.client.send_request(
-            subject::tool(spec.category, spec.tool),
+            target,
             async_nats::Request::new()
                 .payload(body)
                 .headers(hdrs)
