@@ -63,6 +63,7 @@ pub async fn connect_http_with(
     token: &str,
     headers: HashMap<http::HeaderName, http::HeaderValue>,
 ) -> McpClient {
+    crate::install_crypto();
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(url.to_owned())
             .auth_header(token.to_owned())

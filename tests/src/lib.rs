@@ -21,5 +21,16 @@ pub mod tools;
 pub mod workers;
 
 pub use client::{McpClient, Recorder, connect_http};
+
+/// Installs rustls's ring crypto provider for this process (once). reqwest
+/// is built without a default provider in this workspace (the
+/// intelligence-worker uses ring, as NATS does), so every HTTP client the
+/// tests build needs it.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 pub use mesh::{Mesh, eventually};
 pub use nats::{NatsServer, nats_server};

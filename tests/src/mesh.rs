@@ -185,6 +185,7 @@ where
 }
 
 fn init_test_logging() {
+    crate::install_crypto();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

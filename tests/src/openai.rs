@@ -69,6 +69,7 @@ pub struct StandIn {
 impl StandIn {
     /// Starts a stand-in on a free loopback port.
     pub async fn start() -> Self {
+        crate::install_crypto();
         let inner: Arc<Mutex<Inner>> = Default::default();
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))

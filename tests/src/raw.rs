@@ -28,6 +28,7 @@ pub struct RawResponse {
 impl RawSession {
     /// A session against `url` with bearer `token` (not yet initialized).
     pub fn new(url: &str, token: &str) -> Self {
+        crate::install_crypto();
         Self {
             http: reqwest::Client::new(),
             url: url.to_owned(),
