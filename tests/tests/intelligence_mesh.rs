@@ -200,6 +200,17 @@ async fn cursor_can_chat_through_the_gateway_with_streamed_progress_and_usage() 
         r#"sophia_inference_requests_total{model="claude",provider="p-claude",outcome="ok"} 1"#
     ));
     assert!(metrics.contains("sophia_inference_cost_usd_total"));
+
+    let embedded = call(
+        &client,
+        "model_embeddings",
+        json!({"model": "claude", "input": ["one two", "three"]}),
+    )
+    .await;
+    assert_eq!(embedded.is_error, Some(false), "{}", text_of(&embedded));
+    let data = &embedded.structured_content.unwrap()["response"]["data"];
+    assert_eq!(data.as_array().unwrap().len(), 2);
+    assert_eq!(cloud.hits().last().unwrap().path, "/v1/embeddings");
 }
 
 #[tokio::test]

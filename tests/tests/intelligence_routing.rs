@@ -398,3 +398,60 @@ async fn unknown_models_and_missing_configuration_get_errors_that_say_what_to_do
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn weights_scale_how_much_outstanding_load_a_provider_takes() {
+    let (a, b) = (StandIn::start().await, StandIn::start().await);
+    let text = format!(
+        r#"
+        [[providers]]
+        name = "big"
+        base_url = "{}"
+        weight = 4
+        [[providers]]
+        name = "small"
+        base_url = "{}"
+        weight = 1
+        [aliases.local]
+        targets = [{{ provider = "small", model = "m" }}, {{ provider = "big", model = "m" }}]
+        "#,
+        a.base_url, b.base_url
+    );
+    let r = Arc::new(Router::new(Config::parse(&text, "t").unwrap()));
+    // Both idle: file order picks `small`. Keep it busy.
+    b.script([Behavior::Stall(Duration::from_millis(800))]);
+    let slow_small = {
+        let r = r.clone();
+        tokio::spawn(async move { chat(&r, "local", "slow").await.unwrap().provider })
+    };
+    eventually(
+        "small has a call in flight",
+        Duration::from_secs(5),
+        || async { (r.outstanding("small") == 1).then_some(()) },
+    )
+    .await;
+    // `big` (weight 4) takes calls until its load per weight passes small's 1/1.
+    a.script(std::iter::repeat_n(
+        Behavior::Stall(Duration::from_millis(800)),
+        3,
+    ));
+    let mut busy_big = Vec::new();
+    for _ in 0..3 {
+        let r = r.clone();
+        busy_big.push(tokio::spawn(async move {
+            chat(&r, "local", "x").await.unwrap().provider
+        }));
+    }
+    eventually(
+        "big has three calls in flight",
+        Duration::from_secs(5),
+        || async { (r.outstanding("big") == 3).then_some(()) },
+    )
+    .await;
+    // big: 3/4 = 0.75 < small: 1/1, so big still gets the next call.
+    assert_eq!(chat(&r, "local", "next").await.unwrap().provider, "big");
+    assert_eq!(slow_small.await.unwrap(), "small");
+    for t in busy_big {
+        assert_eq!(t.await.unwrap(), "big");
+    }
+}

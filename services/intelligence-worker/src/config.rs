@@ -304,6 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let c = Config::parse(
+            include_str!("../../../ops/intelligence/example.toml"),
+            "example.toml",
+        )
+        .unwrap();
+        assert_eq!(c.targets("claude").len(), 2);
+        assert_eq!(c.targets("local")[0].provider, "ollama");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let e = Config::parse(
             "[aliases.x]\ntargets = [{ provider = \"nope\", model = \"m\" }]",
