@@ -145,6 +145,25 @@ impl Provider {
         Duration::from_millis(self.config.timeout_ms)
     }
 
+    /// Runs one step of an attempt within the provider's timeout; a transport
+    /// failure means the provider is unavailable.
+    async fn timed<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, reqwest::Error>>,
+    ) -> Result<T, ProviderError> {
+        match tokio::time::timeout(self.timeout(), step).await {
+            Err(_) => Err(ProviderError::Timeout {
+                provider: self.name(),
+                timeout: self.timeout(),
+            }),
+            Ok(Err(e)) => Err(ProviderError::Unavailable {
+                provider: self.name(),
+                detail: e.to_string(),
+            }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.config.base_url.trim_end_matches('/'), path)
     }
@@ -165,21 +184,7 @@ impl Provider {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
-        let response = match tokio::time::timeout(self.timeout(), req.send()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: self.name(),
-                    timeout: self.timeout(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ProviderError::Unavailable {
-                    provider: self.name(),
-                    detail: e.to_string(),
-                });
-            }
-            Ok(Ok(r)) => r,
-        };
+        let response = self.timed(req.send()).await?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(response);
@@ -207,22 +212,7 @@ impl Provider {
     /// returns the JSON response.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ProviderError> {
         let response = self.send(self.request(path, body)?).await?;
-        let read = tokio::time::timeout(self.timeout(), response.bytes()).await;
-        let bytes = match read {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: self.name(),
-                    timeout: self.timeout(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ProviderError::Unavailable {
-                    provider: self.name(),
-                    detail: e.to_string(),
-                });
-            }
-            Ok(Ok(b)) => b,
-        };
+        let bytes = self.timed(response.bytes()).await?;
         serde_json::from_slice(&bytes).map_err(|e| ProviderError::Malformed {
             provider: self.name(),
             detail: format!("not JSON ({e})"),
