@@ -320,3 +320,42 @@ async fn unknown_models_and_oversized_prompts_are_refused_clearly() {
     );
     assert!(cloud.hits().is_empty(), "nothing reached the provider");
 }
+
+#[tokio::test]
+async fn tools_go_to_the_provider_and_tool_calls_come_back_over_the_bus() {
+    let mesh = Mesh::without_gateway();
+    let cloud = StandIn::start().await;
+    cloud.script([sophia_tests::openai::Behavior::ToolCalls]);
+    let _r = replica(&mesh, Some((&cloud, "claude")), NO_OLLAMA).await;
+    let bus = Bus::start(mesh.nats_client().await, "agent".into(), 1 << 20)
+        .await
+        .unwrap();
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let spec = CallSpec {
+        tool: "chat",
+        category: Category::Inference,
+        subject: Some(subject::inference("claude", "chat")),
+        args: json!({"messages": [{"role": "user", "content": "weather in Paris?"}], "tools": tools}),
+        timeout: Duration::from_secs(10),
+        caller: Caller::default(),
+        trace: headers::Context::default(),
+    };
+    let reply = bus
+        .call(spec, None, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        cloud.hits()[0].body["tools"],
+        tools,
+        "the tool definitions reached the provider"
+    );
+    let structured = reply.output.structured.clone().unwrap();
+    let calls = &structured["response"]["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert!(
+        text_of_output(&reply.output).contains("get_weather"),
+        "the content shows the tool calls"
+    );
+}
