@@ -1,10 +1,14 @@
 //! `pulumi-worker`: Pulumi stacks (issue: pulumi-worker).
 //!
-//! This crate is the worker's skeleton: it joins the mesh as a NATS micro
-//! service with health, readiness and metrics, but offers **no tools yet**.
-//! Its capabilities are built in their own issue; until then it announces an
-//! empty tool list, so gateways list nothing for it.
+//! This crate is still the worker's skeleton: it joins the mesh as a NATS
+//! micro service with health, readiness and metrics, but offers **no tools
+//! yet**. Built so far: [`events`], reading Pulumi's engine event log (from a
+//! finished file, or live while the CLI writes it). Still to come in its
+//! issue: the CLI driver, the tools, plans and confirmation, stack locks and
+//! durable jobs.
 #![forbid(unsafe_code)]
+
+pub mod events;
 
 use sophia_kit::Worker;
 
