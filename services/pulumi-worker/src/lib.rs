@@ -3,11 +3,12 @@
 //! This crate is still the worker's skeleton: it joins the mesh as a NATS
 //! micro service with health, readiness and metrics, but offers **no tools
 //! yet**. Built so far: [`events`], reading Pulumi's engine event log (from a
-//! finished file, or live while the CLI writes it). Still to come in its
-//! issue: the CLI driver, the tools, plans and confirmation, stack locks and
+//! finished file, or live while the CLI writes it), and [`cli`], driving
+//! the Pulumi CLI as the Automation API does. Still to come in its issue: the tools, plans and confirmation, stack locks and
 //! durable jobs.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod events;
 
 use sophia_kit::Worker;

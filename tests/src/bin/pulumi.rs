@@ -1,0 +1,257 @@
+//! A stand-in `pulumi` executable for tests: the Pulumi CLI cannot be
+//! installed in CI, so this speaks the part of its documented contract that
+//! the pulumi-worker uses, the way Pulumi's Automation API drives the CLI.
+//!
+//! What it does:
+//! - `version`; `stack ls --json`; `stack select NAME` (exit 255 with
+//!   "error: no stack named 'NAME' found" if missing); `stack init NAME`;
+//!   `stack output --json [--show-secrets]` (secrets print `"[secret]"`
+//!   without `--show-secrets`); `cancel --yes` (removes the lock).
+//! - `preview` and `up` with `--event-log FILE` (an error unless
+//!   `PULUMI_DEBUG_COMMANDS=true`, as in the real CLI), `--save-plan FILE` /
+//!   `--plan FILE`, `--non-interactive`, `--yes`, `--skip-preview`,
+//!   `--stack`: they replay a real engine event log (JSON lines) into the
+//!   event log file, one event every `delay_ms`.
+//! - While an `up` runs, the stack is locked; a second `up` fails with the
+//!   real CLI's message ("the stack is currently locked by 1 lock(s)...").
+//! - SIGINT during `up` stops the replay, writes a cancel event and exits
+//!   255 with "error: update canceled", as the CLI does on ^C.
+//!
+//! Limits: no real resources, no config commands, no history, one project
+//! per directory; the project directory's `standin.json` chooses what runs:
+//! `{"preview": "<fixture>", "up": "<fixture>", "delay_ms": 10,
+//!   "outputs": {...}, "secret_outputs": ["name"], "malformed_line": 3}`.
+//! State lives under `PULUMI_BACKEND_URL` (`file://DIR`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(255);
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn backend() -> PathBuf {
+    let url = std::env::var("PULUMI_BACKEND_URL")
+        .unwrap_or_else(|_| fail("PULUMI_BACKEND_URL is not set"));
+    PathBuf::from(
+        url.strip_prefix("file://")
+            .unwrap_or_else(|| fail("only file:// backends are supported")),
+    )
+}
+
+fn state_path() -> PathBuf {
+    backend().join("standin-state.json")
+}
+
+fn load_state() -> Value {
+    std::fs::read_to_string(state_path())
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| json!({"stacks": {}, "current": null}))
+}
+
+fn save_state(state: &Value) {
+    std::fs::write(state_path(), state.to_string()).unwrap();
+}
+
+fn lock_path(stack: &str) -> PathBuf {
+    backend().join(format!("{stack}.lock"))
+}
+
+fn scenario() -> Value {
+    std::fs::read_to_string("standin.json")
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| fail("no Pulumi project here (standin.json missing)"))
+}
+
+fn current_stack(args: &[String], state: &Value) -> String {
+    flag(args, "--stack")
+        .or_else(|| flag(args, "-s"))
+        .or_else(|| state["current"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| fail("no stack selected; use `pulumi stack select`"))
+}
+
+/// Replays `fixture` into the event log; returns false if interrupted.
+async fn replay(
+    fixture: &Path,
+    log: &Path,
+    delay: Duration,
+    malformed_line: Option<usize>,
+) -> bool {
+    let text = std::fs::read_to_string(fixture)
+        .unwrap_or_else(|e| fail(&format!("fixture {}: {e}", fixture.display())));
+    let mut out = std::fs::File::create(log).unwrap();
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap();
+    for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        if malformed_line == Some(i) {
+            writeln!(out, "{{\"sequence\": oops").unwrap();
+            out.flush().unwrap();
+        }
+        let is_last_two = line.contains("\"summaryEvent\"") || line.contains("\"cancelEvent\"");
+        if !is_last_two {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = sigint.recv() => {
+                    eprintln!("^C received; cancelling. If you would like to terminate immediately, press ^C again.");
+                    writeln!(out, "{}", json!({"sequence": 10_000, "timestamp": 0, "cancelEvent": {}})).unwrap();
+                    return false;
+                }
+            }
+        }
+        writeln!(out, "{line}").unwrap();
+        out.flush().unwrap();
+    }
+    true
+}
+
+async fn operation(op: &str, args: &[String]) {
+    if flag(args, "--event-log").is_some()
+        && std::env::var("PULUMI_DEBUG_COMMANDS").as_deref() != Ok("true")
+    {
+        fail("unknown flag: --event-log");
+    }
+    let log = PathBuf::from(flag(args, "--event-log").unwrap_or_else(|| "/dev/null".into()));
+    let mut state = load_state();
+    let stack = current_stack(args, &state);
+    if state["stacks"].get(&stack).is_none() {
+        fail(&format!("no stack named '{stack}' found"));
+    }
+    let sc = scenario();
+    let delay = Duration::from_millis(sc["delay_ms"].as_u64().unwrap_or(10));
+    let malformed = sc["malformed_line"].as_u64().map(|n| n as usize);
+    let fixture = PathBuf::from(
+        sc[op]
+            .as_str()
+            .unwrap_or_else(|| fail(&format!("standin.json has no {op} fixture"))),
+    );
+    if op == "preview" {
+        replay(&fixture, &log, delay, malformed).await;
+        if let Some(plan) = flag(args, "--save-plan") {
+            std::fs::write(
+                plan,
+                json!({"stack": stack, "fixture": fixture}).to_string(),
+            )
+            .unwrap();
+        }
+        return;
+    }
+    if let Some(plan) = flag(args, "--plan") {
+        let plan: Value = std::fs::read_to_string(&plan)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_else(|| fail(&format!("could not read the update plan {plan}")));
+        if plan["stack"] != json!(stack) {
+            fail("the update plan was made for another stack");
+        }
+    }
+    let lock = lock_path(&stack);
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+        .is_err()
+    {
+        fail(
+            "the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end \
+             or delete the lock file with `pulumi cancel`.",
+        );
+    }
+    let finished = replay(&fixture, &log, delay, malformed).await;
+    let _ = std::fs::remove_file(&lock);
+    if !finished {
+        fail("update canceled");
+    }
+    state["stacks"][&stack]["outputs"] = sc["outputs"].clone();
+    state["stacks"][&stack]["secret_outputs"] = sc["secret_outputs"].clone();
+    save_state(&state);
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    match words.as_slice() {
+        ["version", ..] => println!("v3.200.0-standin"),
+        ["stack", "ls", ..] => {
+            let state = load_state();
+            let current = state["current"].as_str().unwrap_or("");
+            let list: Vec<Value> = state["stacks"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, _)| {
+                    json!({"name": name, "current": name == current,
+                    "updateInProgress": lock_path(name).exists()})
+                })
+                .collect();
+            println!("{}", Value::Array(list));
+        }
+        ["stack", "select", name, ..] => {
+            let mut state = load_state();
+            if state["stacks"].get(*name).is_none() {
+                fail(&format!("no stack named '{name}' found"));
+            }
+            state["current"] = json!(name);
+            save_state(&state);
+        }
+        ["stack", "init", name, ..] => {
+            let mut state = load_state();
+            if state["stacks"].get(*name).is_some() {
+                fail(&format!("stack '{name}' already exists"));
+            }
+            state["stacks"][*name] = json!({"outputs": {}});
+            state["current"] = json!(name);
+            save_state(&state);
+        }
+        ["stack", "output", ..] => {
+            let state = load_state();
+            let stack = current_stack(&args, &state);
+            if state["stacks"].get(&stack).is_none() {
+                fail(&format!("no stack named '{stack}' found"));
+            }
+            let mut outputs = state["stacks"][&stack]["outputs"].clone();
+            if !args.iter().any(|a| a == "--show-secrets") {
+                for s in state["stacks"][&stack]["secret_outputs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(o), Some(k)) = (outputs.as_object_mut(), s.as_str()) {
+                        o.insert(k.to_owned(), json!("[secret]"));
+                    }
+                }
+            }
+            println!(
+                "{}",
+                if outputs.is_null() {
+                    json!({})
+                } else {
+                    outputs
+                }
+            );
+        }
+        ["cancel", ..] => {
+            let state = load_state();
+            let _ = std::fs::remove_file(lock_path(&current_stack(&args, &state)));
+        }
+        [op @ ("preview" | "up"), ..] => operation(op, &args).await,
+        _ => fail(&format!("unknown command: {}", args.join(" "))),
+    }
+}
