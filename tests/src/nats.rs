@@ -40,6 +40,27 @@ pub fn nats_server_binary() -> PathBuf {
     );
 }
 
+/// The password `secured()` gives the `gateway` user.
+pub const GATEWAY_PASSWORD: &str = "gw-test-password";
+/// The password `secured()` gives the `worker` user.
+pub const WORKER_PASSWORD: &str = "worker-test-password";
+
+/// A server running the project's own `ops/nats/nats.conf`: one
+/// least-privilege user per role, with the passwords above.
+pub fn secured() -> NatsServer {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/nats/nats.conf");
+    NatsServer::with_config(
+        &config,
+        vec![
+            (
+                "SOPHIA_NATS_GATEWAY_PASSWORD".into(),
+                GATEWAY_PASSWORD.into(),
+            ),
+            ("SOPHIA_NATS_WORKER_PASSWORD".into(), WORKER_PASSWORD.into()),
+        ],
+    )
+}
+
 /// Starts a fresh `nats-server` with JetStream on a free port.
 pub fn nats_server() -> NatsServer {
     NatsServer::start(Vec::new())
@@ -80,6 +101,11 @@ impl NatsServer {
     /// The client URL, e.g. `nats://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server has logged (permission violations show up here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("nats-server.log")).unwrap_or_default()
     }
 
     /// The port the server listens on (kept across [`NatsServer::restart`]).

@@ -1,30 +1,14 @@
 //! The mesh runs on `ops/nats/nats.conf` with one least-privilege NATS user
 //! per role, and each role is held to its permissions.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 use sophia_tests::workers::big_result_worker;
-use sophia_tests::{Mesh, NatsServer, eventually};
+use sophia_tests::{Mesh, eventually};
 
-const GATEWAY_PASSWORD: &str = "gw-test-password";
-const WORKER_PASSWORD: &str = "worker-test-password";
-
-fn secured_nats() -> NatsServer {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/nats/nats.conf");
-    NatsServer::with_config(
-        &config,
-        vec![
-            (
-                "SOPHIA_NATS_GATEWAY_PASSWORD".into(),
-                GATEWAY_PASSWORD.into(),
-            ),
-            ("SOPHIA_NATS_WORKER_PASSWORD".into(), WORKER_PASSWORD.into()),
-        ],
-    )
-}
+use sophia_tests::nats::{GATEWAY_PASSWORD, WORKER_PASSWORD, secured as secured_nats};
 
 async fn connect_as(
     url: &str,

@@ -67,6 +67,9 @@ pub struct Job {
     pub started_ms: u64,
     /// When the record last changed (Unix ms).
     pub updated_ms: u64,
+    /// Someone asked to cancel it; its owner stops it at the next heartbeat.
+    #[serde(default)]
+    pub cancel_requested: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -281,6 +284,7 @@ impl JobStore {
             summary: None,
             started_ms: now,
             updated_ms: now,
+            cancel_requested: false,
         };
         let bytes = serde_json::to_vec(&job).map_err(store_err)?;
         match self.jobs.create(id, bytes.into()).await {
@@ -302,6 +306,20 @@ impl JobStore {
                 }
             }
         }
+    }
+
+    /// Asks for a running job to be cancelled, whichever replica runs it.
+    /// Returns the job as it is now.
+    pub async fn request_cancel(&self, id: &str) -> Result<Option<Job>, JobError> {
+        let Some(mut job) = self.get(id).await? else {
+            return Ok(None);
+        };
+        if job.state == JobState::Running && !job.cancel_requested {
+            job.cancel_requested = true;
+            job.updated_ms = now_ms();
+            self.put_job(&job).await?;
+        }
+        Ok(Some(job))
     }
 
     /// Renews the lock; fails with [`JobError::LockLost`] if another replica

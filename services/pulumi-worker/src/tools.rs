@@ -1,0 +1,573 @@
+//! The worker's MCP tools (category `infrastructure`).
+//!
+//! The confirmation flow: `pulumi_preview` runs a preview, saves Pulumi's
+//! update plan to the object store and returns a `preview_id`. Only
+//! `pulumi_up` with that id applies changes, constrained to that plan
+//! (`up --plan`). The id is also the job's id, so one preview is applied at
+//! most once. The update runs as a durable job: `pulumi_up` waits for it up
+//! to `SOPHIA_PULUMI_WAIT_MS` and otherwise returns the job id;
+//! `pulumi_job` fetches the result later, from any replica.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, object_store};
+use serde_json::{Value, json};
+use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, WireError, Worker};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{CliError, Operation, PulumiCli};
+use crate::events::Summary;
+use crate::jobs::{Job, JobError, JobState, JobStore, RunningJob};
+
+/// The object store bucket holding previews' update plans.
+pub const PLANS_BUCKET: &str = "sophia_pulumi_plans";
+
+/// What the tools share.
+pub struct Ctx {
+    /// The CLI driver.
+    pub cli: PulumiCli,
+    /// The root holding the Pulumi projects (one directory each).
+    pub workspace: PathBuf,
+    /// Jobs and locks.
+    pub jobs: JobStore,
+    /// Previews' plans.
+    pub plans: object_store::ObjectStore,
+    /// How often a running job renews its lock and checks for a cancel.
+    pub heartbeat: Duration,
+    /// How long `pulumi_up` waits for its job before returning its id.
+    pub wait: Duration,
+    /// Progress of jobs running on this replica.
+    running: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+impl Ctx {
+    /// The shared context; opens the plans bucket.
+    pub async fn new(
+        cli: PulumiCli,
+        workspace: PathBuf,
+        jobs: JobStore,
+        client: async_nats::Client,
+        heartbeat: Duration,
+        wait: Duration,
+    ) -> Result<Self, String> {
+        let js = jetstream::new(client);
+        let plans = match js.get_object_store(PLANS_BUCKET).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: PLANS_BUCKET.into(),
+                    description: Some("Pulumi update plans from previews".into()),
+                    max_age: Duration::from_secs(24 * 3600),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        Ok(Self {
+            cli,
+            workspace,
+            jobs,
+            plans,
+            heartbeat,
+            wait,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+fn cli_error(e: CliError) -> WireError {
+    let code = match &e {
+        CliError::NotInstalled { .. } | CliError::Io(_) => ErrorCode::Unavailable,
+        CliError::Locked { .. } => ErrorCode::Conflict,
+        CliError::StackNotFound { .. } => ErrorCode::InvalidArguments,
+        CliError::Cancelled { .. } => ErrorCode::Cancelled,
+        CliError::Failed { .. } => ErrorCode::Failed,
+    };
+    WireError::new(code, e.to_string())
+}
+
+fn job_error(e: JobError) -> WireError {
+    let code = match &e {
+        JobError::Locked { .. } | JobError::LockLost(_) => ErrorCode::Conflict,
+        JobError::AlreadyStarted(_) => ErrorCode::Conflict,
+        JobError::InvalidName(_) => ErrorCode::InvalidArguments,
+        JobError::Store(_) => ErrorCode::Unavailable,
+    };
+    WireError::new(code, e.to_string())
+}
+
+fn name(call: &Call, key: &str) -> Result<String, WireError> {
+    let v = call.args[key].as_str().unwrap_or_default();
+    if v.is_empty()
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(WireError::invalid_arguments(format!(
+            "`{key}` must be a name of letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+impl Ctx {
+    fn project_dir(&self, project: &str) -> Result<PathBuf, WireError> {
+        let dir = self.workspace.join(project);
+        if dir.join("Pulumi.yaml").exists() || dir.join("Pulumi.yml").exists() {
+            Ok(dir)
+        } else {
+            Err(WireError::invalid_arguments(format!(
+                "no Pulumi project {project:?} in the workspace; call pulumi_list_stacks for the projects"
+            )))
+        }
+    }
+
+    fn projects(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.workspace)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.path().join("Pulumi.yaml").exists() || e.path().join("Pulumi.yml").exists()
+            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn summary_json(s: &Summary) -> Value {
+    json!({
+        "resource_changes": s.resource_changes,
+        "failed": s.failed,
+        "errors": s.errors,
+        "duration_seconds": s.duration_seconds,
+        "complete": s.complete,
+        "malformed_events": s.malformed,
+    })
+}
+
+/// The worker with its tools.
+pub fn worker(ctx: Arc<Ctx>) -> Worker {
+    let project_stack = json!({
+        "type": "object",
+        "properties": {
+            "project": {"type": "string", "description": "A project directory in the workspace"},
+            "stack": {"type": "string", "description": "The stack, e.g. dev"}
+        },
+        "required": ["project", "stack"],
+        "additionalProperties": false
+    });
+    let job_id = json!({
+        "type": "object",
+        "properties": {"job_id": {"type": "string"}},
+        "required": ["job_id"],
+        "additionalProperties": false
+    });
+    let c = ctx.clone();
+    let list = Tool::new("pulumi_list_stacks", Category::Infrastructure, "Lists the Pulumi projects in the workspace and their stacks.")
+        .input_schema(json!({"type": "object", "properties": {"project": {"type": "string"}}, "additionalProperties": false}))
+        .read_only()
+        .idempotent()
+        .handler(move |call| {
+            let c = c.clone();
+            async move {
+                let wanted = call.args["project"].as_str().map(str::to_owned);
+                let mut projects = Vec::new();
+                for p in c.projects().into_iter().filter(|p| wanted.as_ref().is_none_or(|w| w == p)) {
+                    let stacks = c.cli.stacks(&c.workspace.join(&p)).await.map_err(cli_error)?;
+                    projects.push(json!({"project": p, "stacks": stacks.iter().map(|s| json!({
+                        "name": s.name, "current": s.current, "update_in_progress": s.update_in_progress})).collect::<Vec<_>>()}));
+                }
+                Ok(ToolOutput::json(json!({"projects": projects})))
+            }
+        });
+    let c = ctx.clone();
+    let select = Tool::new(
+        "pulumi_select_stack",
+        Category::Infrastructure,
+        "Selects a stack, creating it if it does not exist.",
+    )
+    .input_schema(project_stack.clone())
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move {
+            let (project, stack) = (name(&call, "project")?, name(&call, "stack")?);
+            c.cli
+                .select_or_create(&c.project_dir(&project)?, &stack)
+                .await
+                .map_err(cli_error)?;
+            Ok(ToolOutput::text(format!(
+                "stack {project}/{stack} is selected"
+            )))
+        }
+    });
+    let c = ctx.clone();
+    let outputs = Tool::new(
+        "pulumi_outputs",
+        Category::Infrastructure,
+        "A stack's outputs; secret values are shown as [secret].",
+    )
+    .input_schema(project_stack.clone())
+    .read_only()
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move {
+            let (project, stack) = (name(&call, "project")?, name(&call, "stack")?);
+            let out = c
+                .cli
+                .outputs(&c.project_dir(&project)?, &stack, false)
+                .await
+                .map_err(cli_error)?;
+            Ok(ToolOutput::json(out))
+        }
+    });
+    let c = ctx.clone();
+    let preview = Tool::new(
+        "pulumi_preview",
+        Category::Infrastructure,
+        "Previews a stack's changes and saves Pulumi's update plan. Returns a preview_id: show the \
+         changes to the person, and apply them only with pulumi_up and that preview_id.",
+    )
+    .input_schema(project_stack.clone())
+    .read_only()
+    .timeout_ms(15 * 60_000)
+    .handler(move |call| {
+        let c = c.clone();
+        async move { run_preview(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let mut up_schema = project_stack.clone();
+    up_schema["properties"]["preview_id"] = json!({"type": "string", "description": "The id pulumi_preview returned; confirms the changes it showed"});
+    up_schema["required"] = json!(["project", "stack", "preview_id"]);
+    let up = Tool::new(
+        "pulumi_up",
+        Category::Infrastructure,
+        "Applies exactly the changes of a preview the person has seen (its preview_id), as a durable \
+         job. Returns the result, or the job id if it is still running (see pulumi_job).",
+    )
+    .input_schema(up_schema)
+    .destructive()
+    .open_world()
+    .timeout_ms(15 * 60_000)
+    .handler(move |call| {
+        let c = c.clone();
+        async move { run_up(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let job = Tool::new(
+        "pulumi_job",
+        Category::Infrastructure,
+        "A Pulumi job's status and result, by job id.",
+    )
+    .input_schema(job_id.clone())
+    .read_only()
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move {
+            let id = name(&call, "job_id")?;
+            match c.jobs.get(&id).await.map_err(job_error)? {
+                Some(job) => Ok(job_output(&job)),
+                None => Err(WireError::invalid_arguments(format!("no job {id}"))),
+            }
+        }
+    });
+    let c = ctx.clone();
+    let cancel = Tool::new(
+        "pulumi_cancel",
+        Category::Infrastructure,
+        "Asks a running Pulumi job to stop (a graceful cancel).",
+    )
+    .input_schema(job_id)
+    .handler(move |call| {
+        let c = c.clone();
+        async move {
+            let id = name(&call, "job_id")?;
+            match c.jobs.request_cancel(&id).await.map_err(job_error)? {
+                Some(job) => Ok(job_output(&job)),
+                None => Err(WireError::invalid_arguments(format!("no job {id}"))),
+            }
+        }
+    });
+    Worker::new("pulumi-worker", env!("CARGO_PKG_VERSION"))
+        .description("Sophia Mesh Pulumi stacks")
+        .tool(list)
+        .tool(select)
+        .tool(outputs)
+        .tool(preview)
+        .tool(up)
+        .tool(job)
+        .tool(cancel)
+}
+
+fn job_output(job: &Job) -> ToolOutput {
+    let text = match job.state {
+        JobState::Running => format!(
+            "job {} is running ({} {}/{}); call pulumi_job later for its result",
+            job.id, job.operation, job.project, job.stack
+        ),
+        other => format!(
+            "job {} {:?}: {}",
+            job.id,
+            other,
+            job.message.clone().unwrap_or_default()
+        ),
+    };
+    let mut out = ToolOutput::text(text);
+    out.structured = serde_json::to_value(job).ok();
+    out
+}
+
+async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (name(call, "project")?, name(call, "stack")?);
+    let dir = c.project_dir(&project)?;
+    c.cli
+        .select_or_create(&dir, &stack)
+        .await
+        .map_err(cli_error)?;
+    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
+    let plan_path = tmp.path().join("plan.json");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let op = Operation::Preview {
+        save_plan: plan_path.clone(),
+    };
+    let cancel = call.cancellation();
+    let run = c.cli.operation(
+        &dir,
+        &stack,
+        &op,
+        move |e| {
+            if let Some(l) = e.describe() {
+                let _ = tx.send(l);
+            }
+        },
+        &cancel,
+    );
+    tokio::pin!(run);
+    let mut step = 0.0;
+    let summary = loop {
+        tokio::select! {
+            r = &mut run => break r.map_err(cli_error)?,
+            Some(line) = rx.recv() => { step += 1.0; call.progress(step, None, Some(line)).await; }
+        }
+    };
+    while let Ok(line) = rx.try_recv() {
+        step += 1.0;
+        call.progress(step, None, Some(line)).await;
+    }
+    let plan = tokio::fs::read_to_string(&plan_path)
+        .await
+        .map_err(|e| WireError::failed(format!("the preview saved no update plan: {e}")))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let record = json!({"project": project, "stack": stack, "summary": summary_json(&summary), "plan": plan});
+    let bytes = serde_json::to_vec(&record).map_err(|e| WireError::internal(e.to_string()))?;
+    c.plans
+        .put(id.as_str(), &mut bytes.as_slice())
+        .await
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("could not save the plan: {e}"),
+            )
+        })?;
+    let changes: Vec<String> = summary
+        .resource_changes
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    let mut out = ToolOutput::text(format!(
+        "preview {id} of {project}/{stack}: {}. To apply exactly these changes, call pulumi_up with preview_id={id}.",
+        changes.join(", ")
+    ));
+    out.structured = Some(
+        json!({"preview_id": id, "project": project, "stack": stack, "summary": summary_json(&summary)}),
+    );
+    Ok(out)
+}
+
+async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack, preview_id) = (
+        name(call, "project")?,
+        name(call, "stack")?,
+        name(call, "preview_id")?,
+    );
+    let dir = c.project_dir(&project)?;
+    let mut object = c.plans.get(preview_id.as_str()).await.map_err(|_| {
+        WireError::invalid_arguments(format!(
+            "no preview {preview_id}: run pulumi_preview, show its changes, and pass the preview_id it returns"
+        ))
+    })?;
+    let mut raw = Vec::new();
+    object
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let record: Value =
+        serde_json::from_slice(&raw).map_err(|e| WireError::internal(e.to_string()))?;
+    if record["project"] != json!(project) || record["stack"] != json!(stack) {
+        return Err(WireError::invalid_arguments(format!(
+            "preview {preview_id} is for {}/{}, not {project}/{stack}",
+            record["project"].as_str().unwrap_or("?"),
+            record["stack"].as_str().unwrap_or("?")
+        )));
+    }
+    let job = match c.jobs.start(&preview_id, &project, &stack, "up").await {
+        Ok(job) => job,
+        Err(JobError::AlreadyStarted(existing)) => {
+            let mut out = job_output(&existing);
+            out.content.insert(
+                0,
+                sophia_kit::Content::text(format!(
+                    "preview {preview_id} was already applied (job {}); it is not run twice.",
+                    existing.id
+                )),
+            );
+            return Ok(out);
+        }
+        Err(e) => return Err(job_error(e)),
+    };
+    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
+    let plan_path = tmp.path().join("plan.json");
+    tokio::fs::write(&plan_path, record["plan"].as_str().unwrap_or_default())
+        .await
+        .map_err(|e| WireError::internal(e.to_string()))?;
+    let (progress, mut rx) = broadcast::channel(256);
+    c.running
+        .lock()
+        .expect("running lock")
+        .insert(preview_id.clone(), progress.clone());
+    let task = tokio::spawn(run_job(
+        c.clone(),
+        job,
+        dir,
+        stack,
+        plan_path,
+        tmp,
+        progress,
+    ));
+    // Wait for the job, relaying its progress, but not past our wait budget:
+    // the job goes on without us.
+    let wait = c
+        .wait
+        .min(call.remaining().saturating_sub(Duration::from_secs(1)));
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline, task);
+    let mut step = 0.0;
+    loop {
+        tokio::select! {
+            _ = &mut task => break,
+            _ = &mut deadline => break,
+            _ = call.cancelled() => break,
+            line = rx.recv() => if let Ok(line) = line {
+                step += 1.0;
+                call.progress(step, None, Some(line)).await;
+            },
+        }
+    }
+    let job = c
+        .jobs
+        .get(&preview_id)
+        .await
+        .map_err(job_error)?
+        .ok_or_else(|| WireError::internal("job record missing"))?;
+    match job.state {
+        JobState::Failed => Err(WireError::failed(
+            job.message.unwrap_or_else(|| "the update failed".into()),
+        )),
+        JobState::Cancelled => Err(WireError::new(
+            ErrorCode::Cancelled,
+            job.message.unwrap_or_else(|| "cancelled".into()),
+        )),
+        _ => Ok(job_output(&job)),
+    }
+}
+
+/// Runs an update as a job: heartbeats the lock, stops on a cancel request
+/// (or a lost lock), and records the outcome.
+async fn run_job(
+    c: Arc<Ctx>,
+    job: RunningJob,
+    dir: PathBuf,
+    stack: String,
+    plan: PathBuf,
+    _tmp: tempfile::TempDir,
+    progress: broadcast::Sender<String>,
+) {
+    let id = job.id.clone();
+    let cancel = CancellationToken::new();
+    let stop_beats = CancellationToken::new();
+    let beats = {
+        let (c, cancel, stop, id) = (c.clone(), cancel.clone(), stop_beats.clone(), id.clone());
+        let mut job = job;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return job,
+                    _ = tokio::time::sleep(c.heartbeat) => {
+                        if let Err(e) = c.jobs.heartbeat(&mut job).await {
+                            tracing::error!(job = %id, cause = %e, "stopping the job");
+                            cancel.cancel();
+                        }
+                        if let Ok(Some(record)) = c.jobs.get(&id).await && record.cancel_requested {
+                            cancel.cancel();
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let result = c
+        .cli
+        .operation(
+            &dir,
+            &stack,
+            &Operation::Up { plan },
+            |e| {
+                if let Some(l) = e.describe() {
+                    let _ = progress.send(l);
+                }
+            },
+            &cancel,
+        )
+        .await;
+    stop_beats.cancel();
+    let job = beats.await.expect("heartbeat task");
+    let (state, message, summary) = match result {
+        Ok(s) if s.succeeded() => {
+            let changes: Vec<String> = s
+                .resource_changes
+                .iter()
+                .map(|(op, n)| format!("{n} {op}"))
+                .collect();
+            (
+                JobState::Succeeded,
+                format!("update done: {}", changes.join(", ")),
+                Some(summary_json(&s)),
+            )
+        }
+        Ok(s) => (
+            JobState::Failed,
+            format!("update failed: {}", s.errors.join("; ")),
+            Some(summary_json(&s)),
+        ),
+        Err(CliError::Cancelled { summary }) => (
+            JobState::Cancelled,
+            "update cancelled".to_owned(),
+            Some(summary_json(&summary)),
+        ),
+        Err(e) => (JobState::Failed, e.to_string(), None),
+    };
+    if let Err(e) = c.jobs.finish(job, state, Some(message), summary).await {
+        tracing::error!(job = %id, cause = %e, "could not record the job's outcome");
+    }
+    c.running.lock().expect("running lock").remove(&id);
+}

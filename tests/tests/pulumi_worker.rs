@@ -1,0 +1,431 @@
+//! The pulumi-worker on the mesh, driven through the gateway by an MCP client,
+//! with the stand-in `pulumi` (`tests/src/bin/pulumi.rs`) replaying real
+//! engine logs: preview then up with its plan, confirmation, one apply per
+//! preview, racing replicas, cancel, a missing CLI, a dead worker's job, and
+//! a result fetched after the call that started the job returned.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pulumi_worker::jobs::JobStore;
+use pulumi_worker::{Cli, PulumiArgs};
+use rmcp::model::CallToolResult;
+use serde_json::{Value, json};
+use sophia_kit::WorkerHandle;
+use sophia_tests::tools::{WAIT, call, error_code, text_of, wait_for_tool};
+use sophia_tests::{McpClient, Mesh, eventually};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A workspace with project `app`, whose operations replay the recorded
+    /// `up` log with `delay_ms` between events.
+    fn new(delay_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("workspace/app")).unwrap();
+        std::fs::create_dir_all(dir.path().join("backend")).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../services/pulumi-worker/tests/fixtures/not-truncated--up.json");
+        let scenario = json!({"preview": fixture, "up": fixture, "delay_ms": delay_ms,
+            "outputs": {"url": "http://example.test", "dbPassword": "hunter2"}, "secret_outputs": ["dbPassword"]});
+        std::fs::write(
+            dir.path().join("workspace/app/standin.json"),
+            scenario.to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("workspace/app/Pulumi.yaml"),
+            "name: app\nruntime: nodejs\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn args(&self, binary: &str, wait_ms: u64) -> PulumiArgs {
+        PulumiArgs {
+            workspace: self.dir.path().join("workspace"),
+            binary: PathBuf::from(binary),
+            backend_url: Some(format!(
+                "file://{}",
+                self.dir.path().join("backend").display()
+            )),
+            passphrase: Some("test".into()),
+            stale_after_ms: 600,
+            wait_ms,
+        }
+    }
+}
+
+struct Replica {
+    _handle: WorkerHandle,
+    _stop: DropGuard,
+}
+
+const STANDIN: &str = env!("CARGO_BIN_EXE_pulumi");
+
+async fn replica(mesh: &Mesh, args: PulumiArgs) -> Replica {
+    let stop = CancellationToken::new();
+    let handle = pulumi_worker::run(
+        Cli {
+            worker: mesh.worker_config(),
+            pulumi: args,
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("pulumi-worker starts");
+    Replica {
+        _handle: handle,
+        _stop: stop.drop_guard(),
+    }
+}
+
+async fn connected(mesh: &Mesh) -> McpClient {
+    let client = mesh.client().await;
+    wait_for_tool(&client, "pulumi_up").await;
+    client
+}
+
+fn structured(r: &CallToolResult) -> Value {
+    r.structured_content.clone().unwrap_or(Value::Null)
+}
+
+async fn preview(client: &McpClient) -> String {
+    let r = call(
+        client,
+        "pulumi_preview",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    structured(&r)["preview_id"].as_str().unwrap().to_owned()
+}
+
+async fn job_state(client: &McpClient, id: &str) -> String {
+    let r = call(client, "pulumi_job", json!({"job_id": id})).await;
+    structured(&r)["state"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn preview_then_up_with_the_saved_plan() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+
+    let id = preview(&client).await;
+    let up = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": id}),
+    )
+    .await;
+    assert_eq!(up.is_error, Some(false), "{}", text_of(&up));
+    let job = structured(&up);
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["message"], "update done: 1 create, 5 same");
+    assert_eq!(job["summary"]["resource_changes"]["create"], 1);
+
+    let outputs = call(
+        &client,
+        "pulumi_outputs",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    assert_eq!(
+        structured(&outputs),
+        json!({"url": "http://example.test", "dbPassword": "[secret]"})
+    );
+    let stacks = call(&client, "pulumi_list_stacks", json!({})).await;
+    assert_eq!(
+        structured(&stacks)["projects"][0]["stacks"][0]["name"],
+        "dev"
+    );
+}
+
+#[tokio::test]
+async fn up_without_a_seen_preview_is_refused() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+
+    let missing = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    assert_eq!(error_code(&missing).as_deref(), Some("invalid_arguments"));
+    assert!(
+        text_of(&missing).contains("preview_id"),
+        "{}",
+        text_of(&missing)
+    );
+
+    let bogus = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": "made-up"}),
+    )
+    .await;
+    assert_eq!(bogus.is_error, Some(true));
+    assert!(
+        text_of(&bogus).contains("run pulumi_preview"),
+        "{}",
+        text_of(&bogus)
+    );
+
+    let id = preview(&client).await;
+    let other_stack = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "prod", "preview_id": id}),
+    )
+    .await;
+    assert!(
+        text_of(&other_stack).contains("is for app/dev, not app/prod"),
+        "{}",
+        text_of(&other_stack)
+    );
+}
+
+#[tokio::test]
+async fn a_preview_is_applied_at_most_once() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    let id = preview(&client).await;
+    let args = json!({"project": "app", "stack": "dev", "preview_id": id});
+    let first = call(&client, "pulumi_up", args.clone()).await;
+    let again = call(&client, "pulumi_up", args).await;
+    assert!(
+        text_of(&again).contains("was already applied"),
+        "{}",
+        text_of(&again)
+    );
+    assert_eq!(
+        structured(&again)["started_ms"],
+        structured(&first)["started_ms"],
+        "the same job, not a new one"
+    );
+}
+
+#[tokio::test]
+async fn racing_updates_on_one_stack_from_two_replicas_are_told_the_stack_is_busy() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(150);
+    let _a = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let _b = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = std::sync::Arc::new(connected(&mesh).await);
+    let (p1, p2) = (preview(&client).await, preview(&client).await);
+
+    let first = {
+        let client = client.clone();
+        let p1 = p1.clone();
+        tokio::spawn(async move {
+            call(
+                &client,
+                "pulumi_up",
+                json!({"project": "app", "stack": "dev", "preview_id": p1}),
+            )
+            .await
+        })
+    };
+    eventually("the first update is running", WAIT, || async {
+        (job_state(&client, &p1).await == "running").then_some(())
+    })
+    .await;
+    let second = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": p2}),
+    )
+    .await;
+    assert_eq!(error_code(&second).as_deref(), Some("conflict"));
+    assert!(
+        text_of(&second).contains(&format!("job {p1} is running")),
+        "{}",
+        text_of(&second)
+    );
+    assert_eq!(structured(&first.await.unwrap())["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn an_update_can_be_cancelled_mid_way() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(200);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = std::sync::Arc::new(connected(&mesh).await);
+    let id = preview(&client).await;
+    let up = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            call(
+                &client,
+                "pulumi_up",
+                json!({"project": "app", "stack": "dev", "preview_id": id}),
+            )
+            .await
+        })
+    };
+    eventually("the update is running", WAIT, || async {
+        (job_state(&client, &id).await == "running").then_some(())
+    })
+    .await;
+    call(&client, "pulumi_cancel", json!({"job_id": id})).await;
+    let result = up.await.unwrap();
+    assert_eq!(
+        error_code(&result).as_deref(),
+        Some("cancelled"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(job_state(&client, &id).await, "cancelled");
+    // The stack is free again.
+    let next = preview(&client).await;
+    let again = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": next}),
+    )
+    .await;
+    assert_eq!(
+        structured(&again)["state"],
+        "succeeded",
+        "{}",
+        text_of(&again)
+    );
+}
+
+#[tokio::test]
+async fn without_the_cli_the_worker_starts_and_calls_say_what_to_install() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args("/nonexistent/pulumi", 30_000)).await;
+    let client = connected(&mesh).await;
+    let r = call(&client, "pulumi_list_stacks", json!({})).await;
+    assert_eq!(error_code(&r).as_deref(), Some("unavailable"));
+    assert!(text_of(&r).contains("PULUMI_BINARY"), "{}", text_of(&r));
+}
+
+#[tokio::test]
+async fn a_dead_workers_job_is_failed_and_its_stack_freed() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    // What a killed replica leaves behind: a running job and a lock nobody renews.
+    let dead = JobStore::open(
+        mesh.nats_client().await,
+        "dead-replica".into(),
+        Duration::from_millis(600),
+    )
+    .await
+    .unwrap();
+    let _orphan = dead
+        .start("orphaned-job", "app", "dev", "up")
+        .await
+        .unwrap();
+    drop(dead);
+
+    eventually(
+        "the live replica fails the dead one's job",
+        WAIT,
+        || async { (job_state(&client, "orphaned-job").await == "failed").then_some(()) },
+    )
+    .await;
+    let r = call(&client, "pulumi_job", json!({"job_id": "orphaned-job"})).await;
+    assert!(
+        text_of(&r).contains("worker running this job stopped"),
+        "{}",
+        text_of(&r)
+    );
+    let id = preview(&client).await;
+    let up = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": id}),
+    )
+    .await;
+    assert_eq!(structured(&up)["state"], "succeeded", "{}", text_of(&up));
+}
+
+#[tokio::test]
+async fn a_jobs_result_is_fetched_after_the_call_that_started_it_returned() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(100);
+    // pulumi_up waits at most 200 ms, then hands back the job id.
+    let _r = replica(&mesh, setup.args(STANDIN, 200)).await;
+    let client = connected(&mesh).await;
+    let id = preview(&client).await;
+    let up = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": id}),
+    )
+    .await;
+    assert_eq!(up.is_error, Some(false));
+    assert_eq!(structured(&up)["state"], "running");
+    assert!(
+        text_of(&up).contains("call pulumi_job later"),
+        "{}",
+        text_of(&up)
+    );
+    eventually("the job finishes on its own", WAIT, || async {
+        (job_state(&client, &id).await == "succeeded").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
+    use sophia_tests::nats::{GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
+    let mut mesh = Mesh::on(secured());
+    let mut gateway = mesh.gateway_config();
+    gateway.nats.user = Some("gateway".into());
+    gateway.nats.password = Some(GATEWAY_PASSWORD.into());
+    mesh.start_gateway_with(gateway).await;
+    let setup = Setup::new(1);
+    let mut worker = mesh.worker_config();
+    worker.nats.user = Some("worker".into());
+    worker.nats.password = Some(WORKER_PASSWORD.into());
+    let stop = CancellationToken::new();
+    let started = pulumi_worker::run(
+        Cli {
+            worker,
+            pulumi: setup.args(STANDIN, 30_000),
+        },
+        stop.clone(),
+    )
+    .await;
+    let _handle = started.unwrap_or_else(|e| {
+        let violations: Vec<String> = mesh
+            .nats
+            .log()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect();
+        panic!(
+            "starts with the worker user's permissions: {e}\n{}",
+            violations.join("\n")
+        )
+    });
+    let _guard = stop.drop_guard();
+    let client = connected(&mesh).await;
+    let id = preview(&client).await;
+    let up = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": id}),
+    )
+    .await;
+    assert_eq!(structured(&up)["state"], "succeeded", "{}", text_of(&up));
+    let job = call(&client, "pulumi_job", json!({"job_id": id})).await;
+    assert_eq!(structured(&job)["state"], "succeeded");
+}
