@@ -154,13 +154,31 @@ fn every_service_command_is_a_binary_the_image_builds() {
         if name == "nats" {
             continue;
         }
-        assert_eq!(svc["image"].as_str(), Some("sophia-mesh:dev"), "{name}");
+        let image = if name == "pulumi-worker" {
+            "sophia-pulumi-worker:dev"
+        } else {
+            "sophia-mesh:dev"
+        };
+        assert_eq!(svc["image"].as_str(), Some(image), "{name}");
         let bin = svc["command"][0].as_str().unwrap();
         assert!(
             image_bins.contains(bin),
             "{name} runs {bin}, which the image builds"
         );
     }
+    // The pulumi-worker's image carries the real Pulumi CLI.
+    let dockerfile = read("ops/docker/Dockerfile");
+    let stage = &dockerfile[dockerfile
+        .find("AS pulumi-worker")
+        .expect("a pulumi-worker stage")..];
+    assert!(
+        stage.contains("get.pulumi.com") && stage.contains("/usr/local/bin/"),
+        "installs pulumi"
+    );
+    assert_eq!(
+        services(&compose())["pulumi-worker"]["build"]["target"].as_str(),
+        Some("pulumi-worker")
+    );
     for line in read("ops/docker/Dockerfile").lines() {
         if let Some(rest) = line
             .strip_prefix("COPY ")

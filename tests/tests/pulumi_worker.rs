@@ -429,3 +429,99 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     let job = call(&client, "pulumi_job", json!({"job_id": id})).await;
     assert_eq!(structured(&job)["state"], "succeeded");
 }
+
+#[tokio::test]
+async fn the_seeds_rest_shortcut_previews_then_applies_on_confirmation() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    drop(client);
+    sophia_tests::install_crypto();
+    let http = reqwest::Client::new();
+    let url = format!("{}/mcp/pulumi/deploy", mesh.http_base());
+    let post = |body: Value, token: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let token = sophia_tests::mesh::TEST_TOKEN;
+
+    assert_eq!(
+        post(json!({"stack": "dev", "operation": "up"}), "wrong")
+            .await
+            .0,
+        401
+    );
+    let (status, body) = post(json!({"stack": "dev", "operation": "destroy"}), token).await;
+    assert_eq!(status, 400, "{body}");
+
+    // The seed's body: a preview that must be confirmed.
+    let (status, body) = post(json!({"stack": "dev", "operation": "up"}), token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "confirmation_required");
+    assert_eq!(body["preview"]["summary"]["resource_changes"]["create"], 1);
+    let confirm = body["confirm"]["body"].clone();
+    assert!(confirm["preview_id"].is_string());
+
+    let (status, body) = post(confirm.clone(), token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "succeeded");
+    // Confirming twice does not apply twice.
+    let (_, again) = post(confirm, token).await;
+    assert_eq!(again["job"]["started_ms"], body["job"]["started_ms"]);
+}
+
+#[tokio::test]
+async fn engine_events_reach_the_client_as_mcp_progress() {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
+    use rmcp::service::PeerRequestOptions;
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(5);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    let id = preview(&client).await;
+    let args = json!({"project": "app", "stack": "dev", "preview_id": id});
+    let handle = client
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new("pulumi_up")
+                    .with_arguments(args.as_object().cloned().unwrap()),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!("a CallToolResult")
+    };
+    assert_eq!(structured(&result)["state"], "succeeded");
+    let lines: Vec<String> = client
+        .service()
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.progress_token == token)
+        .filter_map(|p| p.message.clone())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("creating ")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("created ")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("hunter2")),
+        "no secrets in progress"
+    );
+}

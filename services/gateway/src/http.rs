@@ -104,6 +104,85 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         .await
 }
 
+/// `POST /mcp/pulumi/deploy`, the seed's shortcut: `{"stack": "...",
+/// "operation": "up"}` previews the stack and answers with a `preview_id` to
+/// confirm; the same body with that `preview_id` applies exactly that
+/// preview. It maps onto the `pulumi_preview` and `pulumi_up` tools, so the
+/// confirmation rules are the same as over MCP.
+async fn pulumi_deploy(
+    State(gateway): State<McpGateway>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::mcp::DirectCallError;
+    use serde_json::{Value, json};
+    let bad =
+        |msg: String| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response();
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&body) else {
+        return bad(
+            "the body must be a JSON object like {\"stack\": \"dev\", \"operation\": \"up\"}"
+                .into(),
+        );
+    };
+    match body.remove("operation").as_ref().and_then(Value::as_str) {
+        Some("up") => {}
+        other => {
+            return bad(format!(
+                "operation must be \"up\" (got {}); other operations are MCP tools",
+                other
+                    .map(|o| format!("{o:?}"))
+                    .unwrap_or_else(|| "nothing".into())
+            ));
+        }
+    }
+    let confirming = body.contains_key("preview_id");
+    let tool = if confirming {
+        "pulumi_up"
+    } else {
+        "pulumi_preview"
+    };
+    let args = Value::Object(body.clone());
+    match gateway.call_direct(tool, args, &principal.0).await {
+        Ok(out) => {
+            let result = out.structured.unwrap_or(Value::Null);
+            if out.is_error {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({"error": result})),
+                )
+                    .into_response();
+            }
+            if confirming {
+                axum::Json(json!({"status": result["state"], "job": result})).into_response()
+            } else {
+                let mut confirm = body;
+                confirm.insert("operation".into(), json!("up"));
+                confirm.insert("preview_id".into(), result["preview_id"].clone());
+                axum::Json(json!({
+                    "status": "confirmation_required",
+                    "preview": result,
+                    "confirm": {"method": "POST", "path": "/mcp/pulumi/deploy", "body": confirm},
+                }))
+                .into_response()
+            }
+        }
+        Err(e) => {
+            let status = match &e {
+                DirectCallError::UnknownTool(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DirectCallError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
+                DirectCallError::Call(c) => match c.code() {
+                    sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
+                    sophia_proto::ErrorCode::Conflict => StatusCode::CONFLICT,
+                    sophia_proto::ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    sophia_proto::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                },
+            };
+            (status, axum::Json(json!({"error": e.to_string()}))).into_response()
+        }
+    }
+}
+
 /// The `/mcp` route, served by rmcp, wrapped in authentication.
 pub fn mcp_router(
     gateway: McpGateway,
@@ -118,6 +197,7 @@ pub fn mcp_router(
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(stop);
+    let gateway_for_rest = gateway.clone();
     let service: StreamableHttpService<McpGateway, LocalSessionManager> =
         StreamableHttpService::new(
             move || Ok(gateway.clone()),
@@ -128,6 +208,9 @@ pub fn mcp_router(
         token: token.into(),
         principal: config.principal.clone().into(),
     };
+    let rest = Router::new()
+        .route("/mcp/pulumi/deploy", axum::routing::post(pulumi_deploy))
+        .with_state(gateway_for_rest);
     // Layers run outside-in: auth first, then the body guard, then rmcp.
     Router::new()
         .nest_service("/mcp", service)
@@ -135,5 +218,6 @@ pub fn mcp_router(
             BodyLimit(config.max_body_bytes),
             json_rpc_guard,
         ))
+        .merge(rest)
         .layer(middleware::from_fn_with_state(auth, require_bearer))
 }

@@ -128,6 +128,80 @@ impl McpGateway {
     }
 }
 
+/// How a tool call made outside MCP (the REST shortcuts) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectCallError {
+    /// No live worker offers the tool.
+    #[error("no live worker offers `{0}`; is its worker running?")]
+    UnknownTool(String),
+    /// The arguments do not fit the tool's schema.
+    #[error("invalid arguments for `{tool}`: {}", problems.join("; "))]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        problems: Vec<String>,
+    },
+    /// The call itself failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+impl McpGateway {
+    /// Calls `name` as `tools/call` would (schema check, deadline, bus), for
+    /// callers that are not MCP clients, such as the REST shortcuts.
+    pub async fn call_direct(
+        &self,
+        name: &str,
+        args: Value,
+        principal: &str,
+    ) -> Result<ToolOutput, DirectCallError> {
+        let entry = self
+            .inner
+            .registry
+            .get(name)
+            .ok_or_else(|| DirectCallError::UnknownTool(name.to_owned()))?;
+        let problems = sophia_kit::schema::problems(&entry.validator, &args);
+        if !problems.is_empty() {
+            return Err(DirectCallError::InvalidArguments {
+                tool: name.to_owned(),
+                problems,
+            });
+        }
+        let spec = &entry.spec;
+        let timeout = spec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.limits.default_timeout)
+            .min(self.inner.limits.max_timeout);
+        let started = Instant::now();
+        let call = CallSpec {
+            tool: &spec.name,
+            category: spec.category,
+            subject: None,
+            args,
+            timeout,
+            caller: Caller {
+                principal: principal.to_owned(),
+                session: None,
+                via: "sophia-gateway (REST)".into(),
+            },
+            trace: headers::Context::default(),
+        };
+        let outcome = self
+            .inner
+            .bus
+            .call(call, None, &tokio_util::sync::CancellationToken::new())
+            .await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.code().as_str(),
+        };
+        self.inner.metrics.record(spec, label, started);
+        Ok(outcome?.output)
+    }
+}
+
 /// Trace context from the HTTP `traceparent` header, else from the request's
 /// `_meta` (MCP SEP-414).
 fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {

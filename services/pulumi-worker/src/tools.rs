@@ -109,13 +109,35 @@ fn name(call: &Call, key: &str) -> Result<String, WireError> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
         return Err(WireError::invalid_arguments(format!(
-            "`{key}` must be a name of letters, digits, '-', '_' and '.'"
+            "`{key}` must be a name of letters, digits, '-', '_' and '.' (got {})",
+            call.args
+                .get(key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "nothing".into())
         )));
     }
     Ok(v.to_owned())
 }
 
 impl Ctx {
+    /// `project` from the call, or the workspace's only project when the
+    /// call names none (the seed's `{"stack", "operation"}` body has none).
+    fn project(&self, call: &Call) -> Result<String, WireError> {
+        if call.args.get("project").is_some_and(|p| !p.is_null()) {
+            return name(call, "project");
+        }
+        match self.projects().as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(WireError::invalid_arguments(
+                "the workspace has no Pulumi projects",
+            )),
+            many => Err(WireError::invalid_arguments(format!(
+                "name a `project`: the workspace has {}",
+                many.join(", ")
+            ))),
+        }
+    }
+
     fn project_dir(&self, project: &str) -> Result<PathBuf, WireError> {
         let dir = self.workspace.join(project);
         if dir.join("Pulumi.yaml").exists() || dir.join("Pulumi.yml").exists() {
@@ -237,7 +259,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         "Previews a stack's changes and saves Pulumi's update plan. Returns a preview_id: show the \
          changes to the person, and apply them only with pulumi_up and that preview_id.",
     )
-    .input_schema(project_stack.clone())
+    .input_schema(optional_project(project_stack.clone()))
     .read_only()
     .timeout_ms(15 * 60_000)
     .handler(move |call| {
@@ -247,7 +269,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
     let c = ctx.clone();
     let mut up_schema = project_stack.clone();
     up_schema["properties"]["preview_id"] = json!({"type": "string", "description": "The id pulumi_preview returned; confirms the changes it showed"});
-    up_schema["required"] = json!(["project", "stack", "preview_id"]);
+    up_schema["required"] = json!(["stack", "preview_id"]);
     let up = Tool::new(
         "pulumi_up",
         Category::Infrastructure,
@@ -309,6 +331,14 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         .tool(cancel)
 }
 
+/// The schema with `project` optional (defaulting to the only project).
+fn optional_project(mut schema: Value) -> Value {
+    schema["required"] = json!(["stack"]);
+    schema["properties"]["project"]["description"] =
+        json!("A project directory in the workspace; may be left out when there is only one");
+    schema
+}
+
 fn job_output(job: &Job) -> ToolOutput {
     let text = match job.state {
         JobState::Running => format!(
@@ -328,7 +358,7 @@ fn job_output(job: &Job) -> ToolOutput {
 }
 
 async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack) = (name(call, "project")?, name(call, "stack")?);
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
     c.cli
         .select_or_create(&dir, &stack)
@@ -396,7 +426,7 @@ async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
 
 async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
     let (project, stack, preview_id) = (
-        name(call, "project")?,
+        c.project(call)?,
         name(call, "stack")?,
         name(call, "preview_id")?,
     );
