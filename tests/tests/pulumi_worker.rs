@@ -104,6 +104,16 @@ async fn preview(client: &McpClient) -> String {
     structured(&r)["preview_id"].as_str().unwrap().to_owned()
 }
 
+/// `pulumi_up` on app/dev with a preview id.
+async fn up(client: &McpClient, preview_id: &str) -> CallToolResult {
+    call(
+        client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "dev", "preview_id": preview_id}),
+    )
+    .await
+}
+
 async fn job_state(client: &McpClient, id: &str) -> String {
     let r = call(client, "pulumi_job", json!({"job_id": id})).await;
     structured(&r)["state"].as_str().unwrap_or("").to_owned()
@@ -117,12 +127,7 @@ async fn preview_then_up_with_the_saved_plan() {
     let client = connected(&mesh).await;
 
     let id = preview(&client).await;
-    let up = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": id}),
-    )
-    .await;
+    let up = up(&client, &id).await;
     assert_eq!(up.is_error, Some(false), "{}", text_of(&up));
     let job = structured(&up);
     assert_eq!(job["state"], "succeeded");
@@ -227,25 +232,13 @@ async fn racing_updates_on_one_stack_from_two_replicas_are_told_the_stack_is_bus
     let first = {
         let client = client.clone();
         let p1 = p1.clone();
-        tokio::spawn(async move {
-            call(
-                &client,
-                "pulumi_up",
-                json!({"project": "app", "stack": "dev", "preview_id": p1}),
-            )
-            .await
-        })
+        tokio::spawn(async move { up(&client, &p1).await })
     };
     eventually("the first update is running", WAIT, || async {
         (job_state(&client, &p1).await == "running").then_some(())
     })
     .await;
-    let second = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": p2}),
-    )
-    .await;
+    let second = up(&client, &p2).await;
     assert_eq!(error_code(&second).as_deref(), Some("conflict"));
     assert!(
         text_of(&second).contains(&format!("job {p1} is running")),
@@ -262,23 +255,16 @@ async fn an_update_can_be_cancelled_mid_way() {
     let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let client = std::sync::Arc::new(connected(&mesh).await);
     let id = preview(&client).await;
-    let up = {
+    let running = {
         let (client, id) = (client.clone(), id.clone());
-        tokio::spawn(async move {
-            call(
-                &client,
-                "pulumi_up",
-                json!({"project": "app", "stack": "dev", "preview_id": id}),
-            )
-            .await
-        })
+        tokio::spawn(async move { up(&client, &id).await })
     };
     eventually("the update is running", WAIT, || async {
         (job_state(&client, &id).await == "running").then_some(())
     })
     .await;
     call(&client, "pulumi_cancel", json!({"job_id": id})).await;
-    let result = up.await.unwrap();
+    let result = running.await.unwrap();
     assert_eq!(
         error_code(&result).as_deref(),
         Some("cancelled"),
@@ -288,12 +274,7 @@ async fn an_update_can_be_cancelled_mid_way() {
     assert_eq!(job_state(&client, &id).await, "cancelled");
     // The stack is free again.
     let next = preview(&client).await;
-    let again = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": next}),
-    )
-    .await;
+    let again = up(&client, &next).await;
     assert_eq!(
         structured(&again)["state"],
         "succeeded",
@@ -346,12 +327,7 @@ async fn a_dead_workers_job_is_failed_and_its_stack_freed() {
         text_of(&r)
     );
     let id = preview(&client).await;
-    let up = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": id}),
-    )
-    .await;
+    let up = up(&client, &id).await;
     assert_eq!(structured(&up)["state"], "succeeded", "{}", text_of(&up));
 }
 
@@ -363,12 +339,7 @@ async fn a_jobs_result_is_fetched_after_the_call_that_started_it_returned() {
     let _r = replica(&mesh, setup.args(STANDIN, 200)).await;
     let client = connected(&mesh).await;
     let id = preview(&client).await;
-    let up = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": id}),
-    )
-    .await;
+    let up = up(&client, &id).await;
     assert_eq!(up.is_error, Some(false));
     assert_eq!(structured(&up)["state"], "running");
     assert!(
@@ -419,12 +390,7 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     let _guard = stop.drop_guard();
     let client = connected(&mesh).await;
     let id = preview(&client).await;
-    let up = call(
-        &client,
-        "pulumi_up",
-        json!({"project": "app", "stack": "dev", "preview_id": id}),
-    )
-    .await;
+    let up = up(&client, &id).await;
     assert_eq!(structured(&up)["state"], "succeeded", "{}", text_of(&up));
     let job = call(&client, "pulumi_job", json!({"job_id": id})).await;
     assert_eq!(structured(&job)["state"], "succeeded");
