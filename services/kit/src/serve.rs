@@ -176,16 +176,30 @@ async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolR
     Ok(request)
 }
 
+/// Runs a tool call inside its `tool_call` span (entered only while the
+/// call's future is polled, never held across an await).
 async fn run_tool(
     shared: &Shared,
     tool: &Tool,
     request: ToolRequest,
     trace: headers::Context,
 ) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
+    use tracing::Instrument;
     let id = request.id;
     let span = tracing::info_span!("tool_call", tool = %request.tool, request_id = %id,
         principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
-    let _enter = span.enter();
+    run_tool_in_span(shared, tool, request, trace)
+        .instrument(span)
+        .await
+}
+
+async fn run_tool_in_span(
+    shared: &Shared,
+    tool: &Tool,
+    request: ToolRequest,
+    trace: headers::Context,
+) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
+    let id = request.id;
     let token = shared.track(id);
     // Clamped: a garbage deadline must not overflow the clock.
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
