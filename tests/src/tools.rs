@@ -51,3 +51,38 @@ pub fn error_code(result: &CallToolResult) -> Option<String> {
         .as_str()
         .map(str::to_owned)
 }
+
+/// Calls `name` with a progress token, as Cursor does, and returns the result
+/// with the progress notifications for this call, in arrival order.
+pub async fn call_with_progress(
+    client: &McpClient,
+    name: &str,
+    arguments: Value,
+) -> (CallToolResult, Vec<rmcp::model::ProgressNotificationParam>) {
+    use rmcp::model::{CallToolRequest, ClientRequest, ServerResult};
+    let handle = client
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new(name.to_owned()).with_arguments(object(arguments)),
+            )),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("tools/call is sent");
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(result) =
+        handle.await_response().await.expect("tools/call answers")
+    else {
+        panic!("expected a CallToolResult");
+    };
+    let progress = client
+        .service()
+        .progress
+        .lock()
+        .expect("progress lock")
+        .iter()
+        .filter(|p| p.progress_token == token)
+        .cloned()
+        .collect();
+    (result, progress)
+}

@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::PeerRequestOptions;
 use serde_json::json;
-use sophia_tests::tools::{WAIT, call, object, text_of, wait_for_tool};
+use sophia_tests::tools::{WAIT, call, call_with_progress, text_of, wait_for_tool};
 use sophia_tests::workers::{
     CancelProbe, big_result_worker, cancellable_worker, pattern, progress_worker, whoami_worker,
 };
@@ -53,28 +53,10 @@ async fn worker_progress_is_relayed_as_mcp_progress_before_the_result() {
     let client = mesh.client().await;
     wait_for_tool(&client, "count_steps").await;
 
-    let handle = client
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(
-                CallToolRequestParams::new("count_steps")
-                    .with_arguments(object(json!({"steps": 5}))),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
-        panic!("expected a CallToolResult");
-    };
+    let (result, mine) = call_with_progress(&client, "count_steps", json!({"steps": 5})).await;
     assert_eq!(text_of(&result), "counted 5 steps");
 
     // All five arrived before the result, for this call's token, in order.
-    let progress = client.service().progress.lock().unwrap().clone();
-    let mine: Vec<_> = progress
-        .iter()
-        .filter(|p| p.progress_token == token)
-        .collect();
     let steps: Vec<f64> = mine.iter().map(|p| p.progress).collect();
     assert_eq!(steps, [1.0, 2.0, 3.0, 4.0, 5.0]);
     assert!(mine.iter().all(|p| p.total == Some(5.0)));

@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use intelligence_worker::{Cli, InferenceArgs};
-use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
-use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
 use sophia_kit::WorkerHandle;
 use sophia_kit::bus::{Bus, CallSpec};
 use sophia_proto::{Caller, Category, headers, subject};
 use sophia_tests::openai::StandIn;
-use sophia_tests::tools::{WAIT, call, error_code, object, text_of, wait_for_tool};
+use sophia_tests::tools::{WAIT, call, call_with_progress, error_code, text_of, wait_for_tool};
 use sophia_tests::{Mesh, eventually};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -156,19 +154,7 @@ async fn cursor_can_chat_through_the_gateway_with_streamed_progress_and_usage() 
     );
 
     let args = json!({"model": "claude", "messages": [{"role": "user", "content": "tell me three words"}]});
-    let handle = client
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(
-                CallToolRequestParams::new("model_chat").with_arguments(object(args)),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
-        panic!("a CallToolResult")
-    };
+    let (result, progress) = call_with_progress(&client, "model_chat", args).await;
     assert_eq!(text_of(&result), "echo: tell me three words");
     let structured = result.structured_content.clone().unwrap();
     assert_eq!(structured["usage"]["input_tokens"], 4);
@@ -177,12 +163,7 @@ async fn cursor_can_chat_through_the_gateway_with_streamed_progress_and_usage() 
     assert!((cost - (4.0 * 1.0 + 5.0 * 2.0) / 1e6).abs() < 1e-12);
 
     // The words arrived as progress, in order, before the result.
-    let progress = client.service().progress.lock().unwrap().clone();
-    let words: String = progress
-        .iter()
-        .filter(|p| p.progress_token == token)
-        .filter_map(|p| p.message.clone())
-        .collect();
+    let words: String = progress.iter().filter_map(|p| p.message.clone()).collect();
     assert_eq!(words, "echo: tell me three words");
 
     // Usage is accounted per model and principal.

@@ -449,38 +449,16 @@ async fn the_seeds_rest_shortcut_previews_then_applies_on_confirmation() {
 
 #[tokio::test]
 async fn engine_events_reach_the_client_as_mcp_progress() {
-    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
-    use rmcp::service::PeerRequestOptions;
     let mesh = Mesh::start().await;
     let setup = Setup::new(5);
     let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let client = connected(&mesh).await;
     let id = preview(&client).await;
     let args = json!({"project": "app", "stack": "dev", "preview_id": id});
-    let handle = client
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(
-                CallToolRequestParams::new("pulumi_up")
-                    .with_arguments(args.as_object().cloned().unwrap()),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
-        panic!("a CallToolResult")
-    };
+    let (result, progress) =
+        sophia_tests::tools::call_with_progress(&client, "pulumi_up", args).await;
     assert_eq!(structured(&result)["state"], "succeeded");
-    let lines: Vec<String> = client
-        .service()
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.progress_token == token)
-        .filter_map(|p| p.message.clone())
-        .collect();
+    let lines: Vec<String> = progress.iter().filter_map(|p| p.message.clone()).collect();
     assert!(
         lines.iter().any(|l| l.starts_with("creating ")),
         "{lines:?}"
