@@ -55,6 +55,15 @@ impl Project {
         self.dir.path().join("app")
     }
 
+    /// Creates-or-selects `dev` and previews it, saving the plan.
+    async fn select_and_preview(&self) -> pulumi_worker::events::Summary {
+        self.cli.select_or_create(&self.app(), "dev").await.unwrap();
+        let op = Operation::Preview {
+            save_plan: self.plan(),
+        };
+        self.run(op, &CancellationToken::new()).await.0.unwrap()
+    }
+
     fn plan(&self) -> PathBuf {
         self.dir.path().join("plan.json")
     }
@@ -128,17 +137,8 @@ async fn preview_saves_a_plan_and_up_applies_it_with_progress() {
 #[tokio::test]
 async fn a_second_update_on_a_locked_stack_is_told_exactly_that() {
     let p = Arc::new(Project::new("not-truncated--up.json", 60, json!({})));
-    p.cli.select_or_create(&p.app(), "dev").await.unwrap();
+    p.select_and_preview().await;
     let never = CancellationToken::new();
-    let (preview, _) = p
-        .run(
-            Operation::Preview {
-                save_plan: p.plan(),
-            },
-            &never,
-        )
-        .await;
-    preview.unwrap();
     let first = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -176,17 +176,7 @@ async fn a_second_update_on_a_locked_stack_is_told_exactly_that() {
 #[tokio::test]
 async fn cancelling_an_update_interrupts_the_cli_and_releases_the_stack() {
     let p = Project::new("not-truncated--up.json", 100, json!({}));
-    p.cli.select_or_create(&p.app(), "dev").await.unwrap();
-    let never = CancellationToken::new();
-    p.run(
-        Operation::Preview {
-            save_plan: p.plan(),
-        },
-        &never,
-    )
-    .await
-    .0
-    .unwrap();
+    p.select_and_preview().await;
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {

@@ -185,73 +185,70 @@ async fn run_tool(
     trace: headers::Context,
 ) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
     use tracing::Instrument;
-    let id = request.id;
-    let span = tracing::info_span!("tool_call", tool = %request.tool, request_id = %id,
-        principal = %request.caller.principal, traceparent = trace.traceparent.as_deref().unwrap_or(""));
-    run_tool_in_span(shared, tool, request, trace)
-        .instrument(span)
-        .await
-}
-
-async fn run_tool_in_span(
-    shared: &Shared,
-    tool: &Tool,
-    request: ToolRequest,
-    trace: headers::Context,
-) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
-    let id = request.id;
-    let token = shared.track(id);
-    // Clamped: a garbage deadline must not overflow the clock.
-    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
-    let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let call = Call {
-        id,
-        tool: request.tool,
-        args: request.args,
-        caller: request.caller,
-        deadline,
-        trace,
-        cancel: token.clone(),
-        progress: request.progress_to.map(|subject| ProgressSink {
-            client: shared.client.clone(),
-            subject,
-        }),
-        progress_sent: progress_sent.clone(),
-        bus: shared.bus.clone(),
-    };
-    let in_flight = shared.metrics.in_flight(tool.spec());
-    let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
-    let outcome = tokio::select! {
-        done = &mut work => done,
-        _ = token.cancelled() => {
-            // Give the handler a moment to stop on its own (and clean up).
-            match tokio::time::timeout(shared.cancel_grace, &mut work).await {
-                Ok(done) => done,
-                Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
+    let span = tracing::info_span!(
+        "tool_call",
+        tool = %request.tool,
+        request_id = %request.id,
+        principal = %request.caller.principal,
+        traceparent = trace.traceparent.as_deref().unwrap_or(""),
+    );
+    async move {
+        let id = request.id;
+        let token = shared.track(id);
+        // Clamped: a garbage deadline must not overflow the clock.
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
+        let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let call = Call {
+            id,
+            tool: request.tool,
+            args: request.args,
+            caller: request.caller,
+            deadline,
+            trace,
+            cancel: token.clone(),
+            progress: request.progress_to.map(|subject| ProgressSink {
+                client: shared.client.clone(),
+                subject,
+            }),
+            progress_sent: progress_sent.clone(),
+            bus: shared.bus.clone(),
+        };
+        let in_flight = shared.metrics.in_flight(tool.spec());
+        let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
+        let outcome = tokio::select! {
+            done = &mut work => done,
+            _ = token.cancelled() => {
+                // Give the handler a moment to stop on its own (and clean up).
+                match tokio::time::timeout(shared.cancel_grace, &mut work).await {
+                    Ok(done) => done,
+                    Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
+                }
             }
-        }
-        _ = tokio::time::sleep_until(deadline.into()) => {
-            token.cancel();
-            Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
-        }
-    };
-    drop(in_flight);
-    shared.untrack(id);
-    let outcome = match outcome {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::error!("tool handler panicked");
-            Err(WireError::internal(
-                "the tool failed unexpectedly (handler panicked); see the worker's logs",
-            ))
-        }
-    };
-    // What the handler returned is the truth, even after a cancel: a call
-    // that completed must not be reported as cancelled and then retried.
-    (
-        outcome,
-        progress_sent.load(std::sync::atomic::Ordering::Relaxed),
-    )
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                token.cancel();
+                Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
+            }
+        };
+        drop(in_flight);
+        shared.untrack(id);
+        let outcome = match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!("tool handler panicked");
+                Err(WireError::internal(
+                    "the tool failed unexpectedly (handler panicked); see the worker's logs",
+                ))
+            }
+        };
+        // What the handler returned is the truth, even after a cancel: a call
+        // that completed must not be reported as cancelled and then retried.
+        (
+            outcome,
+            progress_sent.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+    .instrument(span)
+    .await
 }
 
 async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {
