@@ -29,7 +29,8 @@ impl Setup {
         std::fs::create_dir_all(dir.path().join("backend")).unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../services/pulumi-worker/tests/fixtures/not-truncated--up.json");
-        let scenario = json!({"preview": fixture, "up": fixture, "delay_ms": delay_ms,
+        let destroy = fixture.with_file_name("not-truncated--destroy-with-deep-hierarchy.json");
+        let scenario = json!({"preview": fixture, "up": fixture, "refresh": fixture, "destroy": destroy, "delay_ms": delay_ms,
             "outputs": {"url": "http://example.test", "dbPassword": "hunter2"}, "secret_outputs": ["dbPassword"]});
         std::fs::write(
             dir.path().join("workspace/app/standin.json"),
@@ -42,6 +43,12 @@ impl Setup {
         )
         .unwrap();
         Self { dir }
+    }
+
+    /// Every command line the stand-in CLI was given.
+    fn command_lines(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("backend/command-lines.log"))
+            .unwrap_or_default()
     }
 
     fn args(&self, binary: &str, wait_ms: u64) -> PulumiArgs {
@@ -428,7 +435,7 @@ async fn the_seeds_rest_shortcut_previews_then_applies_on_confirmation() {
             .0,
         401
     );
-    let (status, body) = post(json!({"stack": "dev", "operation": "destroy"}), token).await;
+    let (status, body) = post(json!({"stack": "dev", "operation": "nuke"}), token).await;
     assert_eq!(status, 400, "{body}");
 
     // The seed's body: a preview that must be confirmed.
@@ -445,6 +452,211 @@ async fn the_seeds_rest_shortcut_previews_then_applies_on_confirmation() {
     // Confirming twice does not apply twice.
     let (_, again) = post(confirm, token).await;
     assert_eq!(again["job"]["started_ms"], body["job"]["started_ms"]);
+
+    // A refresh needs no confirmation; a destroy does, like an up.
+    let (status, body) = post(json!({"stack": "dev", "operation": "refresh"}), token).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("succeeded")),
+        "{body}"
+    );
+    let (status, body) = post(json!({"stack": "dev", "operation": "destroy"}), token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "confirmation_required");
+    assert_eq!(body["preview"]["summary"]["resource_changes"]["delete"], 3);
+    let confirm = body["confirm"]["body"].clone();
+    assert_eq!(confirm["operation"], "destroy");
+    let (status, body) = post(confirm, token).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("succeeded")),
+        "{body}"
+    );
+}
+
+async fn destroy_preview(client: &McpClient) -> String {
+    let r = call(
+        client,
+        "pulumi_preview",
+        json!({"stack": "dev", "operation": "destroy"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    assert_eq!(structured(&r)["confirm_with"], "pulumi_destroy");
+    structured(&r)["preview_id"].as_str().unwrap().to_owned()
+}
+
+async fn destroy(client: &McpClient, preview_id: &str) -> CallToolResult {
+    call(
+        client,
+        "pulumi_destroy",
+        json!({"stack": "dev", "preview_id": preview_id}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn destroy_runs_only_on_a_seen_destroy_preview_of_the_unchanged_stack() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    let update = preview(&client).await;
+    assert_eq!(
+        structured(&up(&client, &update).await)["state"],
+        "succeeded"
+    );
+
+    let unconfirmed = call(&client, "pulumi_destroy", json!({"stack": "dev"})).await;
+    assert_eq!(
+        error_code(&unconfirmed).as_deref(),
+        Some("invalid_arguments")
+    );
+    let wrong_kind = destroy(&client, &update).await;
+    assert!(
+        text_of(&wrong_kind).contains("is a preview of an update, not of a destroy"),
+        "{}",
+        text_of(&wrong_kind)
+    );
+
+    // A destroy previewed, then the stack changes: the old preview is stale.
+    let stale = destroy_preview(&client).await;
+    let refresh = call(&client, "pulumi_refresh", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&refresh)["state"],
+        "succeeded",
+        "{}",
+        text_of(&refresh)
+    );
+    let refused = destroy(&client, &stale).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("failed"));
+    assert!(
+        text_of(&refused).contains("the stack changed since the preview (version 1, now 2)"),
+        "{}",
+        text_of(&refused)
+    );
+
+    let fresh = destroy_preview(&client).await;
+    let done = destroy(&client, &fresh).await;
+    assert_eq!(
+        structured(&done)["message"],
+        "destroy done: 3 delete, 1 same",
+        "{}",
+        text_of(&done)
+    );
+    let outputs = call(
+        &client,
+        "pulumi_outputs",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    assert_eq!(structured(&outputs), json!({}));
+
+    let history = call(
+        &client,
+        "pulumi_history",
+        json!({"stack": "dev", "limit": 5}),
+    )
+    .await;
+    let history = structured(&history);
+    let kinds: Vec<&str> = history["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["destroy", "refresh", "update"]);
+    let latest = call(
+        &client,
+        "pulumi_history",
+        json!({"stack": "dev", "limit": 1}),
+    )
+    .await;
+    assert_eq!(structured(&latest)["updates"][0]["version"], 3);
+}
+
+#[tokio::test]
+async fn config_is_set_and_read_back_and_secrets_stay_secret() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = connected(&mesh).await;
+    call(
+        &client,
+        "pulumi_select_stack",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    let set = |args: Value| call(&client, "pulumi_config_set", args);
+    let r = set(json!({"stack": "dev", "key": "aws:region", "value": "eu-west-1"})).await;
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    let r = set(
+        json!({"stack": "dev", "key": "dbPassword", "value": "hunter2-s3cret", "secret": true}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+
+    let all = call(&client, "pulumi_config_get", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&all)["config"],
+        json!({"aws:region": {"value": "eu-west-1", "secret": false},
+               "app:dbPassword": {"secret": true}})
+    );
+    let one = call(
+        &client,
+        "pulumi_config_get",
+        json!({"stack": "dev", "key": "dbPassword"}),
+    )
+    .await;
+    assert_eq!(
+        structured(&one),
+        json!({"key": "app:dbPassword", "value": {"secret": true}})
+    );
+    let missing = call(
+        &client,
+        "pulumi_config_get",
+        json!({"stack": "dev", "key": "nope"}),
+    )
+    .await;
+    assert_eq!(error_code(&missing).as_deref(), Some("invalid_arguments"));
+    assert!(
+        text_of(&missing).contains("aws:region"),
+        "{}",
+        text_of(&missing)
+    );
+
+    // Bad keys and values are refused without echoing the value back.
+    let flag = set(json!({"stack": "dev", "key": "--show-secrets", "value": "x"})).await;
+    assert_eq!(error_code(&flag).as_deref(), Some("invalid_arguments"));
+    let number = set(json!({"stack": "dev", "key": "pin", "value": 8675309})).await;
+    assert_eq!(error_code(&number).as_deref(), Some("invalid_arguments"));
+    assert!(
+        !text_of(&number).contains("8675309"),
+        "{}",
+        text_of(&number)
+    );
+
+    // The secret is in no update's history, nor on any command line.
+    let id = preview(&client).await;
+    up(&client, &id).await;
+    let history = call(&client, "pulumi_history", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&history)["updates"][0]["config"]["app:dbPassword"],
+        json!({"secret": true})
+    );
+    for text in [
+        text_of(&all),
+        text_of(&one),
+        text_of(&history),
+        setup.command_lines(),
+    ] {
+        assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+    }
+    assert!(
+        setup
+            .command_lines()
+            .contains("config set dbPassword --stack dev --secret")
+    );
 }
 
 #[tokio::test]

@@ -107,7 +107,9 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
 /// `POST /mcp/pulumi/deploy`, the seed's shortcut: `{"stack": "...",
 /// "operation": "up"}` previews the stack and answers with a `preview_id` to
 /// confirm; the same body with that `preview_id` applies exactly that
-/// preview. It maps onto the `pulumi_preview` and `pulumi_up` tools, so the
+/// preview. `"operation": "destroy"` works the same way; `"refresh"` runs at
+/// once (it changes only Pulumi's state). It maps onto the `pulumi_preview`,
+/// `pulumi_up`, `pulumi_destroy` and `pulumi_refresh` tools, so the
 /// confirmation rules are the same as over MCP.
 async fn pulumi_deploy(
     State(gateway): State<McpGateway>,
@@ -124,24 +126,30 @@ async fn pulumi_deploy(
                 .into(),
         );
     };
-    match body.remove("operation").as_ref().and_then(Value::as_str) {
-        Some("up") => {}
+    let operation = body.remove("operation");
+    let operation = match operation.as_ref().and_then(Value::as_str) {
+        Some(op @ ("up" | "destroy" | "refresh")) => op.to_owned(),
         other => {
             return bad(format!(
-                "operation must be \"up\" (got {}); other operations are MCP tools",
+                "operation must be \"up\", \"destroy\" or \"refresh\" (got {}); other operations are MCP tools",
                 other
                     .map(|o| format!("{o:?}"))
                     .unwrap_or_else(|| "nothing".into())
             ));
         }
-    }
-    let confirming = body.contains_key("preview_id");
-    let tool = if confirming {
-        "pulumi_up"
-    } else {
-        "pulumi_preview"
     };
-    let args = Value::Object(body.clone());
+    let confirming = body.contains_key("preview_id") || operation == "refresh";
+    let tool = match (confirming, operation.as_str()) {
+        (true, "up") => "pulumi_up",
+        (true, "destroy") => "pulumi_destroy",
+        (true, _) => "pulumi_refresh",
+        (false, _) => "pulumi_preview",
+    };
+    let mut args = body.clone();
+    if !confirming {
+        args.insert("operation".into(), json!(operation));
+    }
+    let args = Value::Object(args);
     match gateway.call_direct(tool, args, &principal.0).await {
         Ok(out) => {
             let result = out.structured.unwrap_or(Value::Null);
@@ -156,7 +164,7 @@ async fn pulumi_deploy(
                 axum::Json(json!({"status": result["state"], "job": result})).into_response()
             } else {
                 let mut confirm = body;
-                confirm.insert("operation".into(), json!("up"));
+                confirm.insert("operation".into(), json!(operation));
                 confirm.insert("preview_id".into(), result["preview_id"].clone());
                 axum::Json(json!({
                     "status": "confirmation_required",

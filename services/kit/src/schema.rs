@@ -5,15 +5,25 @@ use serde_json::Value;
 
 /// Every way `value` breaks `validator`'s schema, each as
 /// `"/json/pointer: what is wrong"`; empty when it fits.
+///
+/// The offending value itself is not repeated ("the value is not of type
+/// \"string\"", not "12345 is not of type..."): arguments can carry secrets
+/// (a config value, a token), and these messages reach logs and clients.
 pub fn problems(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
     validator
         .iter_errors(value)
         .map(|e| {
+            let message = e.to_string();
+            let shown = e.instance().to_string();
+            let message = match message.strip_prefix(&shown) {
+                Some(rest) if !shown.is_empty() => format!("the value{rest}"),
+                _ => message,
+            };
             let at = e.instance_path().to_string();
             if at.is_empty() {
-                e.to_string()
+                message
             } else {
-                format!("{at}: {e}")
+                format!("{at}: {message}")
             }
         })
         .collect()
@@ -36,5 +46,7 @@ mod tests {
             "{p:?}"
         );
         assert!(super::problems(&v, &json!({}))[0].contains("required"));
+        let p = super::problems(&v, &json!({"n": "hunter2"}));
+        assert!(!p[0].contains("hunter2"), "{p:?}");
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -95,11 +97,87 @@ pub enum Operation {
         /// Where to save the plan.
         save_plan: PathBuf,
     },
+    /// `destroy --preview-only`: what a destroy would delete. Pulumi has no
+    /// plans for destroys; the worker binds the confirmation to the stack's
+    /// version instead (see `tools`).
+    DestroyPreview,
     /// `up --yes --skip-preview`, constrained to a plan from a preview.
     Up {
         /// The plan file.
         plan: PathBuf,
     },
+    /// `refresh --yes --skip-preview`: reconciles the state with the cloud.
+    Refresh,
+    /// `destroy --yes --skip-preview`.
+    Destroy,
+}
+
+impl Operation {
+    /// The CLI words after the stack and event-log flags.
+    fn args(&self) -> Vec<String> {
+        let words: &[&str] = match self {
+            Operation::Preview { save_plan } => {
+                return vec![
+                    "preview".into(),
+                    "--diff".into(),
+                    "--save-plan".into(),
+                    save_plan.display().to_string(),
+                ];
+            }
+            Operation::Up { plan } => {
+                return vec![
+                    "up".into(),
+                    "--yes".into(),
+                    "--skip-preview".into(),
+                    "--plan".into(),
+                    plan.display().to_string(),
+                ];
+            }
+            Operation::DestroyPreview => &["destroy", "--preview-only"],
+            Operation::Refresh => &["refresh", "--yes", "--skip-preview"],
+            Operation::Destroy => &["destroy", "--yes", "--skip-preview"],
+        };
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+}
+
+/// One configuration value, as `config --json` prints it. Without
+/// `--show-secrets` (which this driver never passes) a secret has no value.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ConfigValue {
+    /// The value; absent for secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A structured value (set with `--path`); absent for secrets.
+    #[serde(
+        default,
+        rename = "objectValue",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub object_value: Option<Value>,
+    /// Whether the value is a secret.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+impl ConfigValue {
+    /// The value with any secret blanked, whatever the CLI printed.
+    pub fn blinded(mut self) -> Self {
+        if self.secret {
+            self.value = None;
+            self.object_value = None;
+        }
+        self
+    }
+}
+
+/// How to write a configuration value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetConfig {
+    /// Encrypt it (`--secret`); otherwise `--plaintext`.
+    pub secret: bool,
+    /// The key is a path into a structured value (`--path`).
+    pub path: bool,
 }
 
 /// The CLI driver.
@@ -178,11 +256,35 @@ impl PulumiCli {
         args: &[&str],
         stack: Option<&str>,
     ) -> Result<String, CliError> {
-        let out = self
-            .command(project, args)
-            .output()
+        self.run_with_input(project, args, stack, None).await
+    }
+
+    /// Runs a quick command with `input` on its stdin (how values reach
+    /// `config set`: never on the command line, where other processes on
+    /// the host could read them).
+    async fn run_with_input(
+        &self,
+        project: &Path,
+        args: &[&str],
+        stack: Option<&str>,
+        input: Option<&[u8]>,
+    ) -> Result<String, CliError> {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = self.command(project, args);
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input)
+                .await
+                .map_err(|e| CliError::Io(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
             .await
-            .map_err(|e| self.spawn_error(e))?;
+            .map_err(|e| CliError::Io(e.to_string()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Self::failure(
@@ -242,6 +344,119 @@ impl PulumiCli {
             .map_err(|e| CliError::Io(format!("`stack output --json` printed no JSON: {e}")))
     }
 
+    /// The stack's configuration (`config --json`, without
+    /// `--show-secrets`): secrets come back without their values.
+    pub async fn config(
+        &self,
+        project: &Path,
+        stack: &str,
+    ) -> Result<BTreeMap<String, ConfigValue>, CliError> {
+        let out = self
+            .run(
+                project,
+                &["config", "--json", "--stack", stack],
+                Some(stack),
+            )
+            .await?;
+        let values: BTreeMap<String, ConfigValue> = serde_json::from_str(&out)
+            .map_err(|e| CliError::Io(format!("`config --json` printed no JSON map: {e}")))?;
+        Ok(values.into_iter().map(|(k, v)| (k, v.blinded())).collect())
+    }
+
+    /// Sets one configuration value. The value goes to the CLI's stdin,
+    /// and is kept out of any error this returns.
+    pub async fn set_config(
+        &self,
+        project: &Path,
+        stack: &str,
+        key: &str,
+        value: &str,
+        how: SetConfig,
+    ) -> Result<(), CliError> {
+        let mut args = vec![
+            "config",
+            "set",
+            key,
+            "--stack",
+            stack,
+            if how.secret {
+                "--secret"
+            } else {
+                "--plaintext"
+            },
+        ];
+        if how.path {
+            args.push("--path");
+        }
+        let result = self
+            .run_with_input(project, &args, Some(stack), Some(value.as_bytes()))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(CliError::Failed {
+                command,
+                code,
+                stderr,
+            }) if !value.is_empty() => Err(CliError::Failed {
+                command,
+                code,
+                stderr: stderr.replace(value, "[secret]"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stack's updates, newest first (`stack history --json`, without
+    /// `--show-secrets`; secret config values are blanked again here).
+    pub async fn history(
+        &self,
+        project: &Path,
+        stack: &str,
+        page_size: u32,
+    ) -> Result<Vec<Value>, CliError> {
+        let size = page_size.to_string();
+        let out = self
+            .run(
+                project,
+                &[
+                    "stack",
+                    "history",
+                    "--json",
+                    "--stack",
+                    stack,
+                    "--page-size",
+                    &size,
+                    "--page",
+                    "1",
+                ],
+                Some(stack),
+            )
+            .await?;
+        let mut updates: Vec<Value> = serde_json::from_str(&out).map_err(|e| {
+            CliError::Io(format!("`stack history --json` printed no JSON list: {e}"))
+        })?;
+        for update in &mut updates {
+            if let Some(config) = update.get_mut("config").and_then(Value::as_object_mut) {
+                for v in config.values_mut() {
+                    if v["secret"] == Value::Bool(true) {
+                        *v = serde_json::json!({"secret": true});
+                    }
+                }
+            }
+        }
+        Ok(updates)
+    }
+
+    /// The stack's current version: that of its newest update, 0 if none.
+    pub async fn version_of(&self, project: &Path, stack: &str) -> Result<u64, CliError> {
+        Ok(self
+            .history(project, stack, 1)
+            .await?
+            .first()
+            .and_then(|u| u["version"].as_u64())
+            .unwrap_or(0))
+    }
+
     /// Runs a preview or an update, calling `on_event` for each engine event
     /// as the CLI writes it. `cancel` sends SIGINT (a graceful cancel).
     pub async fn operation(
@@ -255,25 +470,9 @@ impl PulumiCli {
         let dir = tempfile::tempdir().map_err(|e| CliError::Io(e.to_string()))?;
         let log = dir.path().join("events.json");
         let log_arg = log.display().to_string();
-        let (verb, plan_flag, plan) = match op {
-            Operation::Preview { save_plan } => {
-                ("preview", "--save-plan", save_plan.display().to_string())
-            }
-            Operation::Up { plan } => ("up", "--plan", plan.display().to_string()),
-        };
-        let mut args = vec![
-            verb,
-            "--stack",
-            stack,
-            "--event-log",
-            &log_arg,
-            plan_flag,
-            &plan,
-        ];
-        match op {
-            Operation::Preview { .. } => args.push("--diff"),
-            Operation::Up { .. } => args.extend(["--yes", "--skip-preview"]),
-        }
+        let op_args = op.args();
+        let mut args: Vec<&str> = op_args.iter().map(String::as_str).collect();
+        args.extend(["--stack", stack, "--event-log", &log_arg]);
         let mut cmd = self.command(project, &args);
         // The human-readable output is not used (results come from the event
         // log); an unread pipe would block the CLI once full.

@@ -259,7 +259,12 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         "Previews a stack's changes and saves Pulumi's update plan. Returns a preview_id: show the \
          changes to the person, and apply them only with pulumi_up and that preview_id.",
     )
-    .input_schema(optional_project(project_stack.clone()))
+    .input_schema({
+        let mut schema = optional_project(project_stack.clone());
+        schema["properties"]["operation"] = json!({"type": "string", "enum": ["up", "destroy"], "default": "up",
+            "description": "What to preview: an update (confirm with pulumi_up) or a destroy (confirm with pulumi_destroy)"});
+        schema
+    })
     .read_only()
     .timeout_ms(15 * 60_000)
     .handler(move |call| {
@@ -276,13 +281,112 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         "Applies exactly the changes of a preview the person has seen (its preview_id), as a durable \
          job. Returns the result, or the job id if it is still running (see pulumi_job).",
     )
-    .input_schema(up_schema)
+    .input_schema(up_schema.clone())
     .destructive()
     .open_world()
     .timeout_ms(15 * 60_000)
     .handler(move |call| {
         let c = c.clone();
         async move { run_up(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let mut destroy_schema = up_schema.clone();
+    destroy_schema["properties"]["preview_id"] = json!({"type": "string",
+        "description": "The id pulumi_preview (operation=destroy) returned; confirms the deletions it showed"});
+    let destroy = Tool::new(
+        "pulumi_destroy",
+        Category::Infrastructure,
+        "Deletes every resource of a stack, after a destroy preview the person has seen (pulumi_preview \
+         with operation=destroy, then its preview_id here). Refused if the stack changed since that \
+         preview. Runs as a durable job.",
+    )
+    .input_schema(destroy_schema)
+    .destructive()
+    .open_world()
+    .timeout_ms(15 * 60_000)
+    .handler(move |call| {
+        let c = c.clone();
+        async move { run_destroy(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let refresh = Tool::new(
+        "pulumi_refresh",
+        Category::Infrastructure,
+        "Reconciles a stack's state with its cloud resources (reads the cloud, changes only Pulumi's \
+         state). Runs as a durable job.",
+    )
+    .input_schema(optional_project(project_stack.clone()))
+    .idempotent()
+    .open_world()
+    .timeout_ms(15 * 60_000)
+    .handler(move |call| {
+        let c = c.clone();
+        async move { run_refresh(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let mut history_schema = optional_project(project_stack.clone());
+    history_schema["properties"]["limit"] = json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
+        "description": "How many updates, newest first"});
+    let history = Tool::new(
+        "pulumi_history",
+        Category::Infrastructure,
+        "A stack's past updates, newest first: kind, result, times, resource changes. Secret config \
+         values are never shown.",
+    )
+    .input_schema(history_schema)
+    .read_only()
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move {
+            let (project, stack) = (c.project(&call)?, name(&call, "stack")?);
+            let limit = call.args["limit"].as_u64().unwrap_or(10).clamp(1, 100) as u32;
+            let updates = c
+                .cli
+                .history(&c.project_dir(&project)?, &stack, limit)
+                .await
+                .map_err(cli_error)?;
+            Ok(ToolOutput::json(json!({"project": project, "stack": stack, "updates": updates})))
+        }
+    });
+    let c = ctx.clone();
+    let mut config_get_schema = optional_project(project_stack.clone());
+    config_get_schema["properties"]["key"] = json!({"type": "string",
+        "description": "One key, e.g. aws:region or app:dbPassword (a bare name means the project's namespace); all keys when left out"});
+    let config_get = Tool::new(
+        "pulumi_config_get",
+        Category::Infrastructure,
+        "A stack's configuration, or one key of it. Secret values are never returned: they show \
+         as {\"secret\": true} with no value.",
+    )
+    .input_schema(config_get_schema)
+    .read_only()
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move { config_get(&c, &call).await }
+    });
+    let c = ctx.clone();
+    let mut config_set_schema = optional_project(project_stack.clone());
+    config_set_schema["properties"]["key"] = json!({"type": "string", "pattern": CONFIG_KEY_PATTERN, "maxLength": 256,
+        "description": "The key, e.g. aws:region, or a bare name for the project's namespace"});
+    config_set_schema["properties"]["value"] = json!({"type": "string", "writeOnly": true,
+        "description": "The value; with secret=true it is encrypted by the stack's secrets provider and never shown again"});
+    config_set_schema["properties"]["secret"] = json!({"type": "boolean", "default": false});
+    config_set_schema["properties"]["path"] = json!({"type": "boolean", "default": false,
+        "description": "Treat the key as a path into a structured value, e.g. app:db.port"});
+    config_set_schema["required"] = json!(["stack", "key", "value"]);
+    let config_set = Tool::new(
+        "pulumi_config_set",
+        Category::Infrastructure,
+        "Sets one configuration value of a stack; secret=true encrypts it. Takes effect at the next \
+         preview.",
+    )
+    .input_schema(config_set_schema)
+    .idempotent()
+    .handler(move |call| {
+        let c = c.clone();
+        async move { config_set(&c, &call).await }
     });
     let c = ctx.clone();
     let job = Tool::new(
@@ -327,8 +431,71 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         .tool(outputs)
         .tool(preview)
         .tool(up)
+        .tool(destroy)
+        .tool(refresh)
+        .tool(history)
+        .tool(config_get)
+        .tool(config_set)
         .tool(job)
         .tool(cancel)
+}
+
+/// Pulumi config keys: `[namespace:]name`, or a path with `path=true`
+/// (`app:db.port`, `app:hosts[0]`). Never a leading `-`, so a key cannot be
+/// taken for a CLI flag.
+const CONFIG_KEY_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-\[\]]*$";
+
+async fn config_get(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
+    let values = c
+        .cli
+        .config(&c.project_dir(&project)?, &stack)
+        .await
+        .map_err(cli_error)?;
+    let Some(key) = call.args["key"].as_str() else {
+        return Ok(ToolOutput::json(
+            json!({"project": project, "stack": stack, "config": values}),
+        ));
+    };
+    // `config --json` names keys with their namespace; a bare name is the
+    // project's.
+    let full = if key.contains(':') {
+        key.to_owned()
+    } else {
+        format!("{project}:{key}")
+    };
+    match values.get(&full).or_else(|| values.get(key)) {
+        Some(v) => Ok(ToolOutput::json(json!({"key": full, "value": v}))),
+        None => Err(WireError::invalid_arguments(format!(
+            "{project}/{stack} has no config key {full}; its keys are: {}",
+            values.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+async fn config_set(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
+    let key = call.args["key"].as_str().unwrap_or_default();
+    if key.is_empty() || key.starts_with('-') {
+        return Err(WireError::invalid_arguments(
+            "`key` must be a config key like aws:region",
+        ));
+    }
+    let value = call.args["value"].as_str().ok_or_else(|| {
+        WireError::invalid_arguments("`value` must be a string (JSON for structured values)")
+    })?;
+    let how = crate::cli::SetConfig {
+        secret: call.args["secret"].as_bool().unwrap_or(false),
+        path: call.args["path"].as_bool().unwrap_or(false),
+    };
+    c.cli
+        .set_config(&c.project_dir(&project)?, &stack, key, value, how)
+        .await
+        .map_err(cli_error)?;
+    Ok(ToolOutput::text(format!(
+        "set {key} on {project}/{stack}{}",
+        if how.secret { " (as a secret)" } else { "" }
+    )))
 }
 
 /// The schema with `project` optional (defaulting to the only project).
@@ -357,24 +524,45 @@ fn job_output(job: &Job) -> ToolOutput {
     out
 }
 
-async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack) = (c.project(call)?, name(call, "stack")?);
-    let dir = c.project_dir(&project)?;
-    c.cli
-        .select_or_create(&dir, &stack)
-        .await
-        .map_err(cli_error)?;
-    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
-    let plan_path = tmp.path().join("plan.json");
+/// What a preview prepares: an update (`pulumi_up`) or a destroy
+/// (`pulumi_destroy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Update,
+    Destroy,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Update => "update",
+            Kind::Destroy => "destroy",
+        }
+    }
+
+    fn apply_tool(self) -> &'static str {
+        match self {
+            Kind::Update => "pulumi_up",
+            Kind::Destroy => "pulumi_destroy",
+        }
+    }
+}
+
+/// Runs an operation in the request, relaying its engine events as
+/// progress; returns its summary.
+async fn relay_operation(
+    c: &Ctx,
+    call: &Call,
+    dir: &std::path::Path,
+    stack: &str,
+    op: &Operation,
+) -> Result<Summary, WireError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let op = Operation::Preview {
-        save_plan: plan_path.clone(),
-    };
     let cancel = call.cancellation();
     let run = c.cli.operation(
-        &dir,
-        &stack,
-        &op,
+        dir,
+        stack,
+        op,
         move |e| {
             if let Some(l) = e.describe() {
                 let _ = tx.send(l);
@@ -394,11 +582,53 @@ async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
         step += 1.0;
         call.progress(step, None, Some(line)).await;
     }
-    let plan = tokio::fs::read_to_string(&plan_path)
+    Ok(summary)
+}
+
+async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
+    let kind = match call.args["operation"].as_str() {
+        None | Some("up") => Kind::Update,
+        Some("destroy") => Kind::Destroy,
+        Some(other) => {
+            return Err(WireError::invalid_arguments(format!(
+                "operation must be \"up\" or \"destroy\" (got {other:?})"
+            )));
+        }
+    };
+    let dir = c.project_dir(&project)?;
+    c.cli
+        .select_or_create(&dir, &stack)
         .await
-        .map_err(|e| WireError::failed(format!("the preview saved no update plan: {e}")))?;
+        .map_err(cli_error)?;
+    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
+    let plan_path = tmp.path().join("plan.json");
+    let (op, version) = match kind {
+        Kind::Update => (
+            Operation::Preview {
+                save_plan: plan_path.clone(),
+            },
+            None,
+        ),
+        // Pulumi has no plans for destroys: bind the confirmation to the
+        // stack's version, so a destroy runs only on the stack that was
+        // previewed.
+        Kind::Destroy => (
+            Operation::DestroyPreview,
+            Some(c.cli.version_of(&dir, &stack).await.map_err(cli_error)?),
+        ),
+    };
+    let summary = relay_operation(c, call, &dir, &stack, &op).await?;
+    let plan =
+        match kind {
+            Kind::Update => Some(tokio::fs::read_to_string(&plan_path).await.map_err(|e| {
+                WireError::failed(format!("the preview saved no update plan: {e}"))
+            })?),
+            Kind::Destroy => None,
+        };
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let record = json!({"project": project, "stack": stack, "summary": summary_json(&summary), "plan": plan});
+    let record = json!({"project": project, "stack": stack, "kind": kind.as_str(),
+        "version": version, "summary": summary_json(&summary), "plan": plan});
     let bytes = serde_json::to_vec(&record).map_err(|e| WireError::internal(e.to_string()))?;
     c.plans
         .put(id.as_str(), &mut bytes.as_slice())
@@ -414,24 +644,28 @@ async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
         .iter()
         .map(|(op, n)| format!("{n} {op}"))
         .collect();
+    let tool = kind.apply_tool();
     let mut out = ToolOutput::text(format!(
-        "preview {id} of {project}/{stack}: {}. To apply exactly these changes, call pulumi_up with preview_id={id}.",
+        "{} preview {id} of {project}/{stack}: {}. To apply exactly these changes, call {tool} with preview_id={id}.",
+        kind.as_str(),
         changes.join(", ")
     ));
     out.structured = Some(
-        json!({"preview_id": id, "project": project, "stack": stack, "summary": summary_json(&summary)}),
+        json!({"preview_id": id, "operation": kind.as_str(), "project": project,
+        "stack": stack, "summary": summary_json(&summary), "confirm_with": tool}),
     );
     Ok(out)
 }
 
-async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack, preview_id) = (
-        c.project(call)?,
-        name(call, "stack")?,
-        name(call, "preview_id")?,
-    );
-    let dir = c.project_dir(&project)?;
-    let mut object = c.plans.get(preview_id.as_str()).await.map_err(|_| {
+/// A preview's saved record, checked against the call.
+async fn load_preview(
+    c: &Ctx,
+    project: &str,
+    stack: &str,
+    preview_id: &str,
+    kind: Kind,
+) -> Result<Value, WireError> {
+    let mut object = c.plans.get(preview_id).await.map_err(|_| {
         WireError::invalid_arguments(format!(
             "no preview {preview_id}: run pulumi_preview, show its changes, and pass the preview_id it returns"
         ))
@@ -450,14 +684,117 @@ async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
             record["stack"].as_str().unwrap_or("?")
         )));
     }
-    let job = match c.jobs.start(&preview_id, &project, &stack, "up").await {
+    let recorded = record["kind"].as_str().unwrap_or("update");
+    if recorded != kind.as_str() {
+        return Err(WireError::invalid_arguments(format!(
+            "preview {preview_id} is a preview of an {recorded}, not of a {}; run pulumi_preview with \
+             operation={:?}",
+            kind.as_str(),
+            if kind == Kind::Destroy {
+                "destroy"
+            } else {
+                "up"
+            }
+        )));
+    }
+    Ok(record)
+}
+
+/// A job to run under the stack's lock.
+struct JobSpec {
+    id: String,
+    project: String,
+    stack: String,
+    /// `up`, `destroy` or `refresh`.
+    label: &'static str,
+    op: Operation,
+    /// Run only if the stack is still at this version (a confirmed destroy).
+    expect_version: Option<u64>,
+    /// Holds the plan file while the job runs.
+    tmp: Option<tempfile::TempDir>,
+}
+
+async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack, preview_id) = (
+        c.project(call)?,
+        name(call, "stack")?,
+        name(call, "preview_id")?,
+    );
+    let dir = c.project_dir(&project)?;
+    let record = load_preview(c, &project, &stack, &preview_id, Kind::Update).await?;
+    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
+    let plan = tmp.path().join("plan.json");
+    tokio::fs::write(&plan, record["plan"].as_str().unwrap_or_default())
+        .await
+        .map_err(|e| WireError::internal(e.to_string()))?;
+    let spec = JobSpec {
+        id: preview_id,
+        project,
+        stack,
+        label: "up",
+        op: Operation::Up { plan },
+        expect_version: None,
+        tmp: Some(tmp),
+    };
+    run_as_job(c, call, dir, spec).await
+}
+
+async fn run_destroy(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack, preview_id) = (
+        c.project(call)?,
+        name(call, "stack")?,
+        name(call, "preview_id")?,
+    );
+    let dir = c.project_dir(&project)?;
+    let record = load_preview(c, &project, &stack, &preview_id, Kind::Destroy).await?;
+    let spec = JobSpec {
+        id: preview_id,
+        project,
+        stack,
+        label: "destroy",
+        op: Operation::Destroy,
+        expect_version: Some(record["version"].as_u64().unwrap_or(0)),
+        tmp: None,
+    };
+    run_as_job(c, call, dir, spec).await
+}
+
+async fn run_refresh(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
+    let dir = c.project_dir(&project)?;
+    let spec = JobSpec {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        project,
+        stack,
+        label: "refresh",
+        op: Operation::Refresh,
+        expect_version: None,
+        tmp: None,
+    };
+    run_as_job(c, call, dir, spec).await
+}
+
+/// Starts `spec` as a durable job and waits for it, relaying its progress,
+/// up to the wait budget; the job goes on without the request.
+async fn run_as_job(
+    c: &Arc<Ctx>,
+    call: &Call,
+    dir: PathBuf,
+    spec: JobSpec,
+) -> Result<ToolOutput, WireError> {
+    let id = spec.id.clone();
+    let job = match c
+        .jobs
+        .start(&id, &spec.project, &spec.stack, spec.label)
+        .await
+    {
         Ok(job) => job,
         Err(JobError::AlreadyStarted(existing)) => {
             let mut out = job_output(&existing);
             out.content.insert(
                 0,
                 sophia_kit::Content::text(format!(
-                    "preview {preview_id} was already applied (job {}); it is not run twice.",
+                    "preview {id} was already applied (job {}); it is not run twice.",
                     existing.id
                 )),
             );
@@ -465,27 +802,12 @@ async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
         }
         Err(e) => return Err(job_error(e)),
     };
-    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
-    let plan_path = tmp.path().join("plan.json");
-    tokio::fs::write(&plan_path, record["plan"].as_str().unwrap_or_default())
-        .await
-        .map_err(|e| WireError::internal(e.to_string()))?;
     let (progress, mut rx) = broadcast::channel(256);
     c.running
         .lock()
         .expect("running lock")
-        .insert(preview_id.clone(), progress.clone());
-    let task = tokio::spawn(run_job(
-        c.clone(),
-        job,
-        dir,
-        stack,
-        plan_path,
-        tmp,
-        progress,
-    ));
-    // Wait for the job, relaying its progress, but not past our wait budget:
-    // the job goes on without us.
+        .insert(id.clone(), progress.clone());
+    let task = tokio::spawn(run_job(c.clone(), job, dir, spec, progress));
     let wait = c
         .wait
         .min(call.remaining().saturating_sub(Duration::from_secs(1)));
@@ -505,13 +827,14 @@ async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
     }
     let job = c
         .jobs
-        .get(&preview_id)
+        .get(&id)
         .await
         .map_err(job_error)?
         .ok_or_else(|| WireError::internal("job record missing"))?;
     match job.state {
         JobState::Failed => Err(WireError::failed(
-            job.message.unwrap_or_else(|| "the update failed".into()),
+            job.message
+                .unwrap_or_else(|| format!("the {} failed", job.operation)),
         )),
         JobState::Cancelled => Err(WireError::new(
             ErrorCode::Cancelled,
@@ -521,18 +844,21 @@ async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
     }
 }
 
-/// Runs an update as a job: heartbeats the lock, stops on a cancel request
-/// (or a lost lock), and records the outcome.
+/// Runs an operation as a job: heartbeats the lock, stops on a cancel
+/// request (or a lost lock), and records the outcome.
 async fn run_job(
     c: Arc<Ctx>,
     job: RunningJob,
     dir: PathBuf,
-    stack: String,
-    plan: PathBuf,
-    _tmp: tempfile::TempDir,
+    spec: JobSpec,
     progress: broadcast::Sender<String>,
 ) {
     let id = job.id.clone();
+    // The job record keeps the CLI's verb; messages say what it does.
+    let label = match spec.label {
+        "up" => "update",
+        other => other,
+    };
     let cancel = CancellationToken::new();
     let stop_beats = CancellationToken::new();
     let beats = {
@@ -555,23 +881,53 @@ async fn run_job(
             }
         })
     };
-    let result = c
-        .cli
-        .operation(
-            &dir,
-            &stack,
-            &Operation::Up { plan },
-            |e| {
-                if let Some(l) = e.describe() {
-                    let _ = progress.send(l);
-                }
-            },
-            &cancel,
-        )
-        .await;
+    // Checked under the stack's lock, so nothing can change the stack
+    // between the check and the operation.
+    let changed = match spec.expect_version {
+        None => None,
+        Some(expected) => match c.cli.version_of(&dir, &spec.stack).await {
+            Ok(now) if now == expected => None,
+            Ok(now) => Some(format!(
+                "{label} refused: the stack changed since the preview (version {expected}, now {now}); \
+                 run pulumi_preview with operation=\"destroy\" again and confirm the new preview"
+            )),
+            Err(e) => Some(format!(
+                "{label} refused: could not check the stack's version: {e}"
+            )),
+        },
+    };
+    let (state, message, summary) = match changed {
+        Some(why) => (JobState::Failed, why, None),
+        None => {
+            let result = c
+                .cli
+                .operation(
+                    &dir,
+                    &spec.stack,
+                    &spec.op,
+                    |e| {
+                        if let Some(l) = e.describe() {
+                            let _ = progress.send(l);
+                        }
+                    },
+                    &cancel,
+                )
+                .await;
+            outcome(label, result)
+        }
+    };
+    drop(spec.tmp);
     stop_beats.cancel();
     let job = beats.await.expect("heartbeat task");
-    let (state, message, summary) = match result {
+    if let Err(e) = c.jobs.finish(job, state, Some(message), summary).await {
+        tracing::error!(job = %id, cause = %e, "could not record the job's outcome");
+    }
+    c.running.lock().expect("running lock").remove(&id);
+}
+
+/// A finished operation as a job's state, message and summary.
+fn outcome(label: &str, result: Result<Summary, CliError>) -> (JobState, String, Option<Value>) {
+    match result {
         Ok(s) if s.succeeded() => {
             let changes: Vec<String> = s
                 .resource_changes
@@ -580,24 +936,20 @@ async fn run_job(
                 .collect();
             (
                 JobState::Succeeded,
-                format!("update done: {}", changes.join(", ")),
+                format!("{label} done: {}", changes.join(", ")),
                 Some(summary_json(&s)),
             )
         }
         Ok(s) => (
             JobState::Failed,
-            format!("update failed: {}", s.errors.join("; ")),
+            format!("{label} failed: {}", s.errors.join("; ")),
             Some(summary_json(&s)),
         ),
         Err(CliError::Cancelled { summary }) => (
             JobState::Cancelled,
-            "update cancelled".to_owned(),
+            format!("{label} cancelled"),
             Some(summary_json(&summary)),
         ),
         Err(e) => (JobState::Failed, e.to_string(), None),
-    };
-    if let Err(e) = c.jobs.finish(job, state, Some(message), summary).await {
-        tracing::error!(job = %id, cause = %e, "could not record the job's outcome");
     }
-    c.running.lock().expect("running lock").remove(&id);
 }

@@ -7,21 +7,34 @@
 //!   "error: no stack named 'NAME' found" if missing); `stack init NAME`;
 //!   `stack output --json [--show-secrets]` (secrets print `"[secret]"`
 //!   without `--show-secrets`); `cancel --yes` (removes the lock).
-//! - `preview` and `up` with `--event-log FILE` (an error unless
-//!   `PULUMI_DEBUG_COMMANDS=true`, as in the real CLI), `--save-plan FILE` /
-//!   `--plan FILE`, `--non-interactive`, `--yes`, `--skip-preview`,
-//!   `--stack`: they replay a real engine event log (JSON lines) into the
-//!   event log file, one event every `delay_ms`.
-//! - While an `up` runs, the stack is locked; a second `up` fails with the
-//!   real CLI's message ("the stack is currently locked by 1 lock(s)...").
-//! - SIGINT during `up` stops the replay, writes a cancel event and exits
-//!   255 with "error: update canceled", as the CLI does on ^C.
+//! - `preview`, `up`, `refresh` and `destroy [--preview-only]` with
+//!   `--event-log FILE` (an error unless `PULUMI_DEBUG_COMMANDS=true`, as in
+//!   the real CLI), `--save-plan FILE` / `--plan FILE`, `--non-interactive`,
+//!   `--yes`, `--skip-preview`, `--stack`: they replay a real engine event
+//!   log (JSON lines) into the event log file, one event every `delay_ms`.
+//! - While an `up`, `refresh` or `destroy` runs, the stack is locked; a
+//!   second one fails with the real CLI's message ("the stack is currently
+//!   locked by 1 lock(s)..."). Each finished one adds an update to the
+//!   stack's history (`stack history --json [--page-size N]`, newest first,
+//!   in the CLI's `updateInfoJSON` shape); a destroy clears the outputs.
+//! - `config --json [--show-secrets]` prints `{"ns:key": {"value", "secret"}}`
+//!   and, like the CLI, leaves secrets' values out without `--show-secrets`;
+//!   `config set KEY [VALUE] [--secret|--plaintext] [--path]` reads the
+//!   value from stdin when none is given (as the CLI does when
+//!   non-interactive). A bare key gets the project's namespace.
+//! - SIGINT during an operation stops the replay, writes a cancel event and
+//!   exits 255 with "error: update canceled", as the CLI does on ^C.
 //!
-//! Limits: no real resources, no config commands, no history, one project
-//! per directory; the project directory's `standin.json` chooses what runs:
-//! `{"preview": "<fixture>", "up": "<fixture>", "delay_ms": 10,
-//!   "outputs": {...}, "secret_outputs": ["name"], "malformed_line": 3}`.
-//! State lives under `PULUMI_BACKEND_URL` (`file://DIR`).
+//! Limits: no real resources, no encryption (secrets are stored in clear in
+//! the test's backend directory), one project per directory; the project
+//! directory's `standin.json` chooses what runs:
+//! `{"preview": "<fixture>", "up": "<fixture>", "refresh": "<fixture>",
+//!   "destroy": "<fixture>", "delay_ms": 10, "outputs": {...},
+//!   "secret_outputs": ["name"], "malformed_line": 3}`.
+//! State lives under `PULUMI_BACKEND_URL` (`file://DIR`), with every
+//! command line it was given appended to `DIR/command-lines.log`. No
+//! recorded refresh log is among the fixtures, so `refresh` replays
+//! whichever log `standin.json` names.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,6 +45,35 @@ use serde_json::{Value, json};
 fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
     std::process::exit(255);
+}
+
+/// Flags that take a value (the rest are switches).
+const VALUE_FLAGS: &[&str] = &[
+    "--stack",
+    "-s",
+    "--event-log",
+    "--plan",
+    "--save-plan",
+    "--page-size",
+    "--page",
+];
+
+/// The arguments that are not flags or flag values.
+fn positionals(args: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if a == "--" {
+            continue;
+        } else if VALUE_FLAGS.contains(&a.as_str()) {
+            skip = true;
+        } else if !a.starts_with('-') {
+            out.push(a.as_str());
+        }
+    }
+    out
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -124,7 +166,7 @@ async fn operation(op: &str, args: &[String]) {
         fail("unknown flag: --event-log");
     }
     let log = PathBuf::from(flag(args, "--event-log").unwrap_or_else(|| "/dev/null".into()));
-    let mut state = load_state();
+    let state = load_state();
     let stack = current_stack(args, &state);
     if state["stacks"].get(&stack).is_none() {
         fail(&format!("no stack named '{stack}' found"));
@@ -137,7 +179,8 @@ async fn operation(op: &str, args: &[String]) {
             .as_str()
             .unwrap_or_else(|| fail(&format!("standin.json has no {op} fixture"))),
     );
-    if op == "preview" {
+    let preview_only = op == "preview" || args.iter().any(|a| a == "--preview-only");
+    if preview_only {
         replay(&fixture, &log, delay, malformed).await;
         if let Some(plan) = flag(args, "--save-plan") {
             std::fs::write(
@@ -169,25 +212,112 @@ async fn operation(op: &str, args: &[String]) {
              or delete the lock file with `pulumi cancel`.",
         );
     }
+    let started = now();
     let finished = replay(&fixture, &log, delay, malformed).await;
     let _ = std::fs::remove_file(&lock);
     if !finished {
         fail("update canceled");
     }
-    state["stacks"][&stack]["outputs"] = sc["outputs"].clone();
-    state["stacks"][&stack]["secret_outputs"] = sc["secret_outputs"].clone();
+    let mut state = load_state();
+    let entry = &mut state["stacks"][&stack];
+    match op {
+        "up" => {
+            entry["outputs"] = sc["outputs"].clone();
+            entry["secret_outputs"] = sc["secret_outputs"].clone();
+        }
+        "destroy" => {
+            entry["outputs"] = json!({});
+            entry["secret_outputs"] = json!([]);
+        }
+        _ => {}
+    }
+    let version = entry["history"].as_array().map_or(0, Vec::len) + 1;
+    let kind = if op == "up" { "update" } else { op };
+    let update = json!({"version": version, "kind": kind, "startTime": started, "endTime": now(),
+        "message": "", "environment": {"exec.kind": "auto.local"},
+        "config": config_json(&entry["config"], args.iter().any(|a| a == "--show-secrets")),
+        "result": "succeeded", "resourceChanges": {}});
+    if !entry["history"].is_array() {
+        entry["history"] = json!([]);
+    }
+    entry["history"].as_array_mut().unwrap().insert(0, update);
+    save_state(&state);
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("@{secs}")
+}
+
+/// A stack's config as `config --json` prints it: secrets without their
+/// values unless `show_secrets`.
+fn config_json(config: &Value, show_secrets: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in config.as_object().into_iter().flatten() {
+        let secret = v["secret"].as_bool().unwrap_or(false);
+        let mut shown = json!({"secret": secret});
+        if !secret || show_secrets {
+            shown["value"] = v["value"].clone();
+        }
+        out.insert(k.clone(), shown);
+    }
+    Value::Object(out)
+}
+
+/// The project's name, from `Pulumi.yaml`.
+fn project_name() -> String {
+    std::fs::read_to_string("Pulumi.yaml")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("name:").map(|n| n.trim().to_owned()))
+        })
+        .unwrap_or_else(|| fail("no Pulumi project here (Pulumi.yaml missing)"))
+}
+
+fn config_set(args: &[String], key: &str, value: Option<&str>) {
+    use std::io::Read;
+    let value = match value {
+        Some(v) => v.to_owned(),
+        None => {
+            let mut v = String::new();
+            std::io::stdin().read_to_string(&mut v).unwrap();
+            v
+        }
+    };
+    let mut state = load_state();
+    let stack = current_stack(args, &state);
+    if state["stacks"].get(&stack).is_none() {
+        fail(&format!("no stack named '{stack}' found"));
+    }
+    let key = if key.contains(':') {
+        key.to_owned()
+    } else {
+        format!("{}:{key}", project_name())
+    };
+    let secret = args.iter().any(|a| a == "--secret");
+    state["stacks"][&stack]["config"][&key] = json!({"value": value, "secret": secret});
     save_state(&state);
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    match words.as_slice() {
+    // Every command line, so tests can check what reached the process list
+    // (values for `config set` must come on stdin, not here).
+    if let Ok(url) = std::env::var("PULUMI_BACKEND_URL")
+        && let Some(dir) = url.strip_prefix("file://")
+        && let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(dir).join("command-lines.log"))
+    {
+        let _ = writeln!(log, "{}", args.join(" "));
+    }
+    match positionals(&args).as_slice() {
         ["version", ..] => println!("v3.200.0-standin"),
         ["stack", "ls", ..] => {
             let state = load_state();
@@ -251,7 +381,35 @@ async fn main() {
             let state = load_state();
             let _ = std::fs::remove_file(lock_path(&current_stack(&args, &state)));
         }
-        [op @ ("preview" | "up"), ..] => operation(op, &args).await,
+        ["stack", "history", ..] => {
+            let state = load_state();
+            let stack = current_stack(&args, &state);
+            if state["stacks"].get(&stack).is_none() {
+                fail(&format!("no stack named '{stack}' found"));
+            }
+            let size = flag(&args, "--page-size")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            let history: Vec<Value> = state["stacks"][&stack]["history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(size)
+                .cloned()
+                .collect();
+            println!("{}", Value::Array(history));
+        }
+        ["config", "set", key, value @ ..] => config_set(&args, key, value.first().copied()),
+        ["config"] => {
+            let state = load_state();
+            let stack = current_stack(&args, &state);
+            if state["stacks"].get(&stack).is_none() {
+                fail(&format!("no stack named '{stack}' found"));
+            }
+            let show = args.iter().any(|a| a == "--show-secrets");
+            println!("{}", config_json(&state["stacks"][&stack]["config"], show));
+        }
+        [op @ ("preview" | "up" | "refresh" | "destroy"), ..] => operation(op, &args).await,
         _ => fail(&format!("unknown command: {}", args.join(" "))),
     }
 }
