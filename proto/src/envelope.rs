@@ -43,6 +43,11 @@ pub struct ToolRequest {
     /// Where to publish [`Progress`], if the caller wants progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_to: Option<String>,
+    /// Where to send an [`Elicit`] request (NATS request-reply) to ask the
+    /// person behind the caller a question; set only when the caller's
+    /// client can answer (MCP elicitation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elicit_to: Option<String>,
 }
 
 impl ToolRequest {
@@ -56,6 +61,7 @@ impl ToolRequest {
             timeout_ms,
             caller,
             progress_to: None,
+            elicit_to: None,
         }
     }
 }
@@ -317,6 +323,49 @@ pub struct Progress {
     /// A human-readable step description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A question for the person behind a call (MCP elicitation, form mode),
+/// sent by a worker as a NATS request to the call's `elicit_to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Elicit {
+    /// Protocol version.
+    pub v: u16,
+    /// The call this question belongs to.
+    pub id: Uuid,
+    /// What to ask, for people.
+    pub message: String,
+    /// The answer's shape: a flat JSON Schema object of primitive
+    /// properties, as MCP's `requestedSchema`.
+    pub schema: Value,
+}
+
+/// What the person did with an [`Elicit`], as MCP's `ElicitResult` action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElicitAction {
+    /// Answered; the answer is in `content`.
+    Accept,
+    /// Said no.
+    Decline,
+    /// Dismissed the question.
+    Cancel,
+}
+
+/// The reply to an [`Elicit`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElicitReply {
+    /// Protocol version.
+    pub v: u16,
+    /// What the person did; meaningless when `error` is set.
+    pub action: ElicitAction,
+    /// The answer, with `Accept`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    /// Why no one could be asked (the client went away, the question was
+    /// malformed, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
 }
 
 /// A request to stop a call, published to [`crate::subject::cancel`].

@@ -3,20 +3,29 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::{ClientConfig, Implementation, ProgressNotificationParam};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{
+    ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction, Implementation,
+    ProgressNotificationParam,
+};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::sync::watch;
 
-/// Records notifications: `list_changed` count and progress.
+/// Records notifications: `list_changed` count and progress. With
+/// [`Recorder::answering`], it also declares MCP elicitation and answers
+/// questions the way a person in Cursor would, recording what it was asked.
 #[derive(Clone)]
 pub struct Recorder {
     /// How many `notifications/tools/list_changed` arrived.
     pub list_changed: watch::Sender<usize>,
     /// Every progress notification, in arrival order.
     pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    /// Answers to give, in order; `None` means no elicitation capability.
+    pub answers: Option<Arc<Mutex<std::collections::VecDeque<ElicitResult>>>>,
+    /// The questions asked: message and requested schema.
+    pub asked: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
 }
 
 impl Default for Recorder {
@@ -24,16 +33,59 @@ impl Default for Recorder {
         Self {
             list_changed: watch::channel(0).0,
             progress: Default::default(),
+            answers: None,
+            asked: Default::default(),
+        }
+    }
+}
+
+impl Recorder {
+    /// A client that supports elicitation (form mode) and gives `answers`
+    /// in order (declining once they run out).
+    pub fn answering(answers: impl IntoIterator<Item = ElicitResult>) -> Self {
+        Self {
+            answers: Some(Arc::new(Mutex::new(answers.into_iter().collect()))),
+            ..Self::default()
         }
     }
 }
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
+        let capabilities = if self.answers.is_some() {
+            serde_json::from_value(serde_json::json!({"elicitation": {"form": {}}}))
+                .expect("elicitation capability")
+        } else {
+            Default::default()
+        };
         ClientConfig::new(
-            Default::default(),
+            capabilities,
             Implementation::new("sophia-test-client", "0.0.1"),
         )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        if let ElicitRequestParams::FormElicitationParams {
+            message,
+            requested_schema,
+            ..
+        } = &request
+        {
+            let schema = serde_json::to_value(requested_schema).unwrap_or_default();
+            self.asked
+                .lock()
+                .expect("asked lock")
+                .push((message.clone(), schema));
+        }
+        let next = self
+            .answers
+            .as_ref()
+            .and_then(|a| a.lock().expect("answers lock").pop_front());
+        Ok(next.unwrap_or_else(|| ElicitResult::new(ElicitationAction::Decline)))
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
@@ -63,13 +115,23 @@ pub async fn connect_http_with(
     token: &str,
     headers: HashMap<http::HeaderName, http::HeaderValue>,
 ) -> McpClient {
+    connect_http_as(url, token, headers, Recorder::default()).await
+}
+
+/// Connects with extra HTTP headers, as `recorder`.
+pub async fn connect_http_as(
+    url: &str,
+    token: &str,
+    headers: HashMap<http::HeaderName, http::HeaderValue>,
+    recorder: Recorder,
+) -> McpClient {
     crate::install_crypto();
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(url.to_owned())
             .auth_header(token.to_owned())
             .custom_headers(headers),
     );
-    Recorder::default()
+    recorder
         .serve(transport)
         .await
         .expect("MCP client connects and initializes")

@@ -148,6 +148,20 @@ impl Mesh {
         connect_http(&self.mcp_url(), TEST_TOKEN).await
     }
 
+    /// An MCP client that supports elicitation and gives `answers` in order.
+    pub async fn client_answering(
+        &self,
+        answers: impl IntoIterator<Item = rmcp::model::ElicitResult>,
+    ) -> McpClient {
+        crate::client::connect_http_as(
+            &self.mcp_url(),
+            TEST_TOKEN,
+            Default::default(),
+            crate::client::Recorder::answering(answers),
+        )
+        .await
+    }
+
     /// A plain NATS client on the mesh's server.
     pub async fn nats_client(&self) -> async_nats::Client {
         async_nats::connect(self.nats.url())

@@ -29,6 +29,35 @@ pub fn whoami_worker(label: &str) -> Worker {
     )
 }
 
+/// A worker whose `ask` tool asks the person `question` with the schema
+/// given in its arguments, and answers with what they said.
+pub fn asking_worker() -> Worker {
+    Worker::new("asking-worker", "1.0.0").tool(
+        Tool::new(
+            "ask",
+            Category::CodeGeneration,
+            "Asks the person a question and returns the answer.",
+        )
+        .input_schema(json!({
+            "type": "object",
+            "properties": {"question": {"type": "string"}, "schema": {"type": "object"}},
+            "required": ["question", "schema"]
+        }))
+        .handler(|call| async move {
+            let question = call.args["question"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let answer = call.elicit(question, call.args["schema"].clone()).await?;
+            Ok(ToolOutput::json(match answer {
+                sophia_kit::Answer::Accepted(content) => json!({"accepted": content}),
+                sophia_kit::Answer::Declined => json!({"declined": true}),
+                sophia_kit::Answer::Cancelled => json!({"cancelled": true}),
+            }))
+        }),
+    )
+}
+
 /// A worker with `count_steps`: reports `steps` progress messages, then answers.
 pub fn progress_worker() -> Worker {
     Worker::new("progress-worker", "1.0.0").tool(

@@ -8,7 +8,8 @@ use rmcp::service::PeerRequestOptions;
 use serde_json::json;
 use sophia_tests::tools::{WAIT, call, call_with_progress, text_of, wait_for_tool};
 use sophia_tests::workers::{
-    CancelProbe, big_result_worker, cancellable_worker, pattern, progress_worker, whoami_worker,
+    CancelProbe, asking_worker, big_result_worker, cancellable_worker, pattern, progress_worker,
+    whoami_worker,
 };
 use sophia_tests::{Mesh, eventually};
 
@@ -150,4 +151,57 @@ async fn offloaded_payloads_are_removed_once_collected() {
         (live == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_worker_can_ask_the_person_a_question_through_mcp_elicitation() {
+    use rmcp::model::{ElicitResult, ElicitationAction};
+    let mut mesh = Mesh::start().await;
+    mesh.worker(asking_worker()).await;
+    let schema =
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let args = json!({"question": "Which branch?", "schema": schema});
+
+    let answering = mesh
+        .client_answering([
+            ElicitResult::new(ElicitationAction::Accept).with_content(json!({"name": "main"})),
+            ElicitResult::new(ElicitationAction::Decline),
+        ])
+        .await;
+    wait_for_tool(&answering, "ask").await;
+    let r = call(&answering, "ask", args.clone()).await;
+    assert_eq!(
+        r.structured_content,
+        Some(json!({"accepted": {"name": "main"}}))
+    );
+    let r = call(&answering, "ask", args.clone()).await;
+    assert_eq!(r.structured_content, Some(json!({"declined": true})));
+    let asked = answering.service().asked.lock().unwrap().clone();
+    assert_eq!(asked[0].0, "Which branch?");
+    assert_eq!(asked[0].1["properties"]["name"]["type"], "string");
+
+    // A question MCP cannot carry (nested objects) is refused, not sent.
+    let nested = json!({"question": "?", "schema": {"type": "object",
+        "properties": {"deep": {"type": "object", "properties": {}}}}});
+    let r = call(&answering, "ask", nested).await;
+    assert_eq!(
+        sophia_tests::tools::error_code(&r).as_deref(),
+        Some("invalid_arguments"),
+        "{}",
+        text_of(&r)
+    );
+    assert_eq!(answering.service().asked.lock().unwrap().len(), 2);
+
+    // A client without elicitation: the worker is told it cannot ask.
+    let plain = mesh.client().await;
+    let r = call(&plain, "ask", args).await;
+    assert_eq!(
+        sophia_tests::tools::error_code(&r).as_deref(),
+        Some("unavailable")
+    );
+    assert!(
+        text_of(&r).contains("cannot answer questions"),
+        "{}",
+        text_of(&r)
+    );
 }

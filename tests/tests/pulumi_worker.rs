@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pulumi_worker::jobs::JobStore;
 use pulumi_worker::{Cli, PulumiArgs};
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
 use sophia_kit::WorkerHandle;
 use sophia_tests::tools::{WAIT, call, error_code, text_of, wait_for_tool};
@@ -395,12 +395,21 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
         )
     });
     let _guard = stop.drop_guard();
-    let client = connected(&mesh).await;
+    let client = mesh.client_answering([accept(true)]).await;
+    wait_for_tool(&client, "pulumi_up").await;
     let id = preview(&client).await;
     let up = up(&client, &id).await;
     assert_eq!(structured(&up)["state"], "succeeded", "{}", text_of(&up));
     let job = call(&client, "pulumi_job", json!({"job_id": id})).await;
     assert_eq!(structured(&job)["state"], "succeeded");
+    // A question to the person and its answer cross the bus too.
+    let destroyed = call(&client, "pulumi_destroy", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&destroyed)["state"],
+        "succeeded",
+        "{}",
+        text_of(&destroyed)
+    );
 }
 
 #[tokio::test]
@@ -680,4 +689,78 @@ async fn engine_events_reach_the_client_as_mcp_progress() {
         lines.iter().all(|l| !l.contains("hunter2")),
         "no secrets in progress"
     );
+}
+
+fn accept(confirm: bool) -> ElicitResult {
+    ElicitResult::new(ElicitationAction::Accept).with_content(json!({ "confirm": confirm }))
+}
+
+#[tokio::test]
+async fn a_client_with_elicitation_is_asked_to_confirm_instead_of_passing_a_preview_id() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = mesh.client_answering([accept(true), accept(true)]).await;
+    wait_for_tool(&client, "pulumi_up").await;
+
+    let r = call(&client, "pulumi_up", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&r)["message"],
+        "update done: 1 create, 5 same",
+        "{}",
+        text_of(&r)
+    );
+    let asked = client.service().asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0]
+            .0
+            .starts_with("Apply these changes to app/dev? The preview shows: 1 create, 5 same"),
+        "{}",
+        asked[0].0
+    );
+    assert_eq!(asked[0].1["properties"]["confirm"]["type"], "boolean");
+
+    let r = call(&client, "pulumi_destroy", json!({"stack": "dev"})).await;
+    assert_eq!(
+        structured(&r)["message"],
+        "destroy done: 3 delete, 1 same",
+        "{}",
+        text_of(&r)
+    );
+    let asked = client.service().asked.lock().unwrap().clone();
+    assert!(
+        asked[1].0.starts_with("Destroy every resource of app/dev?"),
+        "{}",
+        asked[1].0
+    );
+}
+
+#[tokio::test]
+async fn a_person_who_does_not_confirm_changes_nothing() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = mesh
+        .client_answering([
+            ElicitResult::new(ElicitationAction::Decline),
+            accept(false),
+            ElicitResult::new(ElicitationAction::Cancel),
+        ])
+        .await;
+    wait_for_tool(&client, "pulumi_up").await;
+    for expected in ["did not confirm", "did not confirm", "dismissed"] {
+        let r = call(&client, "pulumi_up", json!({"stack": "dev"})).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("cancelled"),
+            "{}",
+            text_of(&r)
+        );
+        assert!(text_of(&r).contains(expected), "{}", text_of(&r));
+    }
+    assert_eq!(client.service().asked.lock().unwrap().len(), 3);
+    let history = call(&client, "pulumi_history", json!({"stack": "dev"})).await;
+    assert_eq!(structured(&history)["updates"], json!([]), "no update ran");
+    assert!(!setup.command_lines().contains("up --yes"));
 }

@@ -17,13 +17,18 @@ use rmcp::model::{
     InitializeRequestParams, InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
+use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::service::ElicitationMode;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{Value, json};
-use sophia_proto::{Caller, Content, ErrorCode, Progress, ToolOutput, headers};
+use sophia_proto::{
+    Caller, Content, ElicitAction, ElicitReply, ErrorCode, Progress, ToolOutput, WireError, headers,
+};
+use tokio::sync::mpsc;
 
 use crate::registry::Registry;
-use sophia_kit::bus::{Bus, CallError, CallSpec, ProgressRoute};
+use sophia_kit::bus::{Bus, CallError, CallSpec, ProgressRoute, Question};
 use sophia_kit::metrics::ToolCallMetrics;
 
 /// The authenticated principal of an HTTP request, put in the request's
@@ -228,6 +233,63 @@ fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
     }
 }
 
+async fn next_question(questions: &mut Option<mpsc::Receiver<Question>>) -> Option<Question> {
+    match questions {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts a worker's question to the MCP client (elicitation, form mode) and
+/// sends the answer back to the worker.
+async fn ask(peer: Peer<RoleServer>, question: Question, timeout: Duration) {
+    let schema = match question.elicit.schema.as_object().cloned() {
+        Some(object) => ElicitationSchema::from_json_schema(object).map_err(|e| e.to_string()),
+        None => Err("the schema is not a JSON object".to_owned()),
+    };
+    let schema = match schema {
+        Ok(s) => s,
+        Err(why) => {
+            return question
+                .fail(WireError::invalid_arguments(format!(
+                    "the question's schema is not one MCP elicitation allows (a flat object of \
+                     primitive properties): {why}"
+                )))
+                .await;
+        }
+    };
+    let params = ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: question.elicit.message.clone(),
+        requested_schema: schema,
+    };
+    let reply = match peer
+        .create_elicitation_with_timeout(params, Some(timeout))
+        .await
+    {
+        Ok(result) => ElicitReply {
+            v: sophia_proto::PROTOCOL_VERSION,
+            action: match result.action {
+                ElicitationAction::Accept => ElicitAction::Accept,
+                ElicitationAction::Decline => ElicitAction::Decline,
+                // `Cancel`, and whatever later protocol versions add.
+                _ => ElicitAction::Cancel,
+            },
+            content: result.content,
+            error: None,
+        },
+        Err(e) => {
+            return question
+                .fail(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!("the client did not answer the question: {e}"),
+                ))
+                .await;
+        }
+    };
+    question.answer(reply).await
+}
+
 async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
     match route {
         Some(r) => r.next().await,
@@ -327,7 +389,18 @@ impl ServerHandler for McpGateway {
             .unwrap_or(self.inner.limits.default_timeout)
             .min(self.inner.limits.max_timeout);
         let token = context.meta.get_progress_token();
-        let mut route = token.as_ref().map(|_| self.inner.bus.progress_route());
+        // A client that can answer questions gets a route for them (and
+        // for progress, if it asked for that too).
+        let can_ask = context
+            .peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form);
+        let mut route = if can_ask {
+            Some(self.inner.bus.route_with_questions())
+        } else {
+            token.as_ref().map(|_| self.inner.bus.progress_route())
+        };
+        let mut questions = route.as_mut().and_then(ProgressRoute::take_questions);
         let call_spec = CallSpec {
             tool: &spec.name,
             category: spec.category,
@@ -338,16 +411,22 @@ impl ServerHandler for McpGateway {
             trace: trace_context(&context),
         };
         let _in_flight = self.inner.metrics.in_flight(spec);
-        let call = self
-            .inner
-            .bus
-            .call(call_spec, route.as_ref().map(|r| r.id), &context.ct);
+        let call = self.inner.bus.call(
+            call_spec,
+            route.as_ref().map(sophia_kit::bus::ProgressRoute::target),
+            &context.ct,
+        );
         tokio::pin!(call);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut call => break outcome,
                 Some(p) = next_progress(&mut route) => {
                     if let Some(t) = &token { relay(&context.peer, t, p).await }
+                }
+                Some(q) = next_question(&mut questions) => {
+                    // Answered on the side: the person may take a while,
+                    // and progress and cancellation must go on meanwhile.
+                    tokio::spawn(ask(context.peer.clone(), q, timeout));
                 }
             }
         };

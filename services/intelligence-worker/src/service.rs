@@ -287,7 +287,11 @@ async fn forward(call: &Call, router: &Router, op: &'static str) -> Result<ToolO
         trace: call.trace.clone(),
     };
     let cancel = call.cancellation();
-    let pending = bus.call(spec, route.as_ref().map(|r| r.id), &cancel);
+    let pending = bus.call(
+        spec,
+        route.as_ref().map(sophia_kit::bus::ProgressRoute::target),
+        &cancel,
+    );
     tokio::pin!(pending);
     let outcome = loop {
         tokio::select! {

@@ -15,8 +15,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use sophia_proto::payload::PayloadStore;
 use sophia_proto::{
-    Caller, Cancel, Category, ErrorCode, PROTOCOL_VERSION, Progress, ToolOutput, ToolRequest,
-    ToolResponse, WireError, headers, subject,
+    Caller, Cancel, Category, Elicit, ElicitAction, ElicitReply, ErrorCode, PROTOCOL_VERSION,
+    Progress, ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,52 @@ pub struct Reply {
 }
 
 type ProgressRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Progress>>>>;
+type QuestionRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Question>>>>;
+
+/// A worker's question for the person behind a call (MCP elicitation),
+/// waiting for an answer.
+#[derive(Debug)]
+pub struct Question {
+    /// What the worker asks.
+    pub elicit: Elicit,
+    reply: Option<async_nats::Subject>,
+    client: async_nats::Client,
+}
+
+impl Question {
+    /// Sends the answer back to the worker.
+    pub async fn answer(self, reply: ElicitReply) {
+        let Some(to) = self.reply else { return };
+        match sophia_proto::encode(&reply) {
+            Ok(bytes) => {
+                if let Err(e) = self.client.publish(to, bytes.into()).await {
+                    tracing::debug!(cause = %e, "could not send an answer to the worker");
+                }
+            }
+            Err(e) => tracing::warn!(cause = %e, "could not encode an answer"),
+        }
+    }
+
+    /// Answers with an error: the person could not be asked.
+    pub async fn fail(self, error: WireError) {
+        self.answer(ElicitReply {
+            v: PROTOCOL_VERSION,
+            action: ElicitAction::Cancel,
+            content: None,
+            error: Some(error),
+        })
+        .await
+    }
+}
+
+/// What [`Bus::call`] needs of a route: where progress and questions go.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTarget {
+    /// The request id.
+    pub id: Uuid,
+    /// The route takes questions.
+    pub questions: bool,
+}
 
 /// A caller's connection to the bus, shared by all its calls.
 #[derive(Clone)]
@@ -106,6 +152,7 @@ pub struct Bus {
     payloads: PayloadStore,
     instance: String,
     routes: ProgressRoutes,
+    questions: QuestionRoutes,
 }
 
 /// One call to make.
@@ -159,11 +206,58 @@ impl Bus {
                 }
             }
         });
+        let questions: QuestionRoutes = Default::default();
+        let mut asked = client.subscribe(subject::elicit_inbox(&instance)).await?;
+        let (q, c) = (questions.clone(), client.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = asked.next().await {
+                let elicit = match sophia_proto::decode::<Elicit>(&msg.payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let question = Question {
+                            elicit: Elicit {
+                                v: PROTOCOL_VERSION,
+                                id: Uuid::nil(),
+                                message: String::new(),
+                                schema: Value::Null,
+                            },
+                            reply: msg.reply,
+                            client: c.clone(),
+                        };
+                        question
+                            .fail(WireError::invalid_arguments(format!(
+                                "a malformed question: {e}"
+                            )))
+                            .await;
+                        continue;
+                    }
+                };
+                let tx = q.lock().expect("question routes").get(&elicit.id).cloned();
+                let question = Question {
+                    elicit,
+                    reply: msg.reply,
+                    client: c.clone(),
+                };
+                let refused = match tx {
+                    Some(tx) => tx.try_send(question).err().map(|e| e.into_inner()),
+                    None => Some(question),
+                };
+                if let Some(question) = refused {
+                    question
+                        .fail(WireError::new(
+                            ErrorCode::Unavailable,
+                            "the call is over, or its client cannot answer questions",
+                        ))
+                        .await;
+                }
+            }
+        });
         Ok(Self {
             payloads: PayloadStore::new(client.clone()).with_max_bytes(max_payload_bytes),
             client,
             instance,
             routes,
+            questions,
         })
     }
 
@@ -188,15 +282,33 @@ impl Bus {
             rx,
             received: 0,
             routes: self.routes.clone(),
+            question_routes: None,
+            question_rx: None,
         }
     }
 
-    /// Makes one call. With `progress`, the worker publishes progress to that
-    /// route; `cancel` stops the call here and on the worker.
+    /// A route that also carries the worker's questions for the person
+    /// behind the call (read them with [`ProgressRoute::next_question`]).
+    /// Open it only when the caller's client can answer them.
+    pub fn route_with_questions(&self) -> ProgressRoute {
+        let mut route = self.progress_route();
+        let (tx, rx) = mpsc::channel(4);
+        self.questions
+            .lock()
+            .expect("question routes")
+            .insert(route.id, tx);
+        route.question_routes = Some(self.questions.clone());
+        route.question_rx = Some(rx);
+        route
+    }
+
+    /// Makes one call. With a `route`, the worker publishes progress to it
+    /// (and may ask questions through it); `cancel` stops the call here and
+    /// on the worker.
     pub async fn call(
         &self,
         spec: CallSpec<'_>,
-        progress: Option<Uuid>,
+        route: Option<RouteTarget>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
         if !self.is_up() {
@@ -208,9 +320,12 @@ impl Bus {
             spec.timeout.as_millis() as u64,
             spec.caller,
         );
-        if let Some(route) = progress {
-            request.id = route;
-            request.progress_to = Some(subject::progress(&self.instance, route));
+        if let Some(route) = route {
+            request.id = route.id;
+            request.progress_to = Some(subject::progress(&self.instance, route.id));
+            if route.questions {
+                request.elicit_to = Some(subject::elicit(&self.instance, route.id));
+            }
         }
         let id = request.id;
         let mut hdrs = headers::Context {
@@ -316,9 +431,25 @@ pub struct ProgressRoute {
     rx: mpsc::Receiver<Progress>,
     received: u64,
     routes: ProgressRoutes,
+    question_routes: Option<QuestionRoutes>,
+    question_rx: Option<mpsc::Receiver<Question>>,
 }
 
 impl ProgressRoute {
+    /// What to pass to [`Bus::call`].
+    pub fn target(&self) -> RouteTarget {
+        RouteTarget {
+            id: self.id,
+            questions: self.question_routes.is_some(),
+        }
+    }
+
+    /// The worker's questions, to read alongside progress; `None` on a
+    /// route without questions (or once taken).
+    pub fn take_questions(&mut self) -> Option<mpsc::Receiver<Question>> {
+        self.question_rx.take()
+    }
+
     /// The next progress message.
     pub async fn next(&mut self) -> Option<Progress> {
         let p = self.rx.recv().await;
@@ -348,5 +479,8 @@ impl Drop for ProgressRoute {
             .lock()
             .expect("progress routes")
             .remove(&self.id);
+        if let Some(routes) = &self.question_routes {
+            routes.lock().expect("question routes").remove(&self.id);
+        }
     }
 }

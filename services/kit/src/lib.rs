@@ -25,7 +25,7 @@ pub mod tool;
 pub mod worker;
 
 pub use sophia_proto::{Category, Content, ErrorCode, ToolOutput, WireError};
-pub use tool::{Call, Tool, ToolResult};
+pub use tool::{Answer, Call, Tool, ToolResult};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 use std::net::SocketAddr;

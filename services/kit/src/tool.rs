@@ -181,6 +181,18 @@ pub struct Call {
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) progress_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) bus: crate::bus::Bus,
+    pub(crate) elicit_to: Option<String>,
+}
+
+/// The person's answer to [`Call::elicit`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// They answered; the content fits the requested schema.
+    Accepted(Value),
+    /// They said no.
+    Declined,
+    /// They dismissed the question.
+    Cancelled,
 }
 
 impl Call {
@@ -244,6 +256,72 @@ impl Call {
     /// with progress, cancellation and large payloads handled.
     pub fn bus(&self) -> &crate::bus::Bus {
         &self.bus
+    }
+
+    /// Whether the person behind the call can be asked questions (their MCP
+    /// client supports elicitation).
+    pub fn can_elicit(&self) -> bool {
+        self.elicit_to.is_some()
+    }
+
+    /// Asks the person behind the call a question (MCP elicitation, form
+    /// mode) and waits for the answer, at most until the call's deadline.
+    /// `schema` is a flat JSON Schema object of primitive properties.
+    /// Errors: `unavailable` when the client cannot be asked, `timeout` when
+    /// no answer came in time, `cancelled` when the call was cancelled.
+    pub async fn elicit(
+        &self,
+        message: impl Into<String>,
+        schema: Value,
+    ) -> Result<Answer, WireError> {
+        use sophia_proto::{ElicitAction, ElicitReply, ErrorCode};
+        let Some(subject) = &self.elicit_to else {
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                "the caller's client cannot answer questions (no MCP elicitation)",
+            ));
+        };
+        let question = sophia_proto::Elicit {
+            v: sophia_proto::PROTOCOL_VERSION,
+            id: self.id,
+            message: message.into(),
+            schema,
+        };
+        let bytes =
+            sophia_proto::encode(&question).map_err(|e| WireError::internal(e.to_string()))?;
+        let ask = self.bus.client().send_request(
+            subject.clone(),
+            async_nats::Request::new()
+                .payload(bytes.into())
+                .timeout(Some(self.remaining())),
+        );
+        let reply = tokio::select! {
+            r = ask => r,
+            _ = self.cancelled() => {
+                return Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled while waiting for an answer"));
+            }
+        };
+        let msg = reply.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::TimedOut => WireError::new(
+                ErrorCode::Timeout,
+                "no answer to the question before the call's deadline",
+            ),
+            _ => WireError::new(
+                ErrorCode::Unavailable,
+                format!("could not ask the caller: {e}"),
+            ),
+        })?;
+        let reply: ElicitReply = sophia_proto::decode(&msg.payload).map_err(|e| {
+            WireError::new(ErrorCode::Unavailable, format!("a malformed answer: {e}"))
+        })?;
+        if let Some(e) = reply.error {
+            return Err(e);
+        }
+        Ok(match reply.action {
+            ElicitAction::Accept => Answer::Accepted(reply.content.unwrap_or(Value::Null)),
+            ElicitAction::Decline => Answer::Declined,
+            ElicitAction::Cancel => Answer::Cancelled,
+        })
     }
 
     /// Time left before the deadline.

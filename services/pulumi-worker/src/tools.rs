@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
 use serde_json::{Value, json};
-use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, WireError, Worker};
+use sophia_kit::{Answer, Call, Category, ErrorCode, Tool, ToolOutput, WireError, Worker};
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -273,13 +273,15 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
     });
     let c = ctx.clone();
     let mut up_schema = project_stack.clone();
-    up_schema["properties"]["preview_id"] = json!({"type": "string", "description": "The id pulumi_preview returned; confirms the changes it showed"});
-    up_schema["required"] = json!(["stack", "preview_id"]);
+    up_schema["properties"]["preview_id"] = json!({"type": "string", "description": "The id pulumi_preview returned; confirms the changes it showed. Without it, a client with MCP elicitation is shown a fresh preview and asked to confirm"});
+    up_schema["required"] = json!(["stack"]);
     let up = Tool::new(
         "pulumi_up",
         Category::Infrastructure,
         "Applies exactly the changes of a preview the person has seen (its preview_id), as a durable \
-         job. Returns the result, or the job id if it is still running (see pulumi_job).",
+         job; without a preview_id, a client with MCP elicitation is shown a fresh preview and \
+         asked to confirm. Returns the result, or the job id if it is still running (see \
+         pulumi_job).",
     )
     .input_schema(up_schema.clone())
     .destructive()
@@ -292,7 +294,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
     let c = ctx.clone();
     let mut destroy_schema = up_schema.clone();
     destroy_schema["properties"]["preview_id"] = json!({"type": "string",
-        "description": "The id pulumi_preview (operation=destroy) returned; confirms the deletions it showed"});
+        "description": "The id pulumi_preview (operation=destroy) returned; confirms the deletions it showed. Without it, a client with MCP elicitation is shown a fresh destroy preview and asked to confirm"});
     let destroy = Tool::new(
         "pulumi_destroy",
         Category::Infrastructure,
@@ -586,7 +588,6 @@ async fn relay_operation(
 }
 
 async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let kind = match call.args["operation"].as_str() {
         None | Some("up") => Kind::Update,
         Some("destroy") => Kind::Destroy,
@@ -596,6 +597,70 @@ async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
             )));
         }
     };
+    preview(c, call, kind).await
+}
+
+/// The preview to apply: the caller's `preview_id`, or, when the caller
+/// gave none and its client supports MCP elicitation, a fresh preview the
+/// person is shown and confirms.
+async fn confirmed_preview(c: &Ctx, call: &Call, kind: Kind) -> Result<String, WireError> {
+    if call.args.get("preview_id").is_some_and(|p| !p.is_null()) {
+        return name(call, "preview_id");
+    }
+    let verb = if kind == Kind::Destroy {
+        "destroy"
+    } else {
+        "up"
+    };
+    if !call.can_elicit() {
+        return Err(WireError::invalid_arguments(format!(
+            "`preview_id` is required: run pulumi_preview with operation={verb:?}, show its changes \
+             to the person, and pass the preview_id it returns (a client with MCP elicitation is \
+             asked directly instead)"
+        )));
+    }
+    let shown = preview(c, call, kind).await?;
+    let structured = shown.structured.clone().unwrap_or_default();
+    let id = structured["preview_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let changes: Vec<String> = structured["summary"]["resource_changes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    let question = format!(
+        "{} {}/{}? The preview shows: {}. Nothing else will be changed.",
+        if kind == Kind::Destroy {
+            "Destroy every resource of"
+        } else {
+            "Apply these changes to"
+        },
+        structured["project"].as_str().unwrap_or("?"),
+        structured["stack"].as_str().unwrap_or("?"),
+        changes.join(", ")
+    );
+    let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
+        "title": if kind == Kind::Destroy { "Destroy" } else { "Apply" },
+        "description": format!("Run {} with preview {id}", kind.apply_tool())}},
+        "required": ["confirm"]});
+    match call.elicit(question, schema).await? {
+        Answer::Accepted(a) if a["confirm"] == json!(true) => Ok(id),
+        Answer::Cancelled => Err(WireError::new(
+            ErrorCode::Cancelled,
+            format!("the question was dismissed, so nothing was changed (preview {id})"),
+        )),
+        _ => Err(WireError::new(
+            ErrorCode::Cancelled,
+            format!("the person did not confirm, so nothing was changed (preview {id})"),
+        )),
+    }
+}
+
+async fn preview(c: &Ctx, call: &Call, kind: Kind) -> Result<ToolOutput, WireError> {
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
     c.cli
         .select_or_create(&dir, &stack)
@@ -715,12 +780,9 @@ struct JobSpec {
 }
 
 async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack, preview_id) = (
-        c.project(call)?,
-        name(call, "stack")?,
-        name(call, "preview_id")?,
-    );
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
+    let preview_id = confirmed_preview(c, call, Kind::Update).await?;
     let record = load_preview(c, &project, &stack, &preview_id, Kind::Update).await?;
     let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
     let plan = tmp.path().join("plan.json");
@@ -740,12 +802,9 @@ async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
 }
 
 async fn run_destroy(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack, preview_id) = (
-        c.project(call)?,
-        name(call, "stack")?,
-        name(call, "preview_id")?,
-    );
+    let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
+    let preview_id = confirmed_preview(c, call, Kind::Destroy).await?;
     let record = load_preview(c, &project, &stack, &preview_id, Kind::Destroy).await?;
     let spec = JobSpec {
         id: preview_id,
