@@ -46,15 +46,20 @@ pub enum Category {
     /// Model inference offered as tools (chat, embeddings, model list). Not
     /// an agent category: agents use the [`inference`] subjects directly.
     Inference,
+    /// The agent runtime's front door: creating, running, confirming and
+    /// listing agents. Every agno-worker replica serves it; the runs
+    /// themselves are forwarded to the agent's own category.
+    Agents,
 }
 
 impl Category {
     /// Every category, in their canonical order.
-    pub const ALL: [Category; 4] = [
+    pub const ALL: [Category; 5] = [
         Category::BusinessIntelligence,
         Category::Infrastructure,
         Category::CodeGeneration,
         Category::Inference,
+        Category::Agents,
     ];
 
     /// The agent categories (agents are created in these).
@@ -71,6 +76,7 @@ impl Category {
             Category::Infrastructure => "infrastructure",
             Category::CodeGeneration => "code_generation",
             Category::Inference => "inference",
+            Category::Agents => "agents",
         }
     }
 }
@@ -84,7 +90,7 @@ impl fmt::Display for Category {
 /// A category name that is not one of [`Category::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown category {0:?}: expected one of business_intelligence, infrastructure, code_generation, inference"
+    "unknown category {0:?}: expected one of business_intelligence, infrastructure, code_generation, inference, agents"
 )]
 pub struct UnknownCategory(pub String);
 

@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod intelligence;
 pub mod mesh;
 pub mod nats;
 pub mod openai;
+pub mod pulumi;
 pub mod raw;
 pub mod tools;
 pub mod workers;

@@ -36,6 +36,28 @@ pub enum Behavior {
     CutOff,
     /// Answers with two tool calls (streamed in interleaved fragments).
     ToolCalls,
+    /// Answers with one call of tool `name`, its arguments as given (a JSON
+    /// text, or anything else, to play a model that gets them wrong).
+    /// `$preview_id` in the arguments becomes the `preview_id` found in the
+    /// latest tool result, as a model would copy it.
+    CallTool {
+        /// The tool.
+        name: String,
+        /// The arguments text.
+        arguments: String,
+    },
+    /// Answers with this text.
+    Say(String),
+}
+
+impl Behavior {
+    /// A call of `name` with `arguments` (serialized as the model would).
+    pub fn call_tool(name: &str, arguments: serde_json::Value) -> Self {
+        Behavior::CallTool {
+            name: name.into(),
+            arguments: arguments.to_string(),
+        }
+    }
 }
 
 /// One request the stand-in received.
@@ -118,6 +140,20 @@ fn next(inner: &Arc<Mutex<Inner>>, path: &str, headers: &HeaderMap, body: Value)
         .unwrap_or(Behavior::Ok)
 }
 
+/// The `preview_id` in the latest tool message, if any.
+fn latest_preview_id(body: &Value) -> Option<String> {
+    let content = body["messages"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")?["content"]
+        .as_str()?
+        .to_owned();
+    let start = content.find("\"preview_id\":\"")? + "\"preview_id\":\"".len();
+    let len = content[start..].find('"')?;
+    Some(content[start..start + len].to_owned())
+}
+
 fn last_user_message(body: &Value) -> String {
     body["messages"]
         .as_array()
@@ -186,6 +222,14 @@ async fn chat(
             chunk(&model, json!({"content": "answer"}), None),
         ]),
         Behavior::ToolCalls => tool_calls(&model, stream, &prompt),
+        Behavior::CallTool { name, arguments } => {
+            let arguments = match latest_preview_id(&body) {
+                Some(id) => arguments.replace("$preview_id", &id),
+                None => arguments,
+            };
+            one_tool_call(&model, stream, &prompt, &name, &arguments)
+        }
+        Behavior::Say(text) => answer(&model, stream, &prompt, &text),
         Behavior::Ok => answer(&model, stream, &prompt, &reply),
     }
 }
@@ -220,6 +264,37 @@ fn answer(model: &str, stream: bool, prompt: &str, reply: &str) -> Response {
     );
     events.push("[DONE]".into());
     sse(events)
+}
+
+fn one_tool_call(model: &str, stream: bool, prompt: &str, name: &str, arguments: &str) -> Response {
+    // Ids differ per response, as a model's do.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = format!(
+        "call_{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    if !stream {
+        return axum::Json(json!({
+            "id": "chatcmpl-standin", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": usage(prompt, "x x x"),
+        }))
+        .into_response();
+    }
+    sse(vec![
+        chunk(
+            model,
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments}}]}),
+            None,
+        ),
+        chunk(model, json!({}), Some("tool_calls")),
+        json!({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model,
+            "choices": [], "usage": usage(prompt, "x x x")})
+        .to_string(),
+        "[DONE]".into(),
+    ])
 }
 
 fn tool_calls(model: &str, stream: bool, prompt: &str) -> Response {

@@ -2,68 +2,16 @@
 //! replicas that serve the model, MCP tools through the gateway stream and
 //! account usage, and an unconfigured worker says what to set.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use intelligence_worker::{Cli, InferenceArgs};
 use serde_json::{Value, json};
-use sophia_kit::WorkerHandle;
 use sophia_kit::bus::{Bus, CallSpec};
 use sophia_proto::{Caller, Category, headers, subject};
+use sophia_tests::intelligence::replica;
 use sophia_tests::openai::StandIn;
 use sophia_tests::tools::{WAIT, call, call_with_progress, error_code, text_of, wait_for_tool};
 use sophia_tests::{Mesh, eventually};
-use tokio_util::sync::{CancellationToken, DropGuard};
-
-struct Replica {
-    handle: WorkerHandle,
-    _stop: DropGuard,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts an intelligence replica whose only provider is `standin`, serving
-/// it as `alias` (or with no config at all, probing `ollama_url`).
-async fn replica(mesh: &Mesh, provider: Option<(&StandIn, &str)>, ollama_url: &str) -> Replica {
-    let dir = tempfile::tempdir().unwrap();
-    let config: Option<PathBuf> = provider.map(|(standin, alias)| {
-        let path = dir.path().join("intelligence.toml");
-        std::fs::write(
-            &path,
-            format!(
-                r#"
-                [[providers]]
-                name = "p-{alias}"
-                base_url = "{}"
-                [aliases.{alias}]
-                targets = [{{ provider = "p-{alias}", model = "{alias}-model" }}]
-                [prices."{alias}-model"]
-                input_per_million = 1.0
-                output_per_million = 2.0
-                "#,
-                standin.base_url
-            ),
-        )
-        .unwrap();
-        path
-    });
-    let cli = Cli {
-        worker: mesh.worker_config(),
-        inference: InferenceArgs {
-            config,
-            ollama_url: ollama_url.to_owned(),
-            max_prompt_bytes: 4096,
-        },
-    };
-    let stop = CancellationToken::new();
-    let handle = intelligence_worker::run(cli, stop.clone())
-        .await
-        .expect("replica starts");
-    Replica {
-        handle,
-        _stop: stop.drop_guard(),
-        _dir: dir,
-    }
-}
+use tokio_util::sync::CancellationToken;
 
 const NO_OLLAMA: &str = "http://127.0.0.1:9/v1";
 

@@ -1,18 +1,98 @@
-//! `agno-worker`: agent runtime (issue: agno-worker).
+//! `agno-worker`: an agent runtime on the bus, in the spirit of Agno.
 //!
-//! This crate is the worker's skeleton: it joins the mesh as a NATS micro
-//! service with health, readiness and metrics, but offers **no tools yet**.
-//! Its capabilities are built in their own issue; until then it announces an
-//! empty tool list, so gateways list nothing for it.
+//! # Layout
+//! - [`templates`]: agent templates, built in or from a TOML file.
+//! - [`agent`]: agents, cheap to create (a shared template, an id, a time).
+//! - [`directory`]: the mesh's tools, from workers' announcements.
+//! - [`store`]: agents, sessions, pending actions and runs on JetStream KV.
+//! - [`runner`]: the agent loop (model → tools → model ...).
+//! - [`tools`]: the MCP tools.
+//!
+//! See `docs/agents.md`.
 #![forbid(unsafe_code)]
 
-use sophia_kit::Worker;
+pub mod agent;
+pub mod directory;
+pub mod runner;
+pub mod store;
+pub mod templates;
+pub mod tools;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sophia_kit::{Category, KitError, WorkerConfig, WorkerHandle};
+use tokio_util::sync::CancellationToken;
 
 /// The default port for `/health`, `/ready` and `/metrics` (the seed's layout).
 pub const DEFAULT_HTTP_PORT: u16 = 8090;
 
-/// The worker, with the tools it has today (none yet).
-pub fn worker() -> Worker {
-    Worker::new("agno-worker", env!("CARGO_PKG_VERSION"))
-        .description("Sophia Mesh agent runtime (issue: agno-worker); no tools yet")
+/// The agno-worker's settings, besides the kit's.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgnoArgs {
+    /// The agent categories whose runs this replica serves (comma-separated).
+    #[arg(
+        long,
+        env = "AGNO_CATEGORIES",
+        value_delimiter = ',',
+        default_value = "business_intelligence,infrastructure,code_generation"
+    )]
+    pub categories: Vec<Category>,
+    /// A TOML file of agent templates, added to the built-in ones.
+    #[arg(long, env = "SOPHIA_AGNO_TEMPLATES")]
+    pub templates: Option<PathBuf>,
+    /// How long agents and sessions live without being used, in seconds.
+    #[arg(long, env = "SOPHIA_AGNO_SESSION_TTL_S", default_value_t = 86_400)]
+    pub session_ttl_s: u64,
+}
+
+/// The command line of the `agno-worker` binary.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "agno-worker", version, about = "Sophia Mesh agent runtime")]
+pub struct Cli {
+    /// Mesh settings.
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    /// Agent settings.
+    #[command(flatten)]
+    pub agno: AgnoArgs,
+}
+
+/// Starts the worker until `shutdown`.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, KitError> {
+    let templates = match &cli.agno.templates {
+        Some(path) => {
+            templates::Templates::load(path).map_err(|e| KitError::Register(e.to_string()))?
+        }
+        None => templates::Templates::builtin(),
+    };
+    if let Some(c) = cli
+        .agno
+        .categories
+        .iter()
+        .find(|c| !Category::AGENTS.contains(c))
+    {
+        return Err(KitError::Register(format!(
+            "AGNO_CATEGORIES: {c} is not an agent category (use business_intelligence, \
+             infrastructure, code_generation)"
+        )));
+    }
+    let conn = sophia_kit::nats::connect(&cli.worker.nats, "agno-worker-state").await?;
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let store = store::Store::open(
+        conn.client.clone(),
+        Duration::from_secs(cli.agno.session_ttl_s),
+    )
+    .await
+    .map_err(|e| KitError::Register(e.to_string()))?;
+    let directory = directory::Directory::follow(conn.client.clone(), &instance)
+        .await
+        .map_err(|e| KitError::Register(format!("following tool announcements: {e}")))?;
+    let ctx = tools::Ctx {
+        templates,
+        runner: runner::Runner { directory, store },
+        categories: cli.agno.categories.clone(),
+    };
+    tools::worker(Arc::new(ctx)).run(cli.worker, shutdown).await
 }

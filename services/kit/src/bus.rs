@@ -311,14 +311,11 @@ impl Bus {
         route: Option<RouteTarget>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
-        if !self.is_up() {
-            return Err(CallError::BusDown("not connected".into()));
-        }
         let mut request = ToolRequest::new(
             spec.tool,
-            spec.args,
+            spec.args.clone(),
             spec.timeout.as_millis() as u64,
-            spec.caller,
+            spec.caller.clone(),
         );
         if let Some(route) = route {
             request.id = route.id;
@@ -326,6 +323,21 @@ impl Bus {
             if route.questions {
                 request.elicit_to = Some(subject::elicit(&self.instance, route.id));
             }
+        }
+        self.send(request, spec, cancel).await
+    }
+
+    /// Sends a prepared request: `spec` gives the subject, deadline and
+    /// trace; the request's own id, caller, progress and question routes are
+    /// kept (this is how a call is forwarded on behalf of its caller).
+    pub async fn send(
+        &self,
+        request: ToolRequest,
+        spec: CallSpec<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
+        if !self.is_up() {
+            return Err(CallError::BusDown("not connected".into()));
         }
         let id = request.id;
         let mut hdrs = headers::Context {

@@ -30,7 +30,9 @@ pub(crate) struct Shared {
     pub(crate) payloads: PayloadStore,
     /// Tools by subject, with their compiled input schemas.
     pub(crate) tools: ToolsBySubject,
-    pub(crate) in_flight: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Calls running here: their token, and how many times the id is being
+    /// served (more than once when a call is forwarded within the process).
+    pub(crate) in_flight: Mutex<HashMap<Uuid, (CancellationToken, usize)>>,
     /// Cancels that arrived before their request (NATS does not order
     /// messages across subjects); kept for a minute.
     pub(crate) early_cancels: Mutex<HashMap<Uuid, Instant>>,
@@ -46,7 +48,7 @@ impl Shared {
             .lock()
             .expect("in-flight lock")
             .get(&id)
-            .cloned();
+            .map(|(t, _)| t.clone());
         match token {
             Some(t) => t.cancel(),
             None => {
@@ -58,12 +60,20 @@ impl Shared {
     }
 
     pub(crate) fn cancel_all(&self) {
-        for t in self.in_flight.lock().expect("in-flight lock").values() {
+        for (t, _) in self.in_flight.lock().expect("in-flight lock").values() {
             t.cancel();
         }
     }
 
+    /// Tracks a call for cancellation. A call forwarded within this process
+    /// (the same id served twice, see [`crate::Call::forward`]) shares one
+    /// token, so a cancel stops both.
     fn track(&self, id: Uuid) -> CancellationToken {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        if let Some((token, count)) = in_flight.get_mut(&id) {
+            *count += 1;
+            return token.clone();
+        }
         let token = CancellationToken::new();
         if self
             .early_cancels
@@ -74,15 +84,18 @@ impl Shared {
         {
             token.cancel();
         }
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(id, token.clone());
+        in_flight.insert(id, (token.clone(), 1));
         token
     }
 
     fn untrack(&self, id: Uuid) {
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        if let Some((_, count)) = in_flight.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&id);
+            }
+        }
     }
 }
 

@@ -324,6 +324,42 @@ impl Call {
         })
     }
 
+    /// Hands this call to another subject (for instance a category's own
+    /// workers), on behalf of the original caller: same request id, caller,
+    /// deadline and trace, and progress and questions go straight to the
+    /// caller. A cancel of this call cancels the forwarded one.
+    pub async fn forward(
+        &self,
+        subject: String,
+        category: Category,
+        args: Value,
+    ) -> Result<ToolOutput, crate::bus::CallError> {
+        let mut request = sophia_proto::ToolRequest::new(
+            self.tool.clone(),
+            args.clone(),
+            self.remaining().as_millis() as u64,
+            self.caller.clone(),
+        );
+        request.id = self.id;
+        request.progress_to = self.progress.as_ref().map(|p| p.subject.clone());
+        request.elicit_to = self.elicit_to.clone();
+        let spec = crate::bus::CallSpec {
+            tool: &self.tool,
+            category,
+            subject: Some(subject),
+            args,
+            timeout: self.remaining(),
+            caller: self.caller.clone(),
+            trace: self.trace.clone(),
+        };
+        let reply = self.bus.send(request, spec, &self.cancel).await?;
+        // The caller counts progress per request id: what the forwarded
+        // call sent is ours too.
+        self.progress_sent
+            .fetch_add(reply.progress_sent, std::sync::atomic::Ordering::Relaxed);
+        Ok(reply.output)
+    }
+
     /// Time left before the deadline.
     pub fn remaining(&self) -> std::time::Duration {
         self.deadline.saturating_duration_since(Instant::now())

@@ -1,0 +1,88 @@
+//! The mesh's tools as workers announce them: an agent's tool definitions
+//! (name, description, input schema, hints) come from here, so the model
+//! sees exactly what the owning worker accepts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
+
+#[derive(Default)]
+struct State {
+    /// Per replica: its tools and when it stops counting as alive.
+    replicas: HashMap<String, (Vec<ToolSpec>, Instant)>,
+}
+
+/// Live tool specs, kept current from announcements.
+#[derive(Clone, Default)]
+pub struct Directory {
+    state: Arc<Mutex<State>>,
+}
+
+impl Directory {
+    /// Follows announcements and leaves on `client`, and asks every worker
+    /// to announce now.
+    pub async fn follow(client: async_nats::Client, requester: &str) -> Result<Self, String> {
+        let dir = Self::default();
+        let mut announces = client
+            .subscribe(subject::REGISTRY_ANNOUNCE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut leaves = client
+            .subscribe(subject::REGISTRY_LEAVE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = dir.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(msg) = announces.next() => {
+                        if let Ok(a) = sophia_proto::decode::<Announce>(&msg.payload) && a.v == PROTOCOL_VERSION {
+                            d.add(a);
+                        }
+                    }
+                    Some(msg) = leaves.next() => {
+                        if let Ok(l) = sophia_proto::decode::<Leave>(&msg.payload) {
+                            d.state.lock().expect("directory lock").replicas.remove(&l.instance);
+                        }
+                    }
+                    else => break,
+                }
+            }
+        });
+        let ask = Discover {
+            v: PROTOCOL_VERSION,
+            requester: requester.to_owned(),
+        };
+        if let Ok(bytes) = sophia_proto::encode(&ask) {
+            let _ = client
+                .publish(subject::REGISTRY_DISCOVER, bytes.into())
+                .await;
+        }
+        Ok(dir)
+    }
+
+    fn add(&self, a: Announce) {
+        let alive = Instant::now() + Duration::from_millis(a.heartbeat_ms.max(1) * 3);
+        self.state
+            .lock()
+            .expect("directory lock")
+            .replicas
+            .insert(a.instance, (a.tools, alive));
+    }
+
+    /// The spec of a tool some live replica serves.
+    pub fn get(&self, name: &str) -> Option<ToolSpec> {
+        let now = Instant::now();
+        let state = self.state.lock().expect("directory lock");
+        state
+            .replicas
+            .values()
+            .filter(|(_, alive)| *alive > now)
+            .flat_map(|(tools, _)| tools.iter())
+            .find(|t| t.name == name)
+            .cloned()
+    }
+}
