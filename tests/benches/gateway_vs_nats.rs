@@ -7,7 +7,11 @@
 //! 3. a plain HTTP round trip (reqwest → axum echoing the JSON body), the
 //!    cost of any HTTP hop before MCP adds anything;
 //! 4. an MCP `tools/call` through the gateway over Streamable HTTP to that
-//!    same worker (what Cursor pays).
+//!    same worker (what Cursor pays);
+//! 5. the same call from a minimal HTTP client;
+//! 6. the seed's `create_agent` (`agno_create_agent`, no task) through the
+//!    gateway: the agno-worker's front door, an agent from its template,
+//!    and its record written to JetStream KV.
 //!
 //! Each is measured sequentially (p50/p99 latency) and with 64 requests in
 //! flight (throughput). Run with `cargo bench -p sophia-tests`; without
@@ -244,6 +248,58 @@ async fn main() {
         .await
     };
 
+    // 6. The seed's create_agent through the gateway: the agent made from a
+    // template and its record written to JetStream KV (no task, so no model).
+    let _agno = {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = agno_worker::run(
+            agno_worker::Cli {
+                worker: mesh.worker_config(),
+                agno: agno_worker::AgnoArgs {
+                    categories: sophia_kit::Category::AGENTS.to_vec(),
+                    templates: None,
+                    session_ttl_s: 600,
+                },
+            },
+            stop.clone(),
+        )
+        .await
+        .expect("agno-worker starts");
+        (handle, stop.drop_guard())
+    };
+    eventually(
+        "agno_create_agent is listed",
+        Duration::from_secs(10),
+        || async {
+            let tools = client.list_all_tools().await.ok()?;
+            tools
+                .iter()
+                .any(|t| t.name == "agno_create_agent")
+                .then_some(())
+        },
+    )
+    .await;
+    let create = {
+        let client = client.clone();
+        let arguments = json!({"agent_type": "gong_agent"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        measure("MCP agno_create_agent via gateway", &plan, move || {
+            let (client, arguments) = (client.clone(), arguments.clone());
+            async move {
+                let r = client
+                    .call_tool(
+                        CallToolRequestParams::new("agno_create_agent").with_arguments(arguments),
+                    )
+                    .await
+                    .expect("MCP reply");
+                assert_eq!(r.is_error, Some(false));
+            }
+        })
+        .await
+    };
+
     println!();
     println!(
         "1 KiB payload; {} sequential samples; throughput with {IN_FLIGHT} in flight{}",
@@ -255,7 +311,7 @@ async fn main() {
         }
     );
     println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
-    for f in [&raw, &bus, &http, &mcp, &mcp_raw] {
+    for f in [&raw, &bus, &http, &mcp, &mcp_raw, &create] {
         println!(
             "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
             f.name,
@@ -273,6 +329,11 @@ async fn main() {
         ratio(&http),
         ratio(&mcp),
         ratio(&mcp_raw)
+    );
+    println!(
+        "create_agent end to end: p50 {:.2} ms, p99 {:.2} ms (target: under 5 ms; the seed's: under 2 s)",
+        create.p50.as_secs_f64() * 1e3,
+        create.p99.as_secs_f64() * 1e3
     );
     println!(
         "throughput ratio to raw NATS: bus {:.2}, MCP via gateway {:.2}",

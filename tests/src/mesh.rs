@@ -31,6 +31,8 @@ pub struct Mesh {
     pub gateway: Option<GatewayHandle>,
     gateway_stop: CancellationToken,
     workers: Vec<RunningWorker>,
+    /// Services connect as `ops/nats/nats.conf`'s least-privilege users.
+    least_privilege: bool,
 }
 
 impl Mesh {
@@ -54,13 +56,28 @@ impl Mesh {
             gateway: None,
             gateway_stop: CancellationToken::new(),
             workers: Vec::new(),
+            least_privilege: false,
         }
+    }
+
+    /// NATS with the project's own `ops/nats/nats.conf`, and a gateway;
+    /// the gateway and every worker configured by [`Mesh::worker_config`]
+    /// connect as that file's least-privilege users.
+    pub async fn least_privilege() -> Self {
+        let mut mesh = Self::on(crate::nats::secured());
+        mesh.least_privilege = true;
+        mesh.start_gateway().await;
+        mesh
     }
 
     /// The gateway configuration tests use.
     pub fn gateway_config(&self) -> GatewayConfig {
         let mut c = GatewayConfig::new(self.nats.url(), TEST_TOKEN);
         c.call_timeout_ms = 10_000;
+        if self.least_privilege {
+            c.nats.user = Some("gateway".into());
+            c.nats.password = Some(crate::nats::GATEWAY_PASSWORD.into());
+        }
         c
     }
 
@@ -83,6 +100,10 @@ impl Mesh {
         let mut c = WorkerConfig::new(self.nats.url());
         c.heartbeat_ms = TEST_HEARTBEAT_MS;
         c.cancel_grace_ms = 500;
+        if self.least_privilege {
+            c.nats.user = Some("worker".into());
+            c.nats.password = Some(crate::nats::WORKER_PASSWORD.into());
+        }
         c
     }
 

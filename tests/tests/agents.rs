@@ -58,7 +58,10 @@ struct World {
 
 impl World {
     async fn start() -> Self {
-        let mesh = Mesh::start().await;
+        Self::on(Mesh::start().await).await
+    }
+
+    async fn on(mesh: Mesh) -> Self {
         let model = StandIn::start().await;
         let intelligence =
             replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
@@ -488,4 +491,168 @@ async fn agents_are_listed_counted_and_deleted() {
     assert_eq!(structured(&deleted)["deleted"], true);
     let gone = call(&client, "agno_get_agent", json!({"agent_id": id})).await;
     assert_eq!(error_code(&gone).as_deref(), Some("invalid_arguments"));
+}
+
+#[tokio::test]
+async fn cancelling_a_run_stops_the_loop_and_its_model_call() {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    let w = World::start().await;
+    let client = w.client().await;
+    w.model
+        .default_behavior(Behavior::Stall(std::time::Duration::from_secs(60)));
+    let args = json!({"agent_type": "code_agent", "message": "think for a long time"});
+    let handle = client
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new("agno_run_agent")
+                    .with_arguments(args.as_object().unwrap().clone()),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    sophia_tests::eventually(
+        "the run is waiting on the model",
+        sophia_tests::tools::WAIT,
+        || async { (w.model.hits().len() == 1 && code_runs(&client).await == 1).then_some(()) },
+    )
+    .await;
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    sophia_tests::eventually("the run stops", sophia_tests::tools::WAIT, || async {
+        (code_runs(&client).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.model.hits().len(),
+        1,
+        "no further model turn after the cancel"
+    );
+}
+
+async fn code_runs(client: &McpClient) -> u64 {
+    let stats = call(client, "agno_agent_stats", json!({})).await;
+    structured(&stats)["categories"]["code_generation"]["runs_in_progress"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_seeds_rest_shortcuts_create_an_agent_and_report_status() {
+    let w = World::start().await;
+    let client = w.client().await;
+    drop(client);
+    sophia_tests::install_crypto();
+    let http = reqwest::Client::new();
+    let base = w.mesh.http_base();
+    let token = sophia_tests::mesh::TEST_TOKEN;
+    w.model
+        .default_behavior(Behavior::Say("3 calls mention pricing.".into()));
+
+    let unauthenticated = http
+        .post(format!("{base}/mcp/agno/create_agent"))
+        .json(&json!({"agent_type": "gong_agent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+
+    let r = http
+        .post(format!("{base}/mcp/agno/create_agent"))
+        .bearer_auth(token)
+        .json(&json!({"agent_type": "gong_agent", "task": "analyze recent calls"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["answer"], "3 calls mention pricing.", "{body}");
+    assert_eq!(body["agent_type"], "gong_agent");
+
+    let r = http
+        .post(format!("{base}/mcp/agno/create_agent"))
+        .bearer_auth(token)
+        .json(&json!({"agent_type": "astrology_agent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let status: Value = http
+        .get(format!("{base}/api/v1/agents/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["categories"]["business_intelligence"],
+        json!({"agents": 1, "runs_in_progress": 0})
+    );
+}
+
+#[tokio::test]
+async fn the_whole_deploy_runs_with_least_privilege_nats_users() {
+    let w = World::on(Mesh::least_privilege().await).await;
+    let client = w.client().await;
+    w.model.script(deploy_script());
+    let r = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
+    )
+    .await;
+    let id = structured(&r)["pending_action"]["action_id"].clone();
+    assert!(id.is_string(), "{}", text_of(&r));
+    let r = call(
+        &client,
+        "agno_confirm",
+        json!({"action_id": id, "approve": true}),
+    )
+    .await;
+    assert_eq!(structured(&r)["status"], "completed", "{}", text_of(&r));
+    let violations: Vec<String> = w
+        .mesh
+        .nats
+        .log()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_owned)
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn runs_go_only_to_replicas_serving_the_agents_category() {
+    let mesh = Mesh::start().await;
+    let model = StandIn::start().await;
+    let _intelligence = replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
+    let _code_only = agno(&mesh, &[Category::CodeGeneration]).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "agno_create_agent").await;
+    let r = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "pulumi_agent", "task": "preview dev"}),
+    )
+    .await;
+    assert_eq!(error_code(&r).as_deref(), Some("unavailable"));
+    assert!(
+        text_of(&r).contains("AGNO_CATEGORIES including infrastructure"),
+        "{}",
+        text_of(&r)
+    );
+    let r = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "code_agent", "task": "hello"}),
+    )
+    .await;
+    assert_eq!(structured(&r)["answer"], "echo: hello", "{}", text_of(&r));
+    assert!(
+        model.hits().len() == 1,
+        "only the code agent reached the model"
+    );
 }

@@ -116,7 +116,6 @@ async fn pulumi_deploy(
     axum::Extension(principal): axum::Extension<Principal>,
     body: axum::body::Bytes,
 ) -> Response {
-    use crate::mcp::DirectCallError;
     use serde_json::{Value, json};
     let bad =
         |msg: String| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response();
@@ -174,20 +173,83 @@ async fn pulumi_deploy(
                 .into_response()
             }
         }
-        Err(e) => {
-            let status = match &e {
-                DirectCallError::UnknownTool(_) => StatusCode::SERVICE_UNAVAILABLE,
-                DirectCallError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
-                DirectCallError::Call(c) => match c.code() {
-                    sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
-                    sophia_proto::ErrorCode::Conflict => StatusCode::CONFLICT,
-                    sophia_proto::ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    sophia_proto::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::BAD_GATEWAY,
-                },
-            };
-            (status, axum::Json(json!({"error": e.to_string()}))).into_response()
-        }
+        Err(e) => direct_error(e),
+    }
+}
+
+/// A direct call's failure as an HTTP answer: 400 bad request, 409
+/// conflict, 503 no worker, 504 timeout, 502 otherwise.
+fn direct_error(e: crate::mcp::DirectCallError) -> Response {
+    use crate::mcp::DirectCallError;
+    let status = match &e {
+        DirectCallError::UnknownTool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DirectCallError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
+        DirectCallError::Call(c) => match c.code() {
+            sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
+            sophia_proto::ErrorCode::Conflict => StatusCode::CONFLICT,
+            sophia_proto::ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            sophia_proto::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        },
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
+/// `POST /mcp/agno/create_agent`, the seed's shortcut: the body of
+/// `agno_create_agent` (`{"agent_type": "gong_agent", "task": "analyze
+/// recent calls"}`), answered with that tool's structured result.
+async fn agno_create_agent(
+    State(gateway): State<McpGateway>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Response {
+    use serde_json::{Value, json};
+    let Ok(args @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "the body must be a JSON object like {\"agent_type\": \"gong_agent\", \"task\": \"analyze recent calls\"}"})),
+        )
+            .into_response();
+    };
+    direct_json(&gateway, "agno_create_agent", args, &principal.0).await
+}
+
+/// `GET /api/v1/agents/status`: agents and runs in progress per category
+/// (the `agno_agent_stats` tool).
+async fn agents_status(
+    State(gateway): State<McpGateway>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Response {
+    direct_json(
+        &gateway,
+        "agno_agent_stats",
+        serde_json::json!({}),
+        &principal.0,
+    )
+    .await
+}
+
+/// A tool called directly, its structured result as the JSON body (a tool
+/// error is a 422 with the error).
+async fn direct_json(
+    gateway: &McpGateway,
+    tool: &str,
+    args: serde_json::Value,
+    principal: &str,
+) -> Response {
+    use serde_json::{Value, json};
+    match gateway.call_direct(tool, args, principal).await {
+        Ok(out) if out.is_error => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": out.structured.unwrap_or(Value::Null)})),
+        )
+            .into_response(),
+        Ok(out) => axum::Json(out.structured.unwrap_or(Value::Null)).into_response(),
+        Err(e) => direct_error(e),
     }
 }
 
@@ -218,6 +280,11 @@ pub fn mcp_router(
     };
     let rest = Router::new()
         .route("/mcp/pulumi/deploy", axum::routing::post(pulumi_deploy))
+        .route(
+            "/mcp/agno/create_agent",
+            axum::routing::post(agno_create_agent),
+        )
+        .route("/api/v1/agents/status", axum::routing::get(agents_status))
         .with_state(gateway_for_rest);
     // Layers run outside-in: auth first, then the body guard, then rmcp.
     Router::new()
