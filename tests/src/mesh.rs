@@ -107,6 +107,17 @@ impl Mesh {
         c
     }
 
+    /// The configuration for an agno-worker: [`Mesh::worker_config`], as the
+    /// `agno` user on a least-privilege mesh.
+    pub fn agno_config(&self) -> WorkerConfig {
+        let mut c = self.worker_config();
+        if self.least_privilege {
+            c.nats.user = Some("agno".into());
+            c.nats.password = Some(crate::nats::AGNO_PASSWORD.into());
+        }
+        c
+    }
+
     /// Starts `worker`; returns its index for [`Mesh::stop_worker`] and friends.
     pub async fn worker(&mut self, worker: Worker) -> usize {
         let config = self.worker_config();

@@ -44,6 +44,8 @@ pub fn nats_server_binary() -> PathBuf {
 pub const GATEWAY_PASSWORD: &str = "gw-test-password";
 /// The password `secured()` gives the `worker` user.
 pub const WORKER_PASSWORD: &str = "worker-test-password";
+/// The password `secured()` gives the `agno` user.
+pub const AGNO_PASSWORD: &str = "agno-test-password";
 
 /// A server running the project's own `ops/nats/nats.conf`: one
 /// least-privilege user per role, with the passwords above.
@@ -57,6 +59,7 @@ pub fn secured() -> NatsServer {
                 GATEWAY_PASSWORD.into(),
             ),
             ("SOPHIA_NATS_WORKER_PASSWORD".into(), WORKER_PASSWORD.into()),
+            ("SOPHIA_NATS_AGNO_PASSWORD".into(), AGNO_PASSWORD.into()),
         ],
     )
 }

@@ -28,7 +28,7 @@ async fn agno(mesh: &Mesh, categories: &[Category]) -> Agno {
     let stop = CancellationToken::new();
     let handle = agno_worker::run(
         Cli {
-            worker: mesh.worker_config(),
+            worker: mesh.agno_config(),
             agno: AgnoArgs {
                 categories: categories.to_vec(),
                 templates: None,
@@ -655,4 +655,93 @@ async fn runs_go_only_to_replicas_serving_the_agents_category() {
         model.hits().len() == 1,
         "only the code agent reached the model"
     );
+}
+
+#[tokio::test]
+async fn a_templates_file_adds_an_agent_whose_tool_calls_carry_the_callers_identity() {
+    use sophia_kit::{Tool, ToolOutput, Worker};
+    let mut mesh = Mesh::start().await;
+    let model = StandIn::start().await;
+    let _intelligence = replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
+    mesh.worker(
+        Worker::new("caller-info-worker", "1.0.0").tool(
+            Tool::new(
+                "caller_info",
+                Category::CodeGeneration,
+                "Says who called and how long it has.",
+            )
+            .read_only()
+            .handler(|call| async move {
+                Ok(ToolOutput::json(json!({"principal": call.caller.principal,
+                    "via": call.caller.via, "deadline_ms": call.remaining().as_millis() as u64})))
+            }),
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates.toml");
+    std::fs::write(
+        &templates,
+        r#"
+[[agent]]
+type = "auditor_agent"
+category = "code_generation"
+description = "Checks who is asking"
+instructions = "Call caller_info, then answer."
+tools = ["caller_info"]
+max_steps = 3
+"#,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let _agno = agno_worker::run(
+        Cli {
+            worker: mesh.worker_config(),
+            agno: AgnoArgs {
+                categories: Category::AGENTS.to_vec(),
+                templates: Some(templates),
+                session_ttl_s: 3600,
+            },
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("agno-worker starts with the templates file");
+    let _stop = stop.drop_guard();
+    let client = mesh.client().await;
+    wait_for_tool(&client, "caller_info").await;
+    wait_for_tool(&client, "agno_run_agent").await;
+    model.script([
+        Behavior::call_tool("caller_info", json!({})),
+        Behavior::Say("checked".into()),
+    ]);
+    let r = call(
+        &client,
+        "agno_run_agent",
+        json!({"agent_type": "auditor_agent", "message": "who am I?"}),
+    )
+    .await;
+    let out = structured(&r);
+    assert_eq!(out["status"], "completed", "{}", text_of(&r));
+    let seen: Value = serde_json::from_str(
+        out["steps"][0]["result"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let principal = gateway_principal(&mesh);
+    assert_eq!(seen["principal"], principal, "{seen}");
+    let deadline = seen["deadline_ms"].as_u64().unwrap();
+    assert!(
+        deadline > 0 && deadline <= 10 * 60_000,
+        "the remaining deadline travels with the tool call: {deadline}"
+    );
+}
+
+/// The principal the test gateway gives its HTTP clients.
+fn gateway_principal(mesh: &Mesh) -> String {
+    mesh.gateway_config().principal
 }

@@ -203,6 +203,7 @@ fn every_environment_variable_is_one_the_services_read() {
         "RUST_LOG",
         "SOPHIA_NATS_GATEWAY_PASSWORD",
         "SOPHIA_NATS_WORKER_PASSWORD",
+        "SOPHIA_NATS_AGNO_PASSWORD",
     ];
     for (name, svc) in services(&compose()) {
         for key in env_of(&svc).keys() {
@@ -228,6 +229,7 @@ fn nats_gets_jetstream_and_the_users_the_services_log_in_as() {
     for var in [
         "SOPHIA_NATS_GATEWAY_PASSWORD",
         "SOPHIA_NATS_WORKER_PASSWORD",
+        "SOPHIA_NATS_AGNO_PASSWORD",
     ] {
         assert!(conf.contains(&format!("${var}")), "nats.conf reads {var}");
         assert!(env_of(nats).contains_key(var), "compose gives nats {var}");
