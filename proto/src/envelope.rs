@@ -43,11 +43,27 @@ pub struct ToolRequest {
     /// Where to publish [`Progress`], if the caller wants progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_to: Option<String>,
-    /// Where to send an [`Elicit`] request (NATS request-reply) to ask the
-    /// person behind the caller a question; set only when the caller's
-    /// client can answer (MCP elicitation).
+    /// Where and what the worker may ask the caller's client mid-call (MCP
+    /// elicitation, sampling, roots); absent when the client can do none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub elicit_to: Option<String>,
+    pub ask: Option<AskRoute>,
+}
+
+/// Where a worker sends [`Ask`] requests (NATS request-reply) for one call,
+/// and which the caller's client can answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskRoute {
+    /// The subject, [`crate::subject::ask`].
+    pub to: String,
+    /// The client answers elicitation in form mode.
+    #[serde(default)]
+    pub elicit: bool,
+    /// The client answers sampling (`sampling/createMessage`).
+    #[serde(default)]
+    pub sample: bool,
+    /// The client lists its roots (`roots/list`).
+    #[serde(default)]
+    pub roots: bool,
 }
 
 impl ToolRequest {
@@ -61,7 +77,7 @@ impl ToolRequest {
             timeout_ms,
             caller,
             progress_to: None,
-            elicit_to: None,
+            ask: None,
         }
     }
 }
@@ -90,6 +106,34 @@ pub enum Content {
         data: Vec<u8>,
         /// Its MIME type, e.g. `audio/wav`.
         mime_type: String,
+    },
+    /// A resource's contents, embedded (MCP `resource` content): `text`, or
+    /// `blob` as raw bytes.
+    Resource {
+        /// The resource's URI.
+        uri: String,
+        /// Its MIME type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+        /// Text contents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// Binary contents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blob: Option<serde_bytes::ByteBuf>,
+    },
+    /// A link to a resource the client may read (MCP `resource_link`).
+    ResourceLink {
+        /// The resource's URI.
+        uri: String,
+        /// Its name.
+        name: String,
+        /// Its MIME type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+        /// What it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
 }
 
@@ -325,45 +369,52 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-/// A question for the person behind a call (MCP elicitation, form mode),
-/// sent by a worker as a NATS request to the call's `elicit_to`.
+/// What a worker asks the caller's client mid-call, sent as a NATS request
+/// to the call's [`AskRoute::to`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Elicit {
+pub struct Ask {
     /// Protocol version.
     pub v: u16,
-    /// The call this question belongs to.
+    /// The call this belongs to.
     pub id: Uuid,
-    /// What to ask, for people.
-    pub message: String,
-    /// The answer's shape: a flat JSON Schema object of primitive
-    /// properties, as MCP's `requestedSchema`.
-    pub schema: Value,
+    /// The question.
+    pub question: Question,
 }
 
-/// What the person did with an [`Elicit`], as MCP's `ElicitResult` action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ElicitAction {
-    /// Answered; the answer is in `content`.
-    Accept,
-    /// Said no.
-    Decline,
-    /// Dismissed the question.
-    Cancel,
-}
-
-/// The reply to an [`Elicit`].
+/// The kinds of question, as the MCP requests a server may send a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ElicitReply {
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Question {
+    /// `elicitation/create`, form mode: ask the person.
+    Elicit {
+        /// What to ask.
+        message: String,
+        /// The answer's shape: a flat JSON Schema object of primitive
+        /// properties, as MCP's `requestedSchema`.
+        schema: Value,
+    },
+    /// `sampling/createMessage`: ask the client's model. `params` are MCP's
+    /// `CreateMessageRequestParams` as JSON (`messages`, `maxTokens`, ...).
+    Sample {
+        /// The request's parameters.
+        params: Value,
+    },
+    /// `roots/list`: the client's roots.
+    Roots,
+}
+
+/// The answer to an [`Ask`]: the client's MCP result as JSON
+/// (`ElicitResult`, `CreateMessageResult` or `ListRootsResult`), or why no
+/// answer could be had.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AskReply {
     /// Protocol version.
     pub v: u16,
-    /// What the person did; meaningless when `error` is set.
-    pub action: ElicitAction,
-    /// The answer, with `Accept`.
+    /// The client's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<Value>,
-    /// Why no one could be asked (the client went away, the question was
-    /// malformed, ...).
+    pub result: Option<Value>,
+    /// Why there is none: the call is over, the client went away, cannot
+    /// answer this kind of question, or the question is malformed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
 }

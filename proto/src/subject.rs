@@ -7,7 +7,7 @@
 //! | `sophia.v1.infer.models` | anyone (request, gather replies) | every intelligence worker |
 //! | `sophia.v1.cancel.<category>` | callers | every worker of that category |
 //! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
-//! | `sophia.v1.elicit.<caller>.<request id>` | workers (request) | the caller that asked |
+//! | `sophia.v1.ask.<caller>.<request id>` | workers (request) | the caller that asked |
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
 //! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
 //! | `sophia.v1.registry.discover` | gateways (on start) | every worker |
@@ -204,16 +204,16 @@ pub fn progress_inbox(caller_instance: &str) -> String {
     format!("{ROOT}.progress.{caller_instance}.*")
 }
 
-/// The subject a worker sends [`crate::Elicit`] requests to for one call:
-/// `sophia.v1.elicit.<caller instance>.<request id>`.
-pub fn elicit(caller_instance: &str, request_id: Uuid) -> String {
-    format!("{ROOT}.elicit.{caller_instance}.{request_id}")
+/// The subject a worker sends [`crate::Ask`] requests to for one call:
+/// `sophia.v1.ask.<caller instance>.<request id>`.
+pub fn ask(caller_instance: &str, request_id: Uuid) -> String {
+    format!("{ROOT}.ask.{caller_instance}.{request_id}")
 }
 
 /// The wildcard a caller subscribes to once to answer questions for all of
-/// its calls: `sophia.v1.elicit.<caller instance>.*`.
-pub fn elicit_inbox(caller_instance: &str) -> String {
-    format!("{ROOT}.elicit.{caller_instance}.*")
+/// its calls: `sophia.v1.ask.<caller instance>.*`.
+pub fn ask_inbox(caller_instance: &str) -> String {
+    format!("{ROOT}.ask.{caller_instance}.*")
 }
 
 /// The request id at the end of a progress subject, if it has one.

@@ -26,6 +26,13 @@ pub struct Recorder {
     pub answers: Option<Arc<Mutex<std::collections::VecDeque<ElicitResult>>>>,
     /// The questions asked: message and requested schema.
     pub asked: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    /// With `Some`, declares sampling and answers every request with this
+    /// text, recording the requests' parameters in `sampled`.
+    pub sample_reply: Option<String>,
+    /// Sampling requests received.
+    pub sampled: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// With `Some`, declares roots and lists these URIs.
+    pub roots: Option<Vec<String>>,
 }
 
 impl Default for Recorder {
@@ -35,6 +42,9 @@ impl Default for Recorder {
             progress: Default::default(),
             answers: None,
             asked: Default::default(),
+            sample_reply: None,
+            sampled: Default::default(),
+            roots: None,
         }
     }
 }
@@ -52,12 +62,18 @@ impl Recorder {
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
-        let capabilities = if self.answers.is_some() {
-            serde_json::from_value(serde_json::json!({"elicitation": {"form": {}}}))
-                .expect("elicitation capability")
-        } else {
-            Default::default()
-        };
+        let mut declared = serde_json::Map::new();
+        if self.answers.is_some() {
+            declared.insert("elicitation".into(), serde_json::json!({"form": {}}));
+        }
+        if self.sample_reply.is_some() {
+            declared.insert("sampling".into(), serde_json::json!({}));
+        }
+        if self.roots.is_some() {
+            declared.insert("roots".into(), serde_json::json!({}));
+        }
+        let capabilities = serde_json::from_value(serde_json::Value::Object(declared))
+            .expect("client capabilities");
         ClientConfig::new(
             capabilities,
             Implementation::new("sophia-test-client", "0.0.1"),
@@ -86,6 +102,41 @@ impl ClientHandler for Recorder {
             .as_ref()
             .and_then(|a| a.lock().expect("answers lock").pop_front());
         Ok(next.unwrap_or_else(|| ElicitResult::new(ElicitationAction::Decline)))
+    }
+
+    #[allow(deprecated)] // sampling and roots: see the gateway's relay_question
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let Some(reply) = &self.sample_reply else {
+            return Err(rmcp::ErrorData::method_not_found::<
+                rmcp::model::CreateMessageRequestMethod,
+            >());
+        };
+        self.sampled
+            .lock()
+            .expect("sampled lock")
+            .push(serde_json::to_value(&params).unwrap_or_default());
+        serde_json::from_value(serde_json::json!({"role": "assistant",
+            "content": {"type": "text", "text": reply}, "model": "test-model"}))
+        .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+
+    #[allow(deprecated)]
+    async fn list_roots(
+        &self,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        let roots: Vec<serde_json::Value> = self
+            .roots
+            .iter()
+            .flatten()
+            .map(|uri| serde_json::json!({"uri": uri}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "roots": roots }))
+            .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {

@@ -180,6 +180,12 @@ impl Mesh {
         connect_http(&self.mcp_url(), TEST_TOKEN).await
     }
 
+    /// An MCP client with `recorder`'s capabilities and answers.
+    pub async fn client_as(&self, recorder: crate::client::Recorder) -> McpClient {
+        crate::client::connect_http_as(&self.mcp_url(), TEST_TOKEN, Default::default(), recorder)
+            .await
+    }
+
     /// An MCP client that supports elicitation and gives `answers` in order.
     pub async fn client_answering(
         &self,

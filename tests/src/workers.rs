@@ -58,6 +58,36 @@ pub fn asking_worker() -> Worker {
     )
 }
 
+/// A worker whose `sample` tool asks the client's model `prompt`, and whose
+/// `roots` tool lists the client's roots.
+pub fn client_asking_worker() -> Worker {
+    Worker::new("client-asking-worker", "1.0.0")
+        .tool(
+            Tool::new(
+                "sample",
+                Category::CodeGeneration,
+                "Asks the client's model.",
+            )
+            .input_schema(json!({"type": "object",
+                    "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}))
+            .handler(|call| async move {
+                let result = call
+                    .sample(json!({"messages": [{"role": "user", "content":
+                            {"type": "text", "text": call.args["prompt"]}}], "maxTokens": 50}))
+                    .await?;
+                Ok(ToolOutput::json(result))
+            }),
+        )
+        .tool(
+            Tool::new(
+                "roots",
+                Category::CodeGeneration,
+                "Lists the client's roots.",
+            )
+            .handler(|call| async move { Ok(ToolOutput::json(call.list_roots().await?)) }),
+        )
+}
+
 /// A worker with `count_steps`: reports `steps` progress messages, then answers.
 pub fn progress_worker() -> Worker {
     Worker::new("progress-worker", "1.0.0").tool(

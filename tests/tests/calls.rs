@@ -8,8 +8,8 @@ use rmcp::service::PeerRequestOptions;
 use serde_json::json;
 use sophia_tests::tools::{WAIT, call, call_with_progress, text_of, wait_for_tool};
 use sophia_tests::workers::{
-    CancelProbe, asking_worker, big_result_worker, cancellable_worker, pattern, progress_worker,
-    whoami_worker,
+    CancelProbe, asking_worker, big_result_worker, cancellable_worker, client_asking_worker,
+    pattern, progress_worker, whoami_worker,
 };
 use sophia_tests::{Mesh, eventually};
 
@@ -201,6 +201,54 @@ async fn a_worker_can_ask_the_person_a_question_through_mcp_elicitation() {
     );
     assert!(
         text_of(&r).contains("cannot answer questions"),
+        "{}",
+        text_of(&r)
+    );
+}
+
+#[tokio::test]
+async fn a_worker_can_sample_the_clients_model_and_list_its_roots() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(client_asking_worker()).await;
+    let recorder = sophia_tests::Recorder {
+        sample_reply: Some("forty-two".into()),
+        roots: Some(vec!["file:///work/repo".into()]),
+        ..Default::default()
+    };
+    let client = mesh.client_as(recorder).await;
+    wait_for_tool(&client, "sample").await;
+
+    let r = call(&client, "sample", json!({"prompt": "the answer?"})).await;
+    let result = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(result["content"]["text"], "forty-two", "{}", text_of(&r));
+    assert_eq!(result["model"], "test-model");
+    let sampled = client.service().sampled.lock().unwrap().clone();
+    assert_eq!(sampled[0]["messages"][0]["content"]["text"], "the answer?");
+    assert_eq!(sampled[0]["maxTokens"], 50);
+
+    let r = call(&client, "roots", json!({})).await;
+    assert_eq!(
+        r.structured_content.clone().unwrap_or_default()["roots"][0]["uri"],
+        "file:///work/repo",
+        "{}",
+        text_of(&r)
+    );
+
+    // A client without those capabilities: the worker is told which is missing.
+    let plain = mesh.client().await;
+    let r = call(&plain, "sample", json!({"prompt": "?"})).await;
+    assert_eq!(
+        sophia_tests::tools::error_code(&r).as_deref(),
+        Some("unavailable")
+    );
+    assert!(
+        text_of(&r).contains("does not support sampling"),
+        "{}",
+        text_of(&r)
+    );
+    let r = call(&plain, "roots", json!({})).await;
+    assert!(
+        text_of(&r).contains("does not support roots"),
         "{}",
         text_of(&r)
     );

@@ -12,23 +12,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+#[allow(deprecated)] // sampling: see relay_question
+use rmcp::model::CreateMessageRequestParams;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeRequestParams, InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::model::{ElicitRequestParams, ElicitationSchema};
 use rmcp::service::ElicitationMode;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sophia_proto::{
-    Caller, Content, ElicitAction, ElicitReply, ErrorCode, Progress, ToolOutput, WireError, headers,
+    Caller, Content, ErrorCode, Progress, Question, ToolOutput, WireError, headers,
 };
 use tokio::sync::mpsc;
 
 use crate::registry::Registry;
-use sophia_kit::bus::{Bus, CallError, CallSpec, ProgressRoute, Question};
+use sophia_kit::bus::{Bus, CallError, CallSpec, ClientCan, ClientQuestion, ProgressRoute};
 use sophia_kit::metrics::ToolCallMetrics;
 
 /// The authenticated principal of an HTTP request, put in the request's
@@ -233,61 +235,101 @@ fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
     }
 }
 
-async fn next_question(questions: &mut Option<mpsc::Receiver<Question>>) -> Option<Question> {
+async fn next_question(
+    questions: &mut Option<mpsc::Receiver<ClientQuestion>>,
+) -> Option<ClientQuestion> {
     match questions {
         Some(q) => q.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Puts a worker's question to the MCP client (elicitation, form mode) and
-/// sends the answer back to the worker.
-async fn ask(peer: Peer<RoleServer>, question: Question, timeout: Duration) {
-    let schema = match question.elicit.schema.as_object().cloned() {
-        Some(object) => ElicitationSchema::from_json_schema(object).map_err(|e| e.to_string()),
-        None => Err("the schema is not a JSON object".to_owned()),
+/// What the session's client can answer mid-call.
+fn client_can(peer: &Peer<RoleServer>) -> ClientCan {
+    let capabilities = peer.peer_info().map(|i| i.capabilities.clone());
+    ClientCan {
+        elicit: peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form),
+        sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
+        roots: capabilities.as_ref().is_some_and(|c| c.roots.is_some()),
+    }
+}
+
+/// Puts a worker's question to the MCP client (elicitation, sampling or
+/// roots) and sends the client's answer back to the worker.
+async fn ask(peer: Peer<RoleServer>, question: ClientQuestion, timeout: Duration) {
+    match relay_question(&peer, &question.ask.question, timeout).await {
+        Ok(result) => question.answer(result).await,
+        Err(e) => question.fail(e).await,
+    }
+}
+
+// Sampling and roots are deprecated by SEP-2577 in rmcp, but clients speaking
+// the 2025 revisions (Cursor among them) use them.
+#[allow(deprecated)]
+async fn relay_question(
+    peer: &Peer<RoleServer>,
+    question: &Question,
+    timeout: Duration,
+) -> Result<Value, WireError> {
+    let unanswered = |e: &dyn std::fmt::Display| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("the client did not answer: {e}"),
+        )
     };
-    let schema = match schema {
-        Ok(s) => s,
-        Err(why) => {
-            return question
-                .fail(WireError::invalid_arguments(format!(
-                    "the question's schema is not one MCP elicitation allows (a flat object of \
-                     primitive properties): {why}"
-                )))
-                .await;
+    let to_json =
+        |v: Result<Value, serde_json::Error>| v.map_err(|e| WireError::internal(e.to_string()));
+    match question {
+        Question::Elicit { message, schema } => {
+            let schema = schema
+                .as_object()
+                .cloned()
+                .ok_or_else(|| "the schema is not a JSON object".to_owned())
+                .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
+                .map_err(|why| {
+                    WireError::invalid_arguments(format!(
+                        "the question's schema is not one MCP elicitation allows (a flat object \
+                         of primitive properties): {why}"
+                    ))
+                })?;
+            let params = ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: message.clone(),
+                requested_schema: schema,
+            };
+            let result = peer
+                .create_elicitation_with_timeout(params, Some(timeout))
+                .await
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
         }
-    };
-    let params = ElicitRequestParams::FormElicitationParams {
-        meta: None,
-        message: question.elicit.message.clone(),
-        requested_schema: schema,
-    };
-    let reply = match peer
-        .create_elicitation_with_timeout(params, Some(timeout))
-        .await
-    {
-        Ok(result) => ElicitReply {
-            v: sophia_proto::PROTOCOL_VERSION,
-            action: match result.action {
-                ElicitationAction::Accept => ElicitAction::Accept,
-                ElicitationAction::Decline => ElicitAction::Decline,
-                // `Cancel`, and whatever later protocol versions add.
-                _ => ElicitAction::Cancel,
-            },
-            content: result.content,
-            error: None,
-        },
-        Err(e) => {
-            return question
-                .fail(WireError::new(
-                    ErrorCode::Unavailable,
-                    format!("the client did not answer the question: {e}"),
-                ))
-                .await;
+        Question::Sample { params } => {
+            let params: CreateMessageRequestParams = serde_json::from_value(params.clone())
+                .map_err(|e| {
+                    WireError::invalid_arguments(format!(
+                        "not MCP sampling parameters (messages, maxTokens, ...): {e}"
+                    ))
+                })?;
+            let result = tokio::time::timeout(timeout, peer.create_message(params))
+                .await
+                .map_err(|_| {
+                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
+                })?
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
         }
-    };
-    question.answer(reply).await
+        Question::Roots => {
+            let result = tokio::time::timeout(timeout, peer.list_roots())
+                .await
+                .map_err(|_| {
+                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
+                })?
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
+        }
+    }
 }
 
 async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
@@ -391,12 +433,9 @@ impl ServerHandler for McpGateway {
         let token = context.meta.get_progress_token();
         // A client that can answer questions gets a route for them (and
         // for progress, if it asked for that too).
-        let can_ask = context
-            .peer
-            .supported_elicitation_modes()
-            .contains(&ElicitationMode::Form);
-        let mut route = if can_ask {
-            Some(self.inner.bus.route_with_questions())
+        let can = client_can(&context.peer);
+        let mut route = if can.any() {
+            Some(self.inner.bus.route_with_questions(can))
         } else {
             token.as_ref().map(|_| self.inner.bus.progress_route())
         };
@@ -487,6 +526,16 @@ fn error_result(code: ErrorCode, message: String, data: Option<Value>) -> CallTo
     result
 }
 
+/// A content block from its MCP JSON form (the wire shape is the spec's, so
+/// this cannot drift from what clients read).
+fn mcp_block(value: Value) -> ContentBlock {
+    serde_json::from_value(value.clone()).unwrap_or_else(|e| {
+        ContentBlock::text(format!(
+            "(content the gateway could not relay: {e}: {value})"
+        ))
+    })
+}
+
 fn to_mcp(output: ToolOutput) -> CallToolResult {
     let b64 = base64::engine::general_purpose::STANDARD;
     let content = output
@@ -496,6 +545,37 @@ fn to_mcp(output: ToolOutput) -> CallToolResult {
             Content::Text { text } => ContentBlock::text(text),
             Content::Image { data, mime_type } => ContentBlock::image(b64.encode(data), mime_type),
             Content::Audio { data, mime_type } => ContentBlock::audio(b64.encode(data), mime_type),
+            Content::Resource {
+                uri,
+                mime_type,
+                text,
+                blob,
+            } => {
+                let mut resource = json!({"uri": uri});
+                if let Some(m) = mime_type {
+                    resource["mimeType"] = json!(m);
+                }
+                match (text, blob) {
+                    (_, Some(blob)) => resource["blob"] = json!(b64.encode(blob)),
+                    (text, None) => resource["text"] = json!(text.unwrap_or_default()),
+                }
+                mcp_block(json!({"type": "resource", "resource": resource}))
+            }
+            Content::ResourceLink {
+                uri,
+                name,
+                mime_type,
+                description,
+            } => {
+                let mut link = json!({"type": "resource_link", "uri": uri, "name": name});
+                if let Some(m) = mime_type {
+                    link["mimeType"] = json!(m);
+                }
+                if let Some(d) = description {
+                    link["description"] = json!(d);
+                }
+                mcp_block(link)
+            }
         })
         .collect();
     let mut result = if output.is_error {

@@ -15,8 +15,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use sophia_proto::payload::PayloadStore;
 use sophia_proto::{
-    Caller, Cancel, Category, Elicit, ElicitAction, ElicitReply, ErrorCode, PROTOCOL_VERSION,
-    Progress, ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
+    Ask, AskReply, AskRoute, Caller, Cancel, Category, ErrorCode, PROTOCOL_VERSION, Progress,
+    Question, ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -98,21 +98,20 @@ pub struct Reply {
 }
 
 type ProgressRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Progress>>>>;
-type QuestionRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<Question>>>>;
+type QuestionRoutes = Arc<Mutex<HashMap<Uuid, mpsc::Sender<ClientQuestion>>>>;
 
-/// A worker's question for the person behind a call (MCP elicitation),
-/// waiting for an answer.
+/// A worker's question for the caller's client (elicitation, sampling,
+/// roots), waiting for the client's answer.
 #[derive(Debug)]
-pub struct Question {
+pub struct ClientQuestion {
     /// What the worker asks.
-    pub elicit: Elicit,
+    pub ask: Ask,
     reply: Option<async_nats::Subject>,
     client: async_nats::Client,
 }
 
-impl Question {
-    /// Sends the answer back to the worker.
-    pub async fn answer(self, reply: ElicitReply) {
+impl ClientQuestion {
+    async fn send(self, reply: AskReply) {
         let Some(to) = self.reply else { return };
         match sophia_proto::encode(&reply) {
             Ok(bytes) => {
@@ -124,15 +123,42 @@ impl Question {
         }
     }
 
-    /// Answers with an error: the person could not be asked.
-    pub async fn fail(self, error: WireError) {
-        self.answer(ElicitReply {
+    /// Sends the client's MCP result (as JSON) back to the worker.
+    pub async fn answer(self, result: Value) {
+        self.send(AskReply {
             v: PROTOCOL_VERSION,
-            action: ElicitAction::Cancel,
-            content: None,
+            result: Some(result),
+            error: None,
+        })
+        .await
+    }
+
+    /// Answers with an error: the client could not be asked.
+    pub async fn fail(self, error: WireError) {
+        self.send(AskReply {
+            v: PROTOCOL_VERSION,
+            result: None,
             error: Some(error),
         })
         .await
+    }
+}
+
+/// What a caller's client can answer, for [`Bus::route_with_questions`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCan {
+    /// Elicitation, form mode.
+    pub elicit: bool,
+    /// Sampling.
+    pub sample: bool,
+    /// Roots.
+    pub roots: bool,
+}
+
+impl ClientCan {
+    /// Whether the client can answer anything at all.
+    pub fn any(self) -> bool {
+        self.elicit || self.sample || self.roots
     }
 }
 
@@ -141,8 +167,8 @@ impl Question {
 pub struct RouteTarget {
     /// The request id.
     pub id: Uuid,
-    /// The route takes questions.
-    pub questions: bool,
+    /// What the route's client can answer (nothing: no questions).
+    pub questions: ClientCan,
 }
 
 /// A caller's connection to the bus, shared by all its calls.
@@ -207,19 +233,18 @@ impl Bus {
             }
         });
         let questions: QuestionRoutes = Default::default();
-        let mut asked = client.subscribe(subject::elicit_inbox(&instance)).await?;
+        let mut asked = client.subscribe(subject::ask_inbox(&instance)).await?;
         let (q, c) = (questions.clone(), client.clone());
         tokio::spawn(async move {
             while let Some(msg) = asked.next().await {
-                let elicit = match sophia_proto::decode::<Elicit>(&msg.payload) {
-                    Ok(e) => e,
+                let ask = match sophia_proto::decode::<Ask>(&msg.payload) {
+                    Ok(a) => a,
                     Err(e) => {
-                        let question = Question {
-                            elicit: Elicit {
+                        let question = ClientQuestion {
+                            ask: Ask {
                                 v: PROTOCOL_VERSION,
                                 id: Uuid::nil(),
-                                message: String::new(),
-                                schema: Value::Null,
+                                question: Question::Roots,
                             },
                             reply: msg.reply,
                             client: c.clone(),
@@ -232,9 +257,9 @@ impl Bus {
                         continue;
                     }
                 };
-                let tx = q.lock().expect("question routes").get(&elicit.id).cloned();
-                let question = Question {
-                    elicit,
+                let tx = q.lock().expect("question routes").get(&ask.id).cloned();
+                let question = ClientQuestion {
+                    ask,
                     reply: msg.reply,
                     client: c.clone(),
                 };
@@ -284,13 +309,14 @@ impl Bus {
             routes: self.routes.clone(),
             question_routes: None,
             question_rx: None,
+            can: ClientCan::default(),
         }
     }
 
-    /// A route that also carries the worker's questions for the person
-    /// behind the call (read them with [`ProgressRoute::next_question`]).
-    /// Open it only when the caller's client can answer them.
-    pub fn route_with_questions(&self) -> ProgressRoute {
+    /// A route that also carries the worker's questions for the caller's
+    /// client (take them with [`ProgressRoute::take_questions`]), of the
+    /// kinds `can` says the client answers.
+    pub fn route_with_questions(&self, can: ClientCan) -> ProgressRoute {
         let mut route = self.progress_route();
         let (tx, rx) = mpsc::channel(4);
         self.questions
@@ -299,6 +325,7 @@ impl Bus {
             .insert(route.id, tx);
         route.question_routes = Some(self.questions.clone());
         route.question_rx = Some(rx);
+        route.can = can;
         route
     }
 
@@ -320,8 +347,13 @@ impl Bus {
         if let Some(route) = route {
             request.id = route.id;
             request.progress_to = Some(subject::progress(&self.instance, route.id));
-            if route.questions {
-                request.elicit_to = Some(subject::elicit(&self.instance, route.id));
+            if route.questions.any() {
+                request.ask = Some(AskRoute {
+                    to: subject::ask(&self.instance, route.id),
+                    elicit: route.questions.elicit,
+                    sample: route.questions.sample,
+                    roots: route.questions.roots,
+                });
             }
         }
         self.send(request, spec, cancel).await
@@ -444,7 +476,8 @@ pub struct ProgressRoute {
     received: u64,
     routes: ProgressRoutes,
     question_routes: Option<QuestionRoutes>,
-    question_rx: Option<mpsc::Receiver<Question>>,
+    question_rx: Option<mpsc::Receiver<ClientQuestion>>,
+    can: ClientCan,
 }
 
 impl ProgressRoute {
@@ -452,13 +485,13 @@ impl ProgressRoute {
     pub fn target(&self) -> RouteTarget {
         RouteTarget {
             id: self.id,
-            questions: self.question_routes.is_some(),
+            questions: self.can,
         }
     }
 
     /// The worker's questions, to read alongside progress; `None` on a
     /// route without questions (or once taken).
-    pub fn take_questions(&mut self) -> Option<mpsc::Receiver<Question>> {
+    pub fn take_questions(&mut self) -> Option<mpsc::Receiver<ClientQuestion>> {
         self.question_rx.take()
     }
 

@@ -225,7 +225,7 @@ async fn run_tool(
             }),
             progress_sent: progress_sent.clone(),
             bus: shared.bus.clone(),
-            elicit_to: request.elicit_to,
+            ask: request.ask,
         };
         let in_flight = shared.metrics.in_flight(tool.spec());
         let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();

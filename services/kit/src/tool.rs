@@ -181,7 +181,7 @@ pub struct Call {
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) progress_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) bus: crate::bus::Bus,
-    pub(crate) elicit_to: Option<String>,
+    pub(crate) ask: Option<sophia_proto::AskRoute>,
 }
 
 /// The person's answer to [`Call::elicit`].
@@ -259,9 +259,74 @@ impl Call {
     }
 
     /// Whether the person behind the call can be asked questions (their MCP
-    /// client supports elicitation).
+    /// client supports elicitation in form mode).
     pub fn can_elicit(&self) -> bool {
-        self.elicit_to.is_some()
+        self.ask.as_ref().is_some_and(|a| a.elicit)
+    }
+
+    /// Whether the caller's client can sample its model for this call.
+    pub fn can_sample(&self) -> bool {
+        self.ask.as_ref().is_some_and(|a| a.sample)
+    }
+
+    /// Whether the caller's client can list its roots.
+    pub fn can_list_roots(&self) -> bool {
+        self.ask.as_ref().is_some_and(|a| a.roots)
+    }
+
+    /// Sends `question` to the caller's client and waits for its MCP result,
+    /// at most until the call's deadline. Errors: `unavailable` when the
+    /// client cannot answer this kind of question, `timeout` when no answer
+    /// came in time, `cancelled` when the call was cancelled.
+    async fn ask(
+        &self,
+        question: sophia_proto::Question,
+        can: bool,
+        what: &str,
+    ) -> Result<Value, WireError> {
+        use sophia_proto::{AskReply, ErrorCode};
+        let Some(route) = self.ask.as_ref().filter(|_| can) else {
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!("the caller's MCP client does not support {what}"),
+            ));
+        };
+        let ask = sophia_proto::Ask {
+            v: sophia_proto::PROTOCOL_VERSION,
+            id: self.id,
+            question,
+        };
+        let bytes = sophia_proto::encode(&ask).map_err(|e| WireError::internal(e.to_string()))?;
+        let request = self.bus.client().send_request(
+            route.to.clone(),
+            async_nats::Request::new()
+                .payload(bytes.into())
+                .timeout(Some(self.remaining())),
+        );
+        let reply = tokio::select! {
+            r = request => r,
+            _ = self.cancelled() => {
+                return Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled while waiting for the client"));
+            }
+        };
+        let msg = reply.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::TimedOut => WireError::new(
+                ErrorCode::Timeout,
+                format!("the client did not answer ({what}) before the call's deadline"),
+            ),
+            _ => WireError::new(
+                ErrorCode::Unavailable,
+                format!("could not reach the caller's client: {e}"),
+            ),
+        })?;
+        let reply: AskReply = sophia_proto::decode(&msg.payload).map_err(|e| {
+            WireError::new(ErrorCode::Unavailable, format!("a malformed answer: {e}"))
+        })?;
+        match (reply.error, reply.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(result)) => Ok(result),
+            (None, None) => Err(WireError::new(ErrorCode::Unavailable, "an empty answer")),
+        }
     }
 
     /// Asks the person behind the call a question (MCP elicitation, form
@@ -274,54 +339,48 @@ impl Call {
         message: impl Into<String>,
         schema: Value,
     ) -> Result<Answer, WireError> {
-        use sophia_proto::{ElicitAction, ElicitReply, ErrorCode};
-        let Some(subject) = &self.elicit_to else {
-            return Err(WireError::new(
-                ErrorCode::Unavailable,
-                "the caller's client cannot answer questions (no MCP elicitation)",
-            ));
-        };
-        let question = sophia_proto::Elicit {
-            v: sophia_proto::PROTOCOL_VERSION,
-            id: self.id,
+        let question = sophia_proto::Question::Elicit {
             message: message.into(),
             schema,
         };
-        let bytes =
-            sophia_proto::encode(&question).map_err(|e| WireError::internal(e.to_string()))?;
-        let ask = self.bus.client().send_request(
-            subject.clone(),
-            async_nats::Request::new()
-                .payload(bytes.into())
-                .timeout(Some(self.remaining())),
-        );
-        let reply = tokio::select! {
-            r = ask => r,
-            _ = self.cancelled() => {
-                return Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled while waiting for an answer"));
+        let result = self
+            .ask(
+                question,
+                self.can_elicit(),
+                "elicitation (it cannot answer questions)",
+            )
+            .await?;
+        Ok(match result["action"].as_str() {
+            Some("accept") => {
+                Answer::Accepted(result.get("content").cloned().unwrap_or(Value::Null))
             }
-        };
-        let msg = reply.map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::TimedOut => WireError::new(
-                ErrorCode::Timeout,
-                "no answer to the question before the call's deadline",
-            ),
-            _ => WireError::new(
-                ErrorCode::Unavailable,
-                format!("could not ask the caller: {e}"),
-            ),
-        })?;
-        let reply: ElicitReply = sophia_proto::decode(&msg.payload).map_err(|e| {
-            WireError::new(ErrorCode::Unavailable, format!("a malformed answer: {e}"))
-        })?;
-        if let Some(e) = reply.error {
-            return Err(e);
-        }
-        Ok(match reply.action {
-            ElicitAction::Accept => Answer::Accepted(reply.content.unwrap_or(Value::Null)),
-            ElicitAction::Decline => Answer::Declined,
-            ElicitAction::Cancel => Answer::Cancelled,
+            Some("decline") => Answer::Declined,
+            _ => Answer::Cancelled,
         })
+    }
+
+    /// Asks the caller's client to sample its model (MCP
+    /// `sampling/createMessage`); `params` are MCP's
+    /// `CreateMessageRequestParams` as JSON. Returns the client's
+    /// `CreateMessageResult` as JSON (`role`, `content`, `model`, ...).
+    pub async fn sample(&self, params: Value) -> Result<Value, WireError> {
+        self.ask(
+            sophia_proto::Question::Sample { params },
+            self.can_sample(),
+            "sampling",
+        )
+        .await
+    }
+
+    /// The caller's client's roots (MCP `roots/list`), as its
+    /// `ListRootsResult` JSON (`{"roots": [{"uri", "name"?}]}`).
+    pub async fn list_roots(&self) -> Result<Value, WireError> {
+        self.ask(
+            sophia_proto::Question::Roots,
+            self.can_list_roots(),
+            "roots",
+        )
+        .await
     }
 
     /// Hands this call to another subject (for instance a category's own
@@ -342,7 +401,7 @@ impl Call {
         );
         request.id = self.id;
         request.progress_to = self.progress.as_ref().map(|p| p.subject.clone());
-        request.elicit_to = self.elicit_to.clone();
+        request.ask = self.ask.clone();
         let spec = crate::bus::CallSpec {
             tool: &self.tool,
             category,

@@ -1,0 +1,148 @@
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`,
+//! pinned in `ops/scripts/install-conformance.sh`) against the gateway, with
+//! the conformance worker (`examples/conformance-worker`) behind it on the
+//! bus: the suite's server scenarios over Streamable HTTP.
+//!
+//! Scenarios the gateway cannot pass yet are listed in
+//! `ops/conformance/expected-failures.yml`. The suite fails the run when a
+//! scenario outside that list fails (a regression), and also when one in it
+//! passes (so the list only shrinks).
+//!
+//! The suite sends no `Authorization` header, so it talks to the gateway
+//! through a small proxy here that adds the test token and passes
+//! everything else (the `Host` and `Origin` headers included) through.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures::TryStreamExt;
+use sophia_tests::Mesh;
+use sophia_tests::mesh::TEST_TOKEN;
+use sophia_tests::tools::wait_for_tool;
+
+#[derive(Clone)]
+struct Upstream {
+    http: reqwest::Client,
+    base: String,
+}
+
+async fn forward(State(up): State<Upstream>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let url = format!(
+        "{}{}",
+        up.base,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut out = up.http.request(parts.method, url);
+    for (name, value) in &parts.headers {
+        if !matches!(
+            name.as_str(),
+            "connection" | "content-length" | "transfer-encoding"
+        ) {
+            out = out.header(name, value);
+        }
+    }
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let reply = match out.bearer_auth(TEST_TOKEN).body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::builder()
+                .status(502)
+                .body(Body::from(e.to_string()))
+                .unwrap();
+        }
+    };
+    let mut response = Response::builder().status(reply.status());
+    for (name, value) in reply.headers() {
+        if !matches!(
+            name.as_str(),
+            "connection" | "content-length" | "transfer-encoding"
+        ) {
+            response = response.header(name, value);
+        }
+    }
+    let stream = reply.bytes_stream().map_err(std::io::Error::other);
+    response.body(Body::from_stream(stream)).unwrap()
+}
+
+/// Serves the proxy in front of `base`; returns its address.
+async fn proxy(base: String) -> std::net::SocketAddr {
+    sophia_tests::install_crypto();
+    let up = Upstream {
+        http: reqwest::Client::new(),
+        base,
+    };
+    let app = axum::Router::new().fallback(forward).with_state(up);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The suite's `conformance` command: `SOPHIA_CONFORMANCE` (set by
+/// `ops/scripts/test.sh`), else where the install script puts it.
+fn suite() -> PathBuf {
+    let path = std::env::var_os("SOPHIA_CONFORMANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../.sophia/conformance/node_modules/.bin/conformance")
+        });
+    assert!(
+        path.exists(),
+        "the conformance suite is not installed at {}: run ./ops/scripts/install-conformance.sh \
+         (./ops/scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus() {
+    let suite = suite();
+    let mut mesh = Mesh::start().await;
+    mesh.worker(conformance_worker::worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "test_simple_text").await;
+    drop(client);
+    let addr = proxy(mesh.http_base()).await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let results = tempfile::tempdir().unwrap();
+    let bin_dir = suite.parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = tokio::process::Command::new(&suite)
+        .args(["server", "--url", &format!("http://{addr}/mcp")])
+        .arg("--expected-failures")
+        .arg(root.join("ops/conformance/expected-failures.yml"))
+        .arg("-o")
+        .arg(results.path())
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+        .await
+        .expect("the suite finishes within 5 minutes")
+        .expect("the suite runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the conformance suite found a regression (or a fixed scenario still listed as expected \
+         to fail):\n{stdout}\n{stderr}"
+    );
+}
