@@ -367,6 +367,25 @@ pub struct Progress {
     /// A human-readable step description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A log record for the caller's client (MCP `notifications/message`)
+    /// instead of a progress step; `progress`, `total` and `message` are
+    /// then unused. Logs travel with progress so that they too arrive
+    /// before the result (the `progress_sent` fence counts both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogRecord>,
+}
+
+/// A log record a worker sends to the caller's client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// MCP's level name: `debug`, `info`, `notice`, `warning`, `error`,
+    /// `critical`, `alert` or `emergency`.
+    pub level: String,
+    /// Which logger, if named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<String>,
+    /// The record: any JSON.
+    pub data: Value,
 }
 
 /// What a worker asks the caller's client mid-call, sent as a NATS request

@@ -33,6 +33,8 @@ pub struct Recorder {
     pub sampled: Arc<Mutex<Vec<serde_json::Value>>>,
     /// With `Some`, declares roots and lists these URIs.
     pub roots: Option<Vec<String>>,
+    /// Log records received (`notifications/message`), as JSON.
+    pub logs: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Default for Recorder {
@@ -45,6 +47,7 @@ impl Default for Recorder {
             sample_reply: None,
             sampled: Default::default(),
             roots: None,
+            logs: Default::default(),
         }
     }
 }
@@ -122,6 +125,18 @@ impl ClientHandler for Recorder {
         serde_json::from_value(serde_json::json!({"role": "assistant",
             "content": {"type": "text", "text": reply}, "model": "test-model"}))
         .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+
+    #[allow(deprecated)] // logging: see the gateway's relay_log
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .push(serde_json::to_value(&params).unwrap_or_default());
     }
 
     #[allow(deprecated)]

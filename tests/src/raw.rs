@@ -37,7 +37,8 @@ impl RawSession {
         }
     }
 
-    /// POSTs `body` as is, with the headers a correct client sends.
+    /// POSTs `body` as is, with the headers a correct client sends (`extra`
+    /// adds to them, or replaces `MCP-Protocol-Version`).
     pub async fn post_raw(
         &self,
         body: impl Into<reqwest::Body>,
@@ -48,9 +49,14 @@ impl RawSession {
             .post(&self.url)
             .header("Accept", "application/json, text/event-stream")
             .header("Content-Type", "application/json")
-            .header("MCP-Protocol-Version", "2025-06-18")
             .bearer_auth(&self.token)
             .body(body);
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("MCP-Protocol-Version"))
+        {
+            req = req.header("MCP-Protocol-Version", "2025-06-18");
+        }
         if let Some(s) = &self.session {
             req = req.header("Mcp-Session-Id", s);
         }
@@ -66,6 +72,19 @@ impl RawSession {
             messages,
             body,
         }
+    }
+
+    /// Ends the session (`DELETE` with its `Mcp-Session-Id`); the status.
+    pub async fn delete(&self) -> u16 {
+        let mut req = self.http.delete(&self.url).bearer_auth(&self.token);
+        if let Some(s) = &self.session {
+            req = req.header("Mcp-Session-Id", s);
+        }
+        req.send()
+            .await
+            .expect("HTTP request completes")
+            .status()
+            .as_u16()
     }
 
     /// POSTs a JSON value.

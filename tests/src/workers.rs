@@ -58,8 +58,9 @@ pub fn asking_worker() -> Worker {
     )
 }
 
-/// A worker whose `sample` tool asks the client's model `prompt`, and whose
-/// `roots` tool lists the client's roots.
+/// A worker whose `sample` tool asks the client's model `prompt`, whose
+/// `roots` tool lists the client's roots, and whose `chatty` tool logs at
+/// levels debug, info and error.
 pub fn client_asking_worker() -> Worker {
     Worker::new("client-asking-worker", "1.0.0")
         .tool(
@@ -79,6 +80,16 @@ pub fn client_asking_worker() -> Worker {
             }),
         )
         .tool(
+            Tool::new("chatty", Category::CodeGeneration, "Logs at three levels.").handler(
+                |call| async move {
+                    for level in ["debug", "info", "error"] {
+                        call.log(level, json!({"said": level})).await;
+                    }
+                    Ok(ToolOutput::text("done"))
+                },
+            ),
+        )
+        .tool(
             Tool::new(
                 "roots",
                 Category::CodeGeneration,
@@ -86,6 +97,25 @@ pub fn client_asking_worker() -> Worker {
             )
             .handler(|call| async move { Ok(ToolOutput::json(call.list_roots().await?)) }),
         )
+}
+
+/// A worker whose `trace` tool answers with the W3C trace context its call
+/// arrived with.
+pub fn trace_worker() -> Worker {
+    Worker::new("trace-worker", "1.0.0").tool(
+        Tool::new(
+            "trace",
+            Category::CodeGeneration,
+            "Says which trace the call belongs to.",
+        )
+        .read_only()
+        .handler(|call| async move {
+            Ok(ToolOutput::json(json!({
+                "traceparent": call.trace.traceparent,
+                "tracestate": call.trace.tracestate,
+            })))
+        }),
+    )
 }
 
 /// A worker with `count_steps`: reports `steps` progress messages, then answers.

@@ -275,3 +275,22 @@ async fn a_nats_restart_is_reported_then_survived() {
     .await;
     assert_eq!(text_of(&back), "after");
 }
+
+#[tokio::test]
+async fn an_ended_session_is_gone_and_unknown_protocol_versions_are_refused() {
+    let (mesh, _client) = mesh_with_echo().await;
+    let mut session = sophia_tests::raw::RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
+    session.initialize().await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    assert_eq!(session.post(ping.clone()).await.status, 200);
+
+    let version = session
+        .post_raw(ping.to_string(), &[("MCP-Protocol-Version", "1999-01-01")])
+        .await;
+    assert_eq!(version.status, 400, "{}", version.body);
+
+    let ended = session.delete().await;
+    assert!((200..300).contains(&ended), "DELETE ends the session: {ended}");
+    let after = session.post(ping).await;
+    assert_eq!(after.status, 404, "a request in an ended session: {}", after.body);
+}

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::PeerRequestOptions;
-use serde_json::json;
+use serde_json::{Value, json};
 use sophia_tests::tools::{WAIT, call, call_with_progress, text_of, wait_for_tool};
 use sophia_tests::workers::{
     CancelProbe, asking_worker, big_result_worker, cancellable_worker, client_asking_worker,
-    pattern, progress_worker, whoami_worker,
+    pattern, progress_worker, trace_worker, whoami_worker,
 };
 use sophia_tests::{Mesh, eventually};
 
@@ -252,4 +252,91 @@ async fn a_worker_can_sample_the_clients_model_and_list_its_roots() {
         "{}",
         text_of(&r)
     );
+}
+
+#[tokio::test]
+async fn worker_logs_reach_the_client_at_or_above_the_level_it_set() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(client_asking_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "chatty").await;
+
+    // Before logging/setLevel, nothing is relayed.
+    call(&client, "chatty", json!({})).await;
+    assert!(client.service().logs.lock().unwrap().is_empty());
+
+    #[allow(deprecated)]
+    client
+        .set_level(
+            serde_json::from_value::<rmcp::model::SetLevelRequestParams>(json!({"level": "info"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    call(&client, "chatty", json!({})).await;
+    let logs = client.service().logs.lock().unwrap().clone();
+    let levels: Vec<&str> = logs.iter().map(|l| l["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["info", "error"], "{logs:?}");
+    assert_eq!(logs[0]["data"], json!({"said": "info"}));
+    assert_eq!(logs[0]["logger"], "chatty");
+}
+
+#[tokio::test]
+async fn the_callers_trace_context_continues_onto_the_bus() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(trace_worker()).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // From the HTTP request's `traceparent` header.
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("traceparent"),
+        http::HeaderValue::from_static(parent),
+    );
+    headers.insert(
+        http::HeaderName::from_static("tracestate"),
+        http::HeaderValue::from_static("vendor=1"),
+    );
+    let client = sophia_tests::client::connect_http_with(
+        &mesh.mcp_url(),
+        sophia_tests::mesh::TEST_TOKEN,
+        headers,
+    )
+    .await;
+    wait_for_tool(&client, "trace").await;
+    let r = call(&client, "trace", json!({})).await;
+    assert_eq!(
+        r.structured_content,
+        Some(json!({"traceparent": parent, "tracestate": "vendor=1"}))
+    );
+
+    // From `params._meta` (SEP-414), as a client without HTTP headers sends it.
+    let mut session =
+        sophia_tests::raw::RawSession::new(&mesh.mcp_url(), sophia_tests::mesh::TEST_TOKEN);
+    session.initialize().await;
+    let meta_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = session
+        .post(
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "trace", "arguments": {}, "_meta": {"traceparent": meta_parent}}}),
+        )
+        .await;
+    let result = r
+        .messages
+        .iter()
+        .find(|m| m["id"] == 7)
+        .expect("the call's answer")["result"]["structuredContent"]
+        .clone();
+    assert_eq!(result["traceparent"], meta_parent, "{result}");
+
+    // A malformed traceparent is not passed on.
+    let r = session
+        .post(
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
+            "name": "trace", "arguments": {}, "_meta": {"traceparent": "not-a-trace"}}}),
+        )
+        .await;
+    let result =
+        r.messages.iter().find(|m| m["id"] == 8).unwrap()["result"]["structuredContent"].clone();
+    assert_eq!(result["traceparent"], Value::Null, "{result}");
 }

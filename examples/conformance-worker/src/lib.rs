@@ -3,9 +3,9 @@
 //! like any worker's, so the suite tests the gateway and the bus together.
 //! An example: not started by `up.sh` or the compose file.
 //!
-//! What the gateway cannot relay yet (log notifications), these fixtures
-//! cannot do either; those scenarios are listed as expected failures in
-//! `ops/conformance/`.
+//! Scenarios for what the gateway cannot relay yet (resources, prompts,
+//! completions) have no fixtures here; they are listed as expected
+//! failures in `ops/conformance/`.
 
 use std::time::Duration;
 
@@ -120,10 +120,14 @@ pub fn worker() -> Worker {
         }),
         tool(
             "test_tool_with_logging",
-            "Would send three log notifications while it runs (not relayed by the gateway yet).",
+            "Sends three log records while it runs.",
         )
-        .handler(|_| async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        .handler(|call| async move {
+            call.log("info", json!("Tool execution started")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            call.log("info", json!("Tool processing data")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            call.log("info", json!("Tool execution completed")).await;
             Ok(ToolOutput::text("Tool with logging executed successfully"))
         }),
         tool("test_error_handling", "Always fails.").handler(|_| async {

@@ -270,7 +270,7 @@ pub fn mcp_router(
     let gateway_for_rest = gateway.clone();
     let service: StreamableHttpService<McpGateway, LocalSessionManager> =
         StreamableHttpService::new(
-            move || Ok(gateway.clone()),
+            move || Ok(gateway.for_session()),
             Arc::new(LocalSessionManager::default()),
             http_config,
         );

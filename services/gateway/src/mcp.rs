@@ -47,10 +47,34 @@ pub struct CallLimits {
     pub max_timeout: Duration,
 }
 
-/// The MCP server handler. One value serves every session; it is cheap to clone.
+/// The MCP server handler. It is cheap to clone; [`McpGateway::for_session`]
+/// gives each session its own per-session state (the logging level).
 #[derive(Clone)]
 pub struct McpGateway {
     inner: Arc<Inner>,
+    /// The lowest log level the session's client asked for
+    /// (`logging/setLevel`), as a rank; `None` until it asks, and until then
+    /// workers' log records are not relayed.
+    log_level: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// No `logging/setLevel` yet.
+const NO_LOG_LEVEL: u8 = u8::MAX;
+
+/// MCP's log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
 }
 
 struct Inner {
@@ -84,9 +108,25 @@ impl McpGateway {
                 peers: Mutex::new(Vec::new()),
                 metrics,
             }),
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
         };
         gw.spawn_list_changed();
         gw
+    }
+
+    /// The handler for a new session: shared state, fresh session state.
+    pub fn for_session(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
+        }
+    }
+
+    fn log_threshold(&self) -> Option<u8> {
+        match self.log_level.load(std::sync::atomic::Ordering::Relaxed) {
+            NO_LOG_LEVEL => None,
+            rank => Some(rank),
+        }
     }
 
     /// Sends `notifications/tools/list_changed` to every live session each
@@ -340,9 +380,11 @@ async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
 }
 
 impl ServerHandler for McpGateway {
+    #[allow(deprecated)] // logging: see relay_log
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
+                .enable_logging()
                 .enable_tools()
                 .enable_tool_list_changed()
                 .build(),
@@ -356,6 +398,23 @@ impl ServerHandler for McpGateway {
              grouped by category (business_intelligence, infrastructure, code_generation). \
              The list changes as workers join and leave.",
         )
+    }
+
+    #[allow(deprecated)] // logging: see relay_log
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let name = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let rank = log_rank(&name)
+            .ok_or_else(|| McpError::invalid_params(format!("unknown log level {name:?}"), None))?;
+        self.log_level
+            .store(rank, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -434,10 +493,11 @@ impl ServerHandler for McpGateway {
         // A client that can answer questions gets a route for them (and
         // for progress, if it asked for that too).
         let can = client_can(&context.peer);
+        let logs = self.log_threshold();
         let mut route = if can.any() {
             Some(self.inner.bus.route_with_questions(can))
         } else {
-            token.as_ref().map(|_| self.inner.bus.progress_route())
+            (token.is_some() || logs.is_some()).then(|| self.inner.bus.progress_route())
         };
         let mut questions = route.as_mut().and_then(ProgressRoute::take_questions);
         let call_spec = CallSpec {
@@ -460,7 +520,7 @@ impl ServerHandler for McpGateway {
             tokio::select! {
                 outcome = &mut call => break outcome,
                 Some(p) = next_progress(&mut route) => {
-                    if let Some(t) = &token { relay(&context.peer, t, p).await }
+                    relay(&context.peer, token.as_ref(), logs, p).await
                 }
                 Some(q) = next_question(&mut questions) => {
                     // Answered on the side: the person may take a while,
@@ -469,9 +529,9 @@ impl ServerHandler for McpGateway {
                 }
             }
         };
-        if let (Ok(reply), Some(r), Some(t)) = (&outcome, route.as_mut(), &token) {
+        if let (Ok(reply), Some(r)) = (&outcome, route.as_mut()) {
             for p in r.drain(reply.progress_sent, PROGRESS_PATIENCE).await {
-                relay(&context.peer, t, p).await;
+                relay(&context.peer, token.as_ref(), logs, p).await;
             }
         }
         drop(route);
@@ -500,7 +560,23 @@ impl ServerHandler for McpGateway {
     }
 }
 
-async fn relay(peer: &Peer<RoleServer>, token: &rmcp::model::ProgressToken, p: Progress) {
+/// Relays a worker's progress step (if the client sent a progress token) or
+/// log record (if it is at or above the level the client set).
+async fn relay(
+    peer: &Peer<RoleServer>,
+    token: Option<&rmcp::model::ProgressToken>,
+    log_threshold: Option<u8>,
+    p: Progress,
+) {
+    if let Some(record) = p.log {
+        if let (Some(rank), Some(threshold)) = (log_rank(&record.level), log_threshold)
+            && rank >= threshold
+        {
+            relay_log(peer, record).await;
+        }
+        return;
+    }
+    let Some(token) = token else { return };
     let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
     if let Some(total) = p.total {
         param = param.with_total(total);
@@ -510,6 +586,22 @@ async fn relay(peer: &Peer<RoleServer>, token: &rmcp::model::ProgressToken, p: P
     }
     if let Err(e) = peer.notify_progress(param).await {
         tracing::debug!(cause = %e, "could not relay progress");
+    }
+}
+
+// Logging is deprecated by SEP-2577 in rmcp; clients speaking the 2025
+// revisions use it.
+#[allow(deprecated)]
+async fn relay_log(peer: &Peer<RoleServer>, record: sophia_proto::LogRecord) {
+    let param = serde_json::from_value::<rmcp::model::LoggingMessageNotificationParam>(json!({
+        "level": record.level, "logger": record.logger, "data": record.data}));
+    match param {
+        Ok(param) => {
+            if let Err(e) = peer.notify_logging_message(param).await {
+                tracing::debug!(cause = %e, "could not relay a log record");
+            }
+        }
+        Err(e) => tracing::debug!(cause = %e, "dropping a malformed log record"),
     }
 }
 

@@ -206,14 +206,39 @@ impl Call {
     /// should increase with every report. Best effort: a lost progress
     /// message never fails the call.
     pub async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
-        let Some(sink) = &self.progress else { return };
-        let msg = Progress {
+        self.notify(Progress {
             v: sophia_proto::PROTOCOL_VERSION,
             id: self.id,
             progress,
             total,
             message,
-        };
+            log: None,
+        })
+        .await
+    }
+
+    /// Sends a log record to the caller's client (MCP
+    /// `notifications/message`; the gateway drops records below the level
+    /// the client set). `level` is an MCP level name (`debug`, `info`,
+    /// `warning`, `error`, ...). Best effort, like progress.
+    pub async fn log(&self, level: &str, data: Value) {
+        self.notify(Progress {
+            v: sophia_proto::PROTOCOL_VERSION,
+            id: self.id,
+            progress: 0.0,
+            total: None,
+            message: None,
+            log: Some(sophia_proto::LogRecord {
+                level: level.to_owned(),
+                logger: Some(self.tool.clone()),
+                data,
+            }),
+        })
+        .await
+    }
+
+    async fn notify(&self, msg: Progress) {
+        let Some(sink) = &self.progress else { return };
         match sophia_proto::encode(&msg) {
             Ok(bytes) => {
                 match sink
