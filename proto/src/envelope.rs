@@ -508,6 +508,40 @@ pub struct Announce {
     pub tools: Vec<ToolSpec>,
     /// How often it announces. A replica silent for three intervals is gone.
     pub heartbeat_ms: u64,
+    /// What it offers besides tools: MCP resources, resource templates and
+    /// prompts. Served on [`crate::subject::mcp`] subjects of its service.
+    #[serde(default, skip_serializing_if = "Offers::is_empty")]
+    pub offers: Offers,
+}
+
+/// A worker's MCP resources, resource templates and prompts, each in MCP's
+/// own JSON shape (`Resource`, `ResourceTemplate`, `Prompt`), so clients
+/// see exactly what the worker declared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Offers {
+    /// Resources (`uri`, `name`, `mimeType`, ...).
+    #[serde(default)]
+    pub resources: Vec<Value>,
+    /// Resource templates (`uriTemplate`, `name`, ...).
+    #[serde(default)]
+    pub resource_templates: Vec<Value>,
+    /// Prompts (`name`, `description`, `arguments`, ...).
+    #[serde(default)]
+    pub prompts: Vec<Value>,
+    /// Whether the worker answers `completion/complete` for its prompts'
+    /// arguments and its templates' variables.
+    #[serde(default)]
+    pub completions: bool,
+}
+
+impl Offers {
+    /// Nothing offered.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+            && self.resource_templates.is_empty()
+            && self.prompts.is_empty()
+            && !self.completions
+    }
 }
 
 /// A worker replica leaving the mesh (sent when it starts draining).

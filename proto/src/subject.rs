@@ -8,6 +8,7 @@
 //! | `sophia.v1.cancel.<category>` | callers | every worker of that category |
 //! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
 //! | `sophia.v1.ask.<caller>.<request id>` | workers (request) | the caller that asked |
+//! | `sophia.v1.mcp.<service>.<method>` | gateways (request) | the service's replicas, queue group `sophia` |
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
 //! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
 //! | `sophia.v1.registry.discover` | gateways (on start) | every worker |
@@ -202,6 +203,37 @@ pub fn progress(caller_instance: &str, request_id: Uuid) -> String {
 /// its calls: `sophia.v1.progress.<caller instance>.*`.
 pub fn progress_inbox(caller_instance: &str) -> String {
     format!("{ROOT}.progress.{caller_instance}.*")
+}
+
+/// The MCP requests a worker answers besides tool calls, for its
+/// resources, prompts and completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McpMethod {
+    /// `resources/read`.
+    ReadResource,
+    /// `prompts/get`.
+    GetPrompt,
+    /// `completion/complete`.
+    Complete,
+}
+
+impl McpMethod {
+    /// The method's subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpMethod::ReadResource => "resources_read",
+            McpMethod::GetPrompt => "prompts_get",
+            McpMethod::Complete => "complete",
+        }
+    }
+}
+
+/// Where a worker service answers `method` (queue group `sophia`), as a
+/// `ToolRequest` whose `args` are the MCP request's params and whose
+/// result's structured output is the MCP result:
+/// `sophia.v1.mcp.<service>.<method>`.
+pub fn mcp(service: &str, method: McpMethod) -> String {
+    format!("{ROOT}.mcp.{}.{}", model_token(service), method.as_str())
 }
 
 /// The subject a worker sends [`crate::Ask`] requests to for one call:

@@ -35,6 +35,9 @@ pub struct Recorder {
     pub roots: Option<Vec<String>>,
     /// Log records received (`notifications/message`), as JSON.
     pub logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// How many `notifications/resources/list_changed` and
+    /// `notifications/prompts/list_changed` arrived.
+    pub offers_changed: watch::Sender<usize>,
 }
 
 impl Default for Recorder {
@@ -48,6 +51,7 @@ impl Default for Recorder {
             sampled: Default::default(),
             roots: None,
             logs: Default::default(),
+            offers_changed: watch::channel(0).0,
         }
     }
 }
@@ -156,6 +160,14 @@ impl ClientHandler for Recorder {
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.list_changed.send_modify(|n| *n += 1);
+    }
+
+    async fn on_resource_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.offers_changed.send_modify(|n| *n += 1);
+    }
+
+    async fn on_prompt_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.offers_changed.send_modify(|n| *n += 1);
     }
 
     async fn on_progress(

@@ -260,6 +260,7 @@ pub async fn misbehaving_worker(
         version: "0.0.1".into(),
         tools: vec![spec],
         heartbeat_ms: 200,
+        offers: Default::default(),
     };
     let announce = bytes::Bytes::from(sophia_proto::encode(&announce).unwrap());
     let mut sub = match how {

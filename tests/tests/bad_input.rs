@@ -290,7 +290,14 @@ async fn an_ended_session_is_gone_and_unknown_protocol_versions_are_refused() {
     assert_eq!(version.status, 400, "{}", version.body);
 
     let ended = session.delete().await;
-    assert!((200..300).contains(&ended), "DELETE ends the session: {ended}");
+    assert!(
+        (200..300).contains(&ended),
+        "DELETE ends the session: {ended}"
+    );
     let after = session.post(ping).await;
-    assert_eq!(after.status, 404, "a request in an ended session: {}", after.body);
+    assert_eq!(
+        after.status, 404,
+        "a request in an ended session: {}",
+        after.body
+    );
 }

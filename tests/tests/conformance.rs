@@ -3,7 +3,8 @@
 //! the conformance worker (`examples/conformance-worker`) behind it on the
 //! bus: the suite's server scenarios over Streamable HTTP.
 //!
-//! Scenarios the gateway cannot pass yet are listed in
+//! Everything runs under the least-privilege NATS users. Scenarios the
+//! gateway cannot pass yet would be listed in
 //! `ops/conformance/expected-failures.yml`. The suite fails the run when a
 //! scenario outside that list fails (a regression), and also when one in it
 //! passes (so the list only shrinks).
@@ -109,7 +110,9 @@ fn suite() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus() {
     let suite = suite();
-    let mut mesh = Mesh::start().await;
+    // Under the least-privilege NATS users of ops/nats/nats.conf, so that
+    // the suite also proves every relayed feature is permitted.
+    let mut mesh = Mesh::least_privilege().await;
     mesh.worker(conformance_worker::worker()).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "test_simple_text").await;
@@ -140,6 +143,14 @@ async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus()
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
+    let violations: Vec<String> = mesh
+        .nats
+        .log()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_owned)
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
     assert!(
         out.status.success(),
         "the conformance suite found a regression (or a fixed scenario still listed as expected \

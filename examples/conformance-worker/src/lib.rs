@@ -3,9 +3,9 @@
 //! like any worker's, so the suite tests the gateway and the bus together.
 //! An example: not started by `up.sh` or the compose file.
 //!
-//! Scenarios for what the gateway cannot relay yet (resources, prompts,
-//! completions) have no fixtures here; they are listed as expected
-//! failures in `ops/conformance/`.
+//! Resources, the resource template, prompts and completions are offered
+//! with the kit's `Worker::resource`, `resource_template`, `prompt` and
+//! `completions`.
 
 use std::time::Duration;
 
@@ -220,9 +220,99 @@ pub fn worker() -> Worker {
             "additionalProperties": false}))
         .handler(|call| async move { Ok(ToolOutput::json(call.args.clone())) }),
     ];
-    tools.into_iter().fold(
+    let worker = tools.into_iter().fold(
         Worker::new("conformance-worker", env!("CARGO_PKG_VERSION"))
             .description("MCP conformance suite fixtures"),
         Worker::tool,
-    )
+    );
+    with_resources_and_prompts(worker)
+}
+
+fn text_message(text: &str) -> Value {
+    json!({"role": "user", "content": {"type": "text", "text": text}})
+}
+
+/// The suite's resources, resource template, prompts and completions.
+fn with_resources_and_prompts(worker: Worker) -> Worker {
+    use base64::Engine;
+    use sophia_kit::offers::Contents;
+    let png = base64::engine::general_purpose::STANDARD.encode(RED_PIXEL_PNG);
+    worker
+        .resource(
+            json!({"uri": "test://static-text", "name": "static-text", "description": "A static text resource",
+                "mimeType": "text/plain"}),
+            |_| async { Ok(Contents::text("This is the content of the static text resource.")) },
+        )
+        .resource(
+            json!({"uri": "test://static-binary", "name": "static-binary", "description": "A static binary resource (a PNG)",
+                "mimeType": "image/png"}),
+            |_| async { Ok(Contents::Blob(RED_PIXEL_PNG.to_vec())) },
+        )
+        .resource(
+            json!({"uri": "test://watched-resource", "name": "watched-resource", "description": "A resource to subscribe to",
+                "mimeType": "text/plain"}),
+            |_| async { Ok(Contents::text("Watched resource content.")) },
+        )
+        .resource_template(
+            json!({"uriTemplate": "test://template/{id}/data", "name": "template-data",
+                "description": "Data for an id", "mimeType": "application/json"}),
+            |_, vars| async move {
+                let id = vars.get("id").cloned().unwrap_or_default();
+                Ok(Contents::text(
+                    json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string(),
+                ))
+            },
+        )
+        .prompt(
+            json!({"name": "test_simple_prompt", "description": "A simple prompt without arguments"}),
+            |_| async { Ok(json!({"messages": [text_message("This is a simple prompt for testing.")]})) },
+        )
+        .prompt(
+            json!({"name": "test_prompt_with_arguments", "description": "A prompt with arguments",
+                "arguments": [
+                    {"name": "arg1", "description": "First test argument", "required": true},
+                    {"name": "arg2", "description": "Second test argument", "required": true}]}),
+            |args| async move {
+                let text = format!(
+                    "Prompt with arguments: arg1='{}', arg2='{}'",
+                    args["arg1"].as_str().unwrap_or_default(),
+                    args["arg2"].as_str().unwrap_or_default()
+                );
+                Ok(json!({"messages": [text_message(&text)]}))
+            },
+        )
+        .prompt(
+            json!({"name": "test_prompt_with_embedded_resource", "description": "A prompt embedding a resource",
+                "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": true}]}),
+            |args| async move {
+                Ok(json!({"messages": [
+                    {"role": "user", "content": {"type": "resource", "resource": {
+                        "uri": args["resourceUri"], "mimeType": "text/plain",
+                        "text": "Embedded resource content for testing."}}},
+                    text_message("Please process the embedded resource above.")]}))
+            },
+        )
+        .prompt(
+            json!({"name": "test_prompt_with_image", "description": "A prompt with an image"}),
+            move |_| {
+                let png = png.clone();
+                async move {
+                    Ok(json!({"messages": [
+                        {"role": "user", "content": {"type": "image", "data": png, "mimeType": "image/png"}},
+                        text_message("Please analyze the image above.")]}))
+                }
+            },
+        )
+        .completions(|params| async move {
+            let typed = params["argument"]["value"].as_str().unwrap_or_default().to_owned();
+            let candidates: &[&str] = match params["argument"]["name"].as_str() {
+                Some("arg1" | "arg2") => &["paris", "park", "party", "hello", "world"],
+                _ => &[],
+            };
+            Ok(candidates
+                .iter()
+                .filter(|c| c.starts_with(&typed))
+                .map(|c| (*c).to_owned())
+                .collect())
+        })
 }

@@ -24,6 +24,7 @@ use rmcp::service::ElicitationMode;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use sophia_proto::subject::McpMethod;
 use sophia_proto::{
     Caller, Content, ErrorCode, Progress, Question, ToolOutput, WireError, headers,
 };
@@ -91,6 +92,21 @@ struct Inner {
 const PROGRESS_PATIENCE: Duration = Duration::from_millis(250);
 
 impl McpGateway {
+    /// The service offering `uri`, or an error that says where to look.
+    fn resource_owner(&self, uri: &str) -> Result<String, McpError> {
+        self.inner
+            .registry
+            .view()
+            .resource_owner(uri)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                McpError::resource_not_found(
+                    format!("no live worker offers resource {uri}: see resources/list and resources/templates/list"),
+                    None,
+                )
+            })
+    }
+
     /// A handler over `registry` and `bus`.
     pub fn new(
         registry: Registry,
@@ -111,6 +127,7 @@ impl McpGateway {
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
         };
         gw.spawn_list_changed();
+        gw.spawn_offers_changed();
         gw
     }
 
@@ -155,6 +172,69 @@ impl McpGateway {
                 }
             }
         });
+    }
+
+    /// Sends `notifications/resources/list_changed` and
+    /// `notifications/prompts/list_changed` to every live session each time
+    /// the resources, templates or prompts on offer change.
+    fn spawn_offers_changed(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut changes = self.inner.registry.subscribe_offers();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(inner) = weak.upgrade() else { break };
+                let peers: Vec<_> = {
+                    let mut peers = inner.peers.lock().expect("peers lock");
+                    peers.retain(|p| !p.is_transport_closed());
+                    peers.clone()
+                };
+                for peer in peers {
+                    tokio::spawn(async move {
+                        let _ = peer.notify_resource_list_changed().await;
+                        let _ = peer.notify_prompt_list_changed().await;
+                    });
+                }
+            }
+        });
+    }
+
+    /// Asks the worker service that owns a resource, prompt or completion,
+    /// over the bus; its MCP result as JSON.
+    async fn ask_service(
+        &self,
+        service: &str,
+        method: McpMethod,
+        params: Value,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, McpError> {
+        let spec = CallSpec {
+            tool: method.as_str(),
+            category: sophia_proto::Category::CodeGeneration,
+            subject: Some(sophia_proto::subject::mcp(service, method)),
+            args: params,
+            timeout: self.inner.limits.default_timeout,
+            caller: self.caller(context),
+            trace: trace_context(context),
+        };
+        match self.inner.bus.call(spec, None, &context.ct).await {
+            Ok(reply) if !reply.output.is_error => reply.output.structured.ok_or_else(|| {
+                McpError::internal_error(
+                    format!("worker {service} answered without a result"),
+                    None,
+                )
+            }),
+            Ok(reply) => Err(McpError::internal_error(
+                format!("worker {service} failed: {:?}", reply.output.content),
+                None,
+            )),
+            Err(CallError::Worker(e)) if e.code == ErrorCode::InvalidArguments => {
+                Err(McpError::invalid_params(e.message, None))
+            }
+            Err(e) => Err(McpError::internal_error(
+                format!("{e} (worker {service})"),
+                None,
+            )),
+        }
     }
 
     fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
@@ -383,11 +463,14 @@ impl ServerHandler for McpGateway {
     #[allow(deprecated)] // logging: see relay_log
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_logging()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .build(),
+            serde_json::from_value::<ServerCapabilities>(json!({
+                "tools": {"listChanged": true},
+                "logging": {},
+                "resources": {"subscribe": true, "listChanged": true},
+                "prompts": {"listChanged": true},
+                "completions": {},
+            }))
+            .expect("server capabilities"),
         )
         .with_server_info(Implementation::new(
             "sophia-gateway",
@@ -398,6 +481,120 @@ impl ServerHandler for McpGateway {
              grouped by category (business_intelligence, infrastructure, code_generation). \
              The list changes as workers join and leave.",
         )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, McpError> {
+        let view = self.inner.registry.view();
+        let resources: Vec<Value> = view.resources.values().map(|(_, r)| r.clone()).collect();
+        from_json(json!({ "resources": resources }))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        let view = self.inner.registry.view();
+        let templates: Vec<Value> = view.templates.values().map(|(_, t)| t.clone()).collect();
+        from_json(json!({ "resourceTemplates": templates }))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        let service = self.resource_owner(&request.uri)?;
+        let result = self
+            .ask_service(
+                &service,
+                McpMethod::ReadResource,
+                json!({"uri": request.uri}),
+                &context,
+            )
+            .await?;
+        Ok(from_json::<rmcp::model::ReadResourceResult>(result)?.into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // Known resources only; updates are not pushed by workers yet, so a
+        // subscription is accepted and nothing more (see docs/mcp.md).
+        self.resource_owner(&request.uri).map(|_| ())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.resource_owner(&request.uri).map(|_| ())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, McpError> {
+        let view = self.inner.registry.view();
+        let prompts: Vec<Value> = view.prompts.values().map(|(_, p)| p.clone()).collect();
+        from_json(json!({ "prompts": prompts }))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        let view = self.inner.registry.view();
+        let Some((service, _)) = view.prompts.get(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!("unknown prompt {:?}: see prompts/list", request.name),
+                None,
+            ));
+        };
+        let params = serde_json::to_value(&request).unwrap_or_default();
+        let result = self
+            .ask_service(service, McpMethod::GetPrompt, params, &context)
+            .await?;
+        Ok(from_json::<rmcp::model::GetPromptResult>(result)?.into())
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        let params = serde_json::to_value(&request).unwrap_or_default();
+        let view = self.inner.registry.view();
+        let owner = match params["ref"]["type"].as_str() {
+            Some("ref/prompt") => params["ref"]["name"]
+                .as_str()
+                .and_then(|n| view.prompts.get(n))
+                .map(|(s, _)| s.clone()),
+            Some("ref/resource") => params["ref"]["uri"].as_str().and_then(|u| {
+                view.templates
+                    .get(u)
+                    .map(|(s, _)| s.clone())
+                    .or_else(|| view.resource_owner(u).map(str::to_owned))
+            }),
+            _ => None,
+        };
+        let Some(service) = owner.filter(|s| view.completers.contains(s)) else {
+            // Nothing to suggest is a valid answer, not an error.
+            return from_json(json!({"completion": {"values": [], "total": 0, "hasMore": false}}));
+        };
+        let result = self
+            .ask_service(&service, McpMethod::Complete, params, &context)
+            .await?;
+        from_json(result)
     }
 
     #[allow(deprecated)] // logging: see relay_log
@@ -603,6 +800,16 @@ async fn relay_log(peer: &Peer<RoleServer>, record: sophia_proto::LogRecord) {
         }
         Err(e) => tracing::debug!(cause = %e, "dropping a malformed log record"),
     }
+}
+
+/// An rmcp result from its MCP JSON form.
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        McpError::internal_error(
+            format!("a worker's answer is not valid MCP ({e}): {value}"),
+            None,
+        )
+    })
 }
 
 /// A tool result carrying an error the model and the person can read; the

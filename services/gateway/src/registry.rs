@@ -30,17 +30,48 @@ pub struct ToolEntry {
     pub replicas: usize,
 }
 
-/// The tools on offer at one moment, sorted by name.
+/// The tools on offer at one moment, sorted by name, and the resources,
+/// templates and prompts, each with the worker service that offers it.
 #[derive(Debug, Default)]
 pub struct ToolView {
     /// Tools by name.
     pub tools: BTreeMap<String, Arc<ToolEntry>>,
+    /// Resources by URI: (service, MCP `Resource` JSON).
+    pub resources: BTreeMap<String, (String, serde_json::Value)>,
+    /// Resource templates by URI template: (service, MCP `ResourceTemplate`).
+    pub templates: BTreeMap<String, (String, serde_json::Value)>,
+    /// Prompts by name: (service, MCP `Prompt` JSON).
+    pub prompts: BTreeMap<String, (String, serde_json::Value)>,
+    /// Services that answer `completion/complete`.
+    pub completers: std::collections::BTreeSet<String>,
+}
+
+impl ToolView {
+    /// The service owning `uri`: a resource's, else a template's that
+    /// matches it.
+    pub fn resource_owner(&self, uri: &str) -> Option<&str> {
+        if let Some((service, _)) = self.resources.get(uri) {
+            return Some(service);
+        }
+        self.templates
+            .iter()
+            .find(|(t, _)| sophia_kit::offers::match_template(t, uri).is_some())
+            .map(|(_, (service, _))| service.as_str())
+    }
+
+    fn same_offers(&self, other: &ToolView) -> bool {
+        self.resources == other.resources
+            && self.templates == other.templates
+            && self.prompts == other.prompts
+            && self.completers == other.completers
+    }
 }
 
 struct Instance {
     service: String,
     version: String,
     tools: Vec<ToolSpec>,
+    offers: sophia_proto::Offers,
     last_seen: Instant,
     ttl: Duration,
 }
@@ -51,6 +82,7 @@ pub struct Registry {
     view: Arc<RwLock<Arc<ToolView>>>,
     instances: Arc<std::sync::Mutex<HashMap<String, Instance>>>,
     changes: watch::Sender<u64>,
+    offer_changes: watch::Sender<u64>,
 }
 
 impl Default for Registry {
@@ -66,6 +98,7 @@ impl Registry {
             view: Default::default(),
             instances: Default::default(),
             changes: watch::channel(0).0,
+            offer_changes: watch::channel(0).0,
         }
     }
 
@@ -82,6 +115,12 @@ impl Registry {
     /// A receiver that changes whenever the tool list does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// A receiver that changes whenever the resources, templates or prompts
+    /// on offer do.
+    pub fn subscribe_offers(&self) -> watch::Receiver<u64> {
+        self.offer_changes.subscribe()
     }
 
     /// Live replicas per worker service.
@@ -101,11 +140,15 @@ impl Registry {
         let view = build_view(&instances);
         let mut current = self.view.write().expect("registry lock");
         let changed = !same_tools(&current, &view);
+        let offers_changed = !current.same_offers(&view);
         *current = Arc::new(view);
         drop(current);
         drop(instances);
         if changed {
             self.changes.send_modify(|v| *v += 1);
+        }
+        if offers_changed {
+            self.offer_changes.send_modify(|v| *v += 1);
         }
     }
 
@@ -118,11 +161,12 @@ impl Registry {
                 service: a.service,
                 version: a.version,
                 tools: a.tools,
+                offers: a.offers,
                 last_seen: Instant::now(),
                 ttl,
             };
             match instances.get_mut(&a.instance) {
-                Some(existing) if existing.tools == fresh.tools && existing.version == fresh.version => {
+                Some(existing) if existing.tools == fresh.tools && existing.version == fresh.version && existing.offers == fresh.offers => {
                     existing.last_seen = fresh.last_seen;
                     existing.ttl = fresh.ttl;
                     false
@@ -275,6 +319,35 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
             }
         }
     }
+    // Resources, templates and prompts: keyed by URI, template or name; with
+    // several services offering the same key, the smallest service name
+    // wins, so the choice does not depend on announcement order.
+    let mut sorted: Vec<&Instance> = instances.values().collect();
+    sorted.sort_by(|a, b| b.service.cmp(&a.service));
+    for inst in sorted {
+        let service = &inst.service;
+        for r in &inst.offers.resources {
+            if let Some(uri) = r["uri"].as_str() {
+                view.resources
+                    .insert(uri.to_owned(), (service.clone(), r.clone()));
+            }
+        }
+        for t in &inst.offers.resource_templates {
+            if let Some(uri) = t["uriTemplate"].as_str() {
+                view.templates
+                    .insert(uri.to_owned(), (service.clone(), t.clone()));
+            }
+        }
+        for p in &inst.offers.prompts {
+            if let Some(name) = p["name"].as_str() {
+                view.prompts
+                    .insert(name.to_owned(), (service.clone(), p.clone()));
+            }
+        }
+        if inst.offers.completions {
+            view.completers.insert(service.clone());
+        }
+    }
     view
 }
 
@@ -332,6 +405,7 @@ mod tests {
             version: version.into(),
             tools,
             heartbeat_ms: 1000,
+            offers: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@
 pub mod bus;
 pub mod metrics;
 pub mod nats;
+pub mod offers;
 pub mod ops;
 pub mod schema;
 mod serve;

@@ -78,6 +78,7 @@ pub struct Worker {
     description: String,
     tools: Vec<Tool>,
     metrics: Vec<MetricsHook>,
+    offers: crate::offers::WorkerOffers,
 }
 
 impl std::fmt::Debug for Worker {
@@ -100,7 +101,61 @@ impl Worker {
             version: version.into(),
             tools: Vec::new(),
             metrics: Vec::new(),
+            offers: Default::default(),
         }
+    }
+
+    /// Offers an MCP resource: `resource` is its MCP description (`uri`,
+    /// `name`, optional `title`, `description`, `mimeType`), `read` makes
+    /// its contents. See [`crate::offers`].
+    pub fn resource<F, Fut>(mut self, resource: serde_json::Value, read: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::offers::Contents, crate::WireError>>
+            + Send
+            + 'static,
+    {
+        self.offers.add_resource(resource, read);
+        self
+    }
+
+    /// Offers an MCP resource template (`uriTemplate` with `{name}`
+    /// variables, `name`, ...); `read` gets the URI and its variables.
+    pub fn resource_template<F, Fut>(mut self, template: serde_json::Value, read: F) -> Self
+    where
+        F: Fn(String, HashMap<String, String>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::offers::Contents, crate::WireError>>
+            + Send
+            + 'static,
+    {
+        self.offers.add_template(template, read);
+        self
+    }
+
+    /// Offers an MCP prompt (`name`, `description`, `arguments`); `get`
+    /// gets the arguments and returns MCP's `GetPromptResult` JSON
+    /// (`{"messages": [...]}`). Required arguments are checked first.
+    pub fn prompt<F, Fut>(mut self, prompt: serde_json::Value, get: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, crate::WireError>>
+            + Send
+            + 'static,
+    {
+        self.offers.add_prompt(prompt, get);
+        self
+    }
+
+    /// Answers `completion/complete` for this worker's prompts and
+    /// templates: `complete` gets MCP's params (`ref`, `argument`,
+    /// `context`) and returns the suggestions, best first.
+    pub fn completions<F, Fut>(mut self, complete: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Vec<String>, crate::WireError>> + Send + 'static,
+    {
+        self.offers.set_completions(complete);
+        self
     }
 
     /// Adds the worker's own metrics to `/metrics`: `register` is called with
@@ -204,10 +259,12 @@ impl Worker {
     /// drains. Returns once serving has started; the handle reports what was
     /// bound and waits for the drain to finish.
     pub async fn run(
-        self,
+        mut self,
         config: WorkerConfig,
         shutdown: CancellationToken,
     ) -> Result<WorkerHandle, KitError> {
+        let offer_tools = self.offers.tools(&self.name);
+        self.tools.extend(offer_tools);
         let validators = self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let mut registry = Registry::default();
@@ -257,6 +314,7 @@ impl Worker {
                 .map(|t| t.spec().clone())
                 .collect(),
             heartbeat_ms: config.heartbeat_ms,
+            offers: self.offers.announced(),
         };
         let registered = CancellationToken::new();
         let background = CancellationToken::new();

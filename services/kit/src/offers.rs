@@ -1,0 +1,295 @@
+//! MCP resources, resource templates, prompts and completions offered by a
+//! worker, besides its tools. They are announced with the worker's tools
+//! (in MCP's own JSON shapes) and served on `sophia.v1.mcp.<service>.*`
+//! subjects, each request a `ToolRequest` whose `args` are the MCP params
+//! and whose structured result is the MCP result.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use sophia_kit::Worker;
+//! use sophia_kit::offers::Contents;
+//!
+//! let worker = Worker::new("docs-worker", "1.0.0")
+//!     .resource(json!({"uri": "docs://readme", "name": "readme", "mimeType": "text/markdown"}),
+//!         |_uri| async { Ok(Contents::text("# Hello")) })
+//!     .prompt(json!({"name": "summarize", "arguments": [{"name": "topic", "required": true}]}),
+//!         |args| async move { Ok(json!({"messages": [{"role": "user",
+//!             "content": {"type": "text", "text": format!("Summarize {}", args["topic"])}}]})) });
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sophia_proto::subject::{self, McpMethod};
+use sophia_proto::{Category, Offers, ToolOutput, WireError};
+
+use crate::tool::Tool;
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, WireError>> + Send>>;
+type ReadFn = Arc<dyn Fn(String) -> BoxFut<Contents> + Send + Sync>;
+type TemplateFn = Arc<dyn Fn(String, HashMap<String, String>) -> BoxFut<Contents> + Send + Sync>;
+type PromptFn = Arc<dyn Fn(Value) -> BoxFut<Value> + Send + Sync>;
+type CompleteFn = Arc<dyn Fn(Value) -> BoxFut<Vec<String>> + Send + Sync>;
+
+/// A resource's contents.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Contents {
+    /// Text, with an optional MIME type (the resource's own if absent).
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl Contents {
+    /// Text contents.
+    pub fn text(text: impl Into<String>) -> Self {
+        Contents::Text(text.into())
+    }
+}
+
+/// Matches `uri` against an RFC 6570 level-1 template (`{name}` segments,
+/// each standing for one or more characters other than `/`); the
+/// variables, if it matches.
+pub fn match_template(template: &str, uri: &str) -> Option<HashMap<String, String>> {
+    let mut vars = HashMap::new();
+    let mut rest = uri;
+    let mut pattern = template;
+    while !pattern.is_empty() {
+        match pattern.find('{') {
+            Some(0) => {
+                let end = pattern.find('}')?;
+                let name = &pattern[1..end];
+                pattern = &pattern[end + 1..];
+                let stop = match pattern.find('{') {
+                    Some(i) => &pattern[..i],
+                    None => pattern,
+                };
+                let value_len = if stop.is_empty() {
+                    rest.find('/').unwrap_or(rest.len())
+                } else {
+                    rest.find(stop)?
+                };
+                let value = &rest[..value_len];
+                if value.is_empty() || value.contains('/') {
+                    return None;
+                }
+                vars.insert(name.to_owned(), value.to_owned());
+                rest = &rest[value_len..];
+            }
+            Some(i) => {
+                rest = rest.strip_prefix(&pattern[..i])?;
+                pattern = &pattern[i..];
+            }
+            None => {
+                rest = rest.strip_prefix(pattern)?;
+                pattern = "";
+            }
+        }
+    }
+    rest.is_empty().then_some(vars)
+}
+
+/// What a worker offers besides tools.
+#[derive(Clone, Default)]
+pub(crate) struct WorkerOffers {
+    resources: Vec<(Value, ReadFn)>,
+    templates: Vec<(Value, TemplateFn)>,
+    prompts: Vec<(Value, PromptFn)>,
+    complete: Option<CompleteFn>,
+}
+
+fn contents_json(uri: &str, mime: Option<&Value>, contents: Contents) -> Value {
+    use base64::Engine;
+    let mut c = json!({"uri": uri});
+    if let Some(m) = mime.filter(|m| m.is_string()) {
+        c["mimeType"] = m.clone();
+    }
+    match contents {
+        Contents::Text(t) => c["text"] = json!(t),
+        Contents::Blob(b) => c["blob"] = json!(base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+    c
+}
+
+impl WorkerOffers {
+    pub(crate) fn add_resource<F, Fut>(&mut self, resource: Value, read: F)
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Contents, WireError>> + Send + 'static,
+    {
+        self.resources
+            .push((resource, Arc::new(move |uri| Box::pin(read(uri)))));
+    }
+
+    pub(crate) fn add_template<F, Fut>(&mut self, template: Value, read: F)
+    where
+        F: Fn(String, HashMap<String, String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Contents, WireError>> + Send + 'static,
+    {
+        self.templates.push((
+            template,
+            Arc::new(move |uri, vars| Box::pin(read(uri, vars))),
+        ));
+    }
+
+    pub(crate) fn add_prompt<F, Fut>(&mut self, prompt: Value, get: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, WireError>> + Send + 'static,
+    {
+        self.prompts
+            .push((prompt, Arc::new(move |args| Box::pin(get(args)))));
+    }
+
+    pub(crate) fn set_completions<F, Fut>(&mut self, complete: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<String>, WireError>> + Send + 'static,
+    {
+        self.complete = Some(Arc::new(move |params| Box::pin(complete(params))));
+    }
+
+    /// What to announce.
+    pub(crate) fn announced(&self) -> Offers {
+        Offers {
+            resources: self.resources.iter().map(|(r, _)| r.clone()).collect(),
+            resource_templates: self.templates.iter().map(|(t, _)| t.clone()).collect(),
+            prompts: self.prompts.iter().map(|(p, _)| p.clone()).collect(),
+            completions: self.complete.is_some(),
+        }
+    }
+
+    /// The internal tools that serve the offers for `service`.
+    pub(crate) fn tools(&self, service: &str) -> Vec<Tool> {
+        let mut tools = Vec::new();
+        let any = json!({"type": "object"});
+        if !self.resources.is_empty() || !self.templates.is_empty() {
+            let me = self.clone();
+            tools.push(
+                Tool::new(
+                    "mcp_resources_read",
+                    Category::CodeGeneration,
+                    "resources/read",
+                )
+                .input_schema(any.clone())
+                .on_subject(subject::mcp(service, McpMethod::ReadResource))
+                .unannounced()
+                .handler(move |call| {
+                    let me = me.clone();
+                    async move { me.read(call.args["uri"].as_str().unwrap_or_default()).await }
+                }),
+            );
+        }
+        if !self.prompts.is_empty() {
+            let me = self.clone();
+            tools.push(
+                Tool::new("mcp_prompts_get", Category::CodeGeneration, "prompts/get")
+                    .input_schema(any.clone())
+                    .on_subject(subject::mcp(service, McpMethod::GetPrompt))
+                    .unannounced()
+                    .handler(move |call| {
+                        let me = me.clone();
+                        async move { me.get_prompt(&call.args).await }
+                    }),
+            );
+        }
+        if let Some(complete) = self.complete.clone() {
+            tools.push(
+                Tool::new(
+                    "mcp_complete",
+                    Category::CodeGeneration,
+                    "completion/complete",
+                )
+                .input_schema(any)
+                .on_subject(subject::mcp(service, McpMethod::Complete))
+                .unannounced()
+                .handler(move |call| {
+                    let complete = complete.clone();
+                    async move {
+                        let values = complete(call.args.clone()).await?;
+                        let total = values.len();
+                        let values: Vec<String> = values.into_iter().take(100).collect();
+                        Ok(structured(json!({"completion": {"values": values,
+                                "total": total, "hasMore": total > 100}})))
+                    }
+                }),
+            );
+        }
+        tools
+    }
+
+    async fn read(&self, uri: &str) -> Result<ToolOutput, WireError> {
+        if let Some((resource, read)) = self.resources.iter().find(|(r, _)| r["uri"] == uri) {
+            let contents = read(uri.to_owned()).await?;
+            return Ok(structured(json!({"contents": [
+                contents_json(uri, resource.get("mimeType"), contents)]})));
+        }
+        for (template, read) in &self.templates {
+            let pattern = template["uriTemplate"].as_str().unwrap_or_default();
+            if let Some(vars) = match_template(pattern, uri) {
+                let contents = read(uri.to_owned(), vars).await?;
+                return Ok(structured(json!({"contents": [
+                    contents_json(uri, template.get("mimeType"), contents)]})));
+            }
+        }
+        Err(WireError::invalid_arguments(format!(
+            "no resource {uri} here"
+        )))
+    }
+
+    async fn get_prompt(&self, params: &Value) -> Result<ToolOutput, WireError> {
+        let name = params["name"].as_str().unwrap_or_default();
+        let (prompt, get) = self
+            .prompts
+            .iter()
+            .find(|(p, _)| p["name"] == name)
+            .ok_or_else(|| WireError::invalid_arguments(format!("no prompt {name:?} here")))?;
+        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        for required in prompt["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["required"] == json!(true))
+        {
+            let arg = required["name"].as_str().unwrap_or_default();
+            if args.get(arg).is_none_or(Value::is_null) {
+                return Err(WireError::invalid_arguments(format!(
+                    "prompt {name} needs the argument {arg:?}"
+                )));
+            }
+        }
+        let mut result = get(args).await?;
+        if result.get("description").is_none()
+            && let Some(d) = prompt.get("description")
+        {
+            result["description"] = d.clone();
+        }
+        Ok(structured(result))
+    }
+}
+
+fn structured(value: Value) -> ToolOutput {
+    ToolOutput {
+        structured: Some(value),
+        ..ToolOutput::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_template;
+
+    #[test]
+    fn templates_match_level_one_variables() {
+        let v = match_template("test://template/{id}/data", "test://template/123/data").unwrap();
+        assert_eq!(v["id"], "123");
+        assert!(match_template("test://template/{id}/data", "test://template/1/2/data").is_none());
+        assert!(match_template("test://template/{id}/data", "test://template//data").is_none());
+        assert!(match_template("a://{x}", "b://1").is_none());
+        let v = match_template("repo://{owner}/{name}", "repo://me/mesh").unwrap();
+        assert_eq!((v["owner"].as_str(), v["name"].as_str()), ("me", "mesh"));
+    }
+}
