@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Installs the official MCP conformance suite, pinned, into
-# .sophia/conformance, with Node.js 22 from the npm package `node@22` when
-# the system's Node.js is older (the suite needs 22). Prints the path of the
-# `conformance` command; run it with that directory first on PATH so that
-# it finds Node 22.
+# .sophia/conformance/<version>: 0.1.16 (its default server suite) and the
+# newest 0.2 release (run with --requirements 2025-11-25), with Node.js 22
+# from the npm package `node@22` when the system's Node.js is older (the
+# suite needs 22). Prints the directory holding the versions; each one's
+# command is <dir>/<version>/node_modules/.bin/conformance, to be run with
+# that .bin directory first on PATH so that it finds Node 22.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# The expected failures in ops/conformance/ are for this version.
-version="0.1.16"
+# The expected failures in ops/conformance/ are for these versions.
+versions=("0.1.16" "0.2.0-alpha.12")
 dir="$root/.sophia/conformance"
-bin="$dir/node_modules/.bin/conformance"
-installed="$dir/node_modules/@modelcontextprotocol/conformance/package.json"
-if [ -x "$bin" ] && grep -q "\"version\": \"$version\"" "$installed" 2>/dev/null; then
-  echo "$bin"
+
+installed() { # version
+  grep -q "\"version\": \"$1\"" \
+    "$dir/$1/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null \
+    && [ -x "$dir/$1/node_modules/.bin/conformance" ]
+}
+
+missing=()
+for v in "${versions[@]}"; do installed "$v" || missing+=("$v"); done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "$dir"
   exit 0
 fi
 if ! command -v npm >/dev/null && command -v apt-get >/dev/null; then
@@ -27,12 +36,14 @@ if ! command -v npm >/dev/null; then
   echo "install-conformance: npm is needed (Debian/Ubuntu: apt-get install nodejs npm)" >&2
   exit 1
 fi
-packages=("@modelcontextprotocol/conformance@$version")
 major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
-if [ "$major" -lt 22 ]; then
-  packages+=("node@22")
-fi
-mkdir -p "$dir"
-echo "install-conformance: npm install ${packages[*]} into $dir" >&2
-npm install --no-audit --no-fund --loglevel=error --prefix "$dir" "${packages[@]}" >&2
-echo "$bin"
+for v in "${missing[@]}"; do
+  packages=("@modelcontextprotocol/conformance@$v")
+  if [ "$major" -lt 22 ]; then
+    packages+=("node@22")
+  fi
+  mkdir -p "$dir/$v"
+  echo "install-conformance: npm install ${packages[*]} into $dir/$v" >&2
+  npm install --no-audit --no-fund --loglevel=error --prefix "$dir/$v" "${packages[@]}" >&2
+done
+echo "$dir"

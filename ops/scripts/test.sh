@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SOPHIA_NATS_SERVER="$("$root/ops/scripts/install-nats.sh")"
 export SOPHIA_NATS_SERVER
 # The official MCP conformance suite (npm, pinned), run by tests/tests/conformance.rs.
-SOPHIA_CONFORMANCE="$("$root/ops/scripts/install-conformance.sh")"
+SOPHIA_CONFORMANCE="$("$root/ops/scripts/install-conformance.sh")"  # a directory of pinned versions
 export SOPHIA_CONFORMANCE
 echo "test: using $SOPHIA_NATS_SERVER ($("$SOPHIA_NATS_SERVER" --version))" >&2
 cd "$root"

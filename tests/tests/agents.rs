@@ -282,9 +282,22 @@ async fn a_session_is_continued_on_another_replica() {
     )
     .await;
     let agent_id = structured(&r)["agent_id"].clone();
-    // The first replica goes away; a new one takes over.
-    w._agno = None;
+    // The first replica goes away (and the gateway sees it go); a new one
+    // takes over.
+    let first = w._agno.take().unwrap();
+    drop(first._stop);
+    first._handle.stopped().await;
+    sophia_tests::eventually(
+        "the first replica has left",
+        sophia_tests::tools::WAIT,
+        || async {
+            let tools = client.list_all_tools().await.ok()?;
+            (!tools.iter().any(|t| t.name == "agno_run_agent")).then_some(())
+        },
+    )
+    .await;
     let _second = agno(&w.mesh, &Category::AGENTS).await;
+    wait_for_tool(&client, "agno_run_agent").await;
     let r = call(
         &client,
         "agno_run_agent",

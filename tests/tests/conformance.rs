@@ -89,27 +89,29 @@ async fn proxy(base: String) -> std::net::SocketAddr {
     addr
 }
 
-/// The suite's `conformance` command: `SOPHIA_CONFORMANCE` (set by
-/// `ops/scripts/test.sh`), else where the install script puts it.
-fn suite() -> PathBuf {
-    let path = std::env::var_os("SOPHIA_CONFORMANCE")
+/// The `conformance` command of suite `version`: under `SOPHIA_CONFORMANCE`
+/// (set by `ops/scripts/test.sh`), else where the install script puts it.
+fn suite(version: &str) -> PathBuf {
+    let root = std::env::var_os("SOPHIA_CONFORMANCE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../.sophia/conformance/node_modules/.bin/conformance")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.sophia/conformance")
         });
+    let path = root.join(version).join("node_modules/.bin/conformance");
     assert!(
         path.exists(),
-        "the conformance suite is not installed at {}: run ./ops/scripts/install-conformance.sh \
-         (./ops/scripts/test.sh does)",
+        "the conformance suite {version} is not installed at {}: run \
+         ./ops/scripts/install-conformance.sh (./ops/scripts/test.sh does)",
         path.display()
     );
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus() {
-    let suite = suite();
+/// Runs suite `version`'s server scenarios (with `args`) against the
+/// gateway, the conformance worker behind it, with that version's baseline
+/// of expected failures; the suite's output.
+async fn run_suite(version: &str, args: &[&str]) -> String {
+    let suite = suite(version);
     // Under the least-privilege NATS users of ops/nats/nats.conf, so that
     // the suite also proves every relayed feature is permitted.
     let mut mesh = Mesh::least_privilege().await;
@@ -128,8 +130,9 @@ async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus()
     );
     let run = tokio::process::Command::new(&suite)
         .args(["server", "--url", &format!("http://{addr}/mcp")])
+        .args(args)
         .arg("--expected-failures")
-        .arg(root.join("ops/conformance/expected-failures.yml"))
+        .arg(root.join(format!("ops/conformance/expected-failures-{version}.yml")))
         .arg("-o")
         .arg(results.path())
         .env("PATH", path)
@@ -140,7 +143,7 @@ async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus()
         .await
         .expect("the suite finishes within 5 minutes")
         .expect("the suite runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     let violations: Vec<String> = mesh
@@ -153,7 +156,18 @@ async fn the_official_conformance_suite_passes_through_the_gateway_and_the_bus()
     assert!(violations.is_empty(), "{violations:#?}");
     assert!(
         out.status.success(),
-        "the conformance suite found a regression (or a fixed scenario still listed as expected \
-         to fail):\n{stdout}\n{stderr}"
+        "conformance {version} found a regression (or a fixed scenario still listed as \
+         expected to fail):\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_0_1_16_passes_through_the_gateway_and_the_bus() {
+    run_suite("0.1.16", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_0_2_passes_the_2025_11_25_requirements() {
+    run_suite("0.2.0-alpha.12", &["--requirements", "2025-11-25"]).await;
 }
