@@ -514,6 +514,17 @@ pub struct Announce {
     pub offers: Offers,
 }
 
+/// A resource's contents changed (MCP `notifications/resources/updated`),
+/// published by its worker to [`crate::subject::RESOURCE_UPDATED`]; every
+/// gateway tells the sessions subscribed to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUpdated {
+    /// Protocol version.
+    pub v: u16,
+    /// The resource.
+    pub uri: String,
+}
+
 /// A worker's MCP resources, resource templates and prompts, each in MCP's
 /// own JSON shape (`Resource`, `ResourceTemplate`, `Prompt`), so clients
 /// see exactly what the worker declared.

@@ -9,6 +9,7 @@
 //! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
 //! | `sophia.v1.ask.<caller>.<request id>` | workers (request) | the caller that asked |
 //! | `sophia.v1.mcp.<service>.<method>` | gateways (request) | the service's replicas, queue group `sophia` |
+//! | `sophia.v1.mcp.updated` | workers | gateways (sessions subscribed to the resource) |
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
 //! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
 //! | `sophia.v1.registry.discover` | gateways (on start) | every worker |
@@ -30,6 +31,9 @@ pub const QUEUE_GROUP: &str = "sophia";
 pub const REGISTRY_ANNOUNCE: &str = "sophia.v1.registry.announce";
 /// Where workers say they are leaving (graceful drain).
 pub const REGISTRY_LEAVE: &str = "sophia.v1.registry.leave";
+/// Where workers say a resource they offer changed
+/// ([`crate::ResourceUpdated`]).
+pub const RESOURCE_UPDATED: &str = "sophia.v1.mcp.updated";
 /// Where a gateway asks every worker to announce itself now.
 pub const REGISTRY_DISCOVER: &str = "sophia.v1.registry.discover";
 

@@ -38,6 +38,8 @@ pub struct Recorder {
     /// How many `notifications/resources/list_changed` and
     /// `notifications/prompts/list_changed` arrived.
     pub offers_changed: watch::Sender<usize>,
+    /// URIs of `notifications/resources/updated` received.
+    pub updated: watch::Sender<Vec<String>>,
 }
 
 impl Default for Recorder {
@@ -52,6 +54,7 @@ impl Default for Recorder {
             roots: None,
             logs: Default::default(),
             offers_changed: watch::channel(0).0,
+            updated: watch::channel(Vec::new()).0,
         }
     }
 }
@@ -168,6 +171,14 @@ impl ClientHandler for Recorder {
 
     async fn on_prompt_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.offers_changed.send_modify(|n| *n += 1);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.updated.send_modify(|u| u.push(params.uri.clone()));
     }
 
     async fn on_progress(

@@ -74,6 +74,16 @@ impl RawSession {
         }
     }
 
+    /// The same session, sent to another URL (another gateway replica).
+    pub fn moved_to(&self, url: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            url: url.to_owned(),
+            token: self.token.clone(),
+            session: self.session.clone(),
+        }
+    }
+
     /// Ends the session (`DELETE` with its `Mcp-Session-Id`); the status.
     pub async fn delete(&self) -> u16 {
         let mut req = self.http.delete(&self.url).bearer_auth(&self.token);

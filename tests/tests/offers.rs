@@ -45,11 +45,14 @@ fn json_of<T: serde::Serialize>(t: &T) -> Value {
 }
 
 #[tokio::test]
+// resources/subscribe is what the 2025 revisions (and Cursor) use; rmcp marks
+// it legacy in favour of 2026-07-28's `listen`.
+#[allow(deprecated)]
 async fn a_workers_resources_prompts_and_completions_reach_the_client() {
     let mut mesh = Mesh::start().await;
     let client = mesh.client().await;
     let mut changes = client.service().offers_changed.subscribe();
-    mesh.worker(docs_worker()).await;
+    let docs = mesh.worker(docs_worker()).await;
     tokio::time::timeout(WAIT, changes.wait_for(|n| *n >= 2))
         .await
         .expect("resources and prompts list_changed are sent when the worker joins")
@@ -116,4 +119,82 @@ async fn a_workers_resources_prompts_and_completions_reach_the_client() {
     .unwrap();
     let done = json_of(&client.complete(completion).await.unwrap());
     assert_eq!(done["completion"]["values"], json!(["rust", "ruby"]));
+
+    // A subscribed session hears when the worker says the resource changed;
+    // after unsubscribing, it does not.
+    client
+        .subscribe(rmcp::model::SubscribeRequestParams::new("docs://readme"))
+        .await
+        .unwrap();
+    let mut updated = client.service().updated.subscribe();
+    mesh.worker_handle(docs)
+        .resource_updated("docs://readme")
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        updated.wait_for(|u| u == &["docs://readme".to_owned()]),
+    )
+    .await
+    .expect("notifications/resources/updated arrives")
+    .unwrap();
+    client
+        .unsubscribe(rmcp::model::UnsubscribeRequestParams::new("docs://readme"))
+        .await
+        .unwrap();
+    mesh.worker_handle(docs)
+        .resource_updated("docs://readme")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        client.service().updated.borrow().len(),
+        1,
+        "no update after unsubscribing"
+    );
+}
+
+#[tokio::test]
+async fn structured_content_with_its_output_schema_and_resource_links_survive_the_round_trip() {
+    use sophia_kit::{Category, Content, Tool, ToolOutput};
+    let mut mesh = Mesh::start().await;
+    let schema = json!({"type": "object", "properties": {"count": {"type": "integer"}},
+        "required": ["count"]});
+    mesh.worker(
+        Worker::new("links-worker", "1.0.0").tool(
+            Tool::new("find_docs", Category::CodeGeneration, "Finds documents.")
+                .output_schema(schema.clone())
+                .read_only()
+                .handler(|_| async {
+                    Ok(ToolOutput {
+                        content: vec![
+                            Content::text("1 document"),
+                            Content::ResourceLink {
+                                uri: "docs://readme".into(),
+                                name: "readme".into(),
+                                mime_type: Some("text/markdown".into()),
+                                description: Some("The README".into()),
+                            },
+                        ],
+                        structured: Some(json!({"count": 1})),
+                        is_error: false,
+                    })
+                }),
+        ),
+    )
+    .await;
+    let client = mesh.client().await;
+    sophia_tests::tools::wait_for_tool(&client, "find_docs").await;
+    let tools = client.list_all_tools().await.unwrap();
+    let listed = tools.iter().find(|t| t.name == "find_docs").unwrap();
+    assert_eq!(json_of(&listed.output_schema), schema);
+
+    let r = sophia_tests::tools::call(&client, "find_docs", json!({})).await;
+    let r = json_of(&r);
+    assert_eq!(r["structuredContent"], json!({"count": 1}));
+    assert_eq!(
+        r["content"][1],
+        json!({"type": "resource_link", "uri": "docs://readme", "name": "readme",
+            "mimeType": "text/markdown", "description": "The README"})
+    );
 }

@@ -62,6 +62,11 @@ pub struct GatewayConfig {
     /// The largest tool result or argument payload carried over the bus, in bytes.
     #[arg(long, env = "SOPHIA_MAX_PAYLOAD_BYTES", default_value_t = sophia_proto::payload::DEFAULT_MAX_BYTES)]
     pub max_payload_bytes: usize,
+    /// How long an MCP session may last, in seconds. Sessions are kept on
+    /// JetStream KV, so they survive a gateway restart and move between
+    /// gateway replicas.
+    #[arg(long, env = "SOPHIA_SESSION_TTL_S", default_value_t = 86_400)]
+    pub session_ttl_s: u64,
 }
 
 impl GatewayConfig {

@@ -258,15 +258,19 @@ pub fn mcp_router(
     gateway: McpGateway,
     config: &GatewayConfig,
     token: String,
+    sessions: Arc<dyn rmcp::transport::streamable_http_server::session::SessionStore>,
     stop: CancellationToken,
 ) -> Router {
-    let http_config = StreamableHttpServerConfig::default()
+    let mut http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts.clone())
         .with_allowed_origins(config.allowed_origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(stop);
+    // Sessions live on the bus, so any gateway replica (or this one after a
+    // restart) continues them.
+    http_config.session_store = Some(sessions);
     let gateway_for_rest = gateway.clone();
     let service: StreamableHttpService<McpGateway, LocalSessionManager> =
         StreamableHttpService::new(

@@ -20,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod registry;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,8 +140,20 @@ pub async fn run(
             Err("not connected to NATS".into())
         }
     });
-    let app = http::mcp_router(core.gateway, &config, token, shutdown.child_token())
-        .merge(ops::router(Arc::new(core.prometheus), ready));
+    let sessions = sessions::KvSessions::open(
+        core.conn.client.clone(),
+        Duration::from_secs(config.session_ttl_s),
+    )
+    .await
+    .map_err(|e| KitError::Register(format!("the session store (JetStream KV): {e}")))?;
+    let app = http::mcp_router(
+        core.gateway,
+        &config,
+        token,
+        Arc::new(sessions),
+        shutdown.child_token(),
+    )
+    .merge(ops::router(Arc::new(core.prometheus), ready));
     let stop = shutdown.clone();
     let (http_addr, server) = ops::serve(config.http_addr, app, stop.cancelled_owned()).await?;
     tracing::info!(addr = %http_addr, tools = core.registry.view().tools.len(), "MCP gateway listening on /mcp");

@@ -8,6 +8,7 @@
 //! reach it as `notifications/tools/list_changed`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub struct McpGateway {
     /// (`logging/setLevel`), as a rank; `None` until it asks, and until then
     /// workers' log records are not relayed.
     log_level: Arc<std::sync::atomic::AtomicU8>,
+    /// This session's key for its resource subscriptions.
+    session_key: u64,
 }
 
 /// No `logging/setLevel` yet.
@@ -86,7 +89,15 @@ struct Inner {
     local_principal: String,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     metrics: ToolCallMetrics,
+    /// Resource subscriptions: URI → the sessions subscribed (by session key).
+    subscriptions: Mutex<HashMap<String, Subscribers>>,
 }
+
+/// The sessions subscribed to one resource: (session key, its peer).
+type Subscribers = Vec<(u64, Peer<RoleServer>)>;
+
+/// Keys sessions for their resource subscriptions.
+static SESSION_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How long to wait for progress still in transit after the reply.
 const PROGRESS_PATIENCE: Duration = Duration::from_millis(250);
@@ -123,12 +134,58 @@ impl McpGateway {
                 local_principal,
                 peers: Mutex::new(Vec::new()),
                 metrics,
+                subscriptions: Mutex::new(HashMap::new()),
             }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
+            session_key: 0,
         };
         gw.spawn_list_changed();
         gw.spawn_offers_changed();
+        gw.spawn_resource_updates();
         gw
+    }
+
+    /// Relays workers' `ResourceUpdated` to the sessions subscribed to the
+    /// resource, as `notifications/resources/updated`.
+    fn spawn_resource_updates(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let client = self.inner.bus.client().clone();
+        tokio::spawn(async move {
+            let Ok(mut updates) = client
+                .subscribe(sophia_proto::subject::RESOURCE_UPDATED)
+                .await
+            else {
+                tracing::warn!("could not subscribe to resource updates");
+                return;
+            };
+            while let Some(msg) = futures::StreamExt::next(&mut updates).await {
+                let Some(inner) = weak.upgrade() else { break };
+                let Ok(update) =
+                    sophia_proto::decode::<sophia_proto::ResourceUpdated>(&msg.payload)
+                else {
+                    continue;
+                };
+                let peers: Vec<Peer<RoleServer>> = {
+                    let mut subs = inner.subscriptions.lock().expect("subscriptions lock");
+                    let Some(list) = subs.get_mut(&update.uri) else {
+                        continue;
+                    };
+                    list.retain(|(_, p)| !p.is_transport_closed());
+                    list.iter().map(|(_, p)| p.clone()).collect()
+                };
+                for peer in peers {
+                    let uri = update.uri.clone();
+                    tokio::spawn(async move {
+                        let param = serde_json::from_value(json!({ "uri": uri }));
+                        if let Ok(param) = param
+                            && let Err(e) = peer.notify_resource_updated(param).await
+                        {
+                            tracing::debug!(cause = %e, "could not relay a resource update");
+                        }
+                    });
+                }
+            }
+        });
     }
 
     /// The handler for a new session: shared state, fresh session state.
@@ -136,6 +193,7 @@ impl McpGateway {
         Self {
             inner: self.inner.clone(),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
+            session_key: SESSION_KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -523,11 +581,15 @@ impl ServerHandler for McpGateway {
     async fn subscribe(
         &self,
         request: rmcp::model::SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        // Known resources only; updates are not pushed by workers yet, so a
-        // subscription is accepted and nothing more (see docs/mcp.md).
-        self.resource_owner(&request.uri).map(|_| ())
+        self.resource_owner(&request.uri)?;
+        let mut subs = self.inner.subscriptions.lock().expect("subscriptions lock");
+        let list = subs.entry(request.uri).or_default();
+        if !list.iter().any(|(k, _)| *k == self.session_key) {
+            list.push((self.session_key, context.peer));
+        }
+        Ok(())
     }
 
     async fn unsubscribe(
@@ -535,7 +597,12 @@ impl ServerHandler for McpGateway {
         request: rmcp::model::UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.resource_owner(&request.uri).map(|_| ())
+        self.resource_owner(&request.uri)?;
+        let mut subs = self.inner.subscriptions.lock().expect("subscriptions lock");
+        if let Some(list) = subs.get_mut(&request.uri) {
+            list.retain(|(k, _)| *k != self.session_key);
+        }
+        Ok(())
     }
 
     async fn list_prompts(

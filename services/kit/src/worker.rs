@@ -474,6 +474,20 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Tells the gateways that resource `uri` changed, so that the MCP
+    /// sessions subscribed to it get `notifications/resources/updated`.
+    pub async fn resource_updated(&self, uri: &str) -> Result<(), KitError> {
+        let update = sophia_proto::ResourceUpdated {
+            v: PROTOCOL_VERSION,
+            uri: uri.to_owned(),
+        };
+        let bytes = sophia_proto::encode(&update).map_err(|e| KitError::Register(e.to_string()))?;
+        self.client
+            .publish(subject::RESOURCE_UPDATED, bytes.into())
+            .await
+            .map_err(|e| KitError::Register(format!("could not publish a resource update: {e}")))
+    }
+
     /// Waits until the worker has drained after its shutdown token fired.
     pub async fn stopped(self) {
         let _ = self.task.await;
