@@ -37,7 +37,16 @@ async fn every_service_serves_health_readiness_and_metrics() {
     assert!(metrics.contains("sophia_worker_tool_call_duration_seconds_bucket"));
 
     let gateway = mesh.http_base();
-    assert_eq!(get(format!("{gateway}/health")).await.0, 200);
+    let (status, health) = get(format!("{gateway}/health")).await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health,
+        json!({"status": "ok", "bus": "connected",
+            "categories": {"code_generation": {"tools": 1}},
+            "replicas": {"echo-worker": 1}}),
+        "the gateway's health sums up the mesh"
+    );
     assert_eq!(get(format!("{gateway}/ready")).await.0, 200);
     let (_, metrics) = get(format!("{gateway}/metrics")).await;
     assert!(

@@ -120,6 +120,39 @@ async fn start_core(
     })
 }
 
+/// The gateway's `/health` detail: the bus link, and per category the live
+/// tools and the replicas of each worker service offering them, so an SRE
+/// sees at a glance which categories have live workers.
+fn mesh_health(
+    registry: registry::Registry,
+    conn: sophia_kit::nats::Connection,
+) -> ops::HealthDetail {
+    Arc::new(move || {
+        let view = registry.view();
+        let mut categories = serde_json::Map::new();
+        for category in sophia_proto::Category::ALL {
+            let tools: Vec<&str> = view
+                .tools
+                .values()
+                .filter(|t| t.spec.category == category)
+                .map(|t| t.spec.name.as_str())
+                .collect();
+            if !tools.is_empty() {
+                categories.insert(
+                    category.to_string(),
+                    serde_json::json!({ "tools": tools.len() }),
+                );
+            }
+        }
+        serde_json::json!({
+            "status": "ok",
+            "bus": if conn.is_up() { "connected" } else { "disconnected" },
+            "categories": categories,
+            "replicas": registry.replicas(),
+        })
+    })
+}
+
 /// Serves MCP over Streamable HTTP until `shutdown` fires. Returns once the
 /// listener is bound.
 pub async fn run(
@@ -153,7 +186,11 @@ pub async fn run(
         Arc::new(sessions),
         shutdown.child_token(),
     )
-    .merge(ops::router(Arc::new(core.prometheus), ready));
+    .merge(ops::router_with(
+        Arc::new(core.prometheus),
+        ready,
+        Some(mesh_health(core.registry.clone(), core.conn.clone())),
+    ));
     let stop = shutdown.clone();
     let (http_addr, server) = ops::serve(config.http_addr, app, stop.cancelled_owned()).await?;
     tracing::info!(addr = %http_addr, tools = core.registry.view().tools.len(), "MCP gateway listening on /mcp");

@@ -18,20 +18,45 @@ use crate::KitError;
 /// Answers whether the service is ready, and why not.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// What `/health` says beyond "alive" (the gateway sums up the mesh).
+pub type HealthDetail = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 struct OpsState {
     registry: Arc<Registry>,
     ready: ReadyCheck,
+    detail: Option<HealthDetail>,
 }
 
 /// The `/health`, `/ready` and `/metrics` routes, to serve alone or merge
 /// into a service's own router.
 pub fn router(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
+    router_with(registry, ready, None)
+}
+
+/// [`router`], with `/health` answering `detail()` as JSON (status 200
+/// while the process is alive, whatever the detail says).
+pub fn router_with(
+    registry: Arc<Registry>,
+    ready: ReadyCheck,
+    detail: Option<HealthDetail>,
+) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health_handler))
         .route("/ready", get(ready_handler))
         .route("/metrics", get(metrics_handler))
-        .with_state(OpsState { registry, ready })
+        .with_state(OpsState {
+            registry,
+            ready,
+            detail,
+        })
+}
+
+async fn health_handler(State(state): State<OpsState>) -> axum::response::Response {
+    match &state.detail {
+        None => "ok\n".into_response(),
+        Some(detail) => axum::Json(detail()).into_response(),
+    }
 }
 
 async fn ready_handler(State(state): State<OpsState>) -> impl IntoResponse {
