@@ -85,3 +85,10 @@ pub async fn replica(mesh: &Mesh, args: PulumiArgs) -> Replica {
         _stop: stop.drop_guard(),
     }
 }
+
+impl Replica {
+    /// Where its `/health`, `/ready` and `/metrics` are served.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self._handle.http_addr
+    }
+}

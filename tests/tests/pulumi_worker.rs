@@ -57,7 +57,7 @@ async fn job_state(client: &McpClient, id: &str) -> String {
 async fn preview_then_up_with_the_saved_plan() {
     let mesh = Mesh::start().await;
     let setup = Setup::new(1);
-    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let worker = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let client = connected(&mesh).await;
 
     let id = preview(&client).await;
@@ -82,6 +82,16 @@ async fn preview_then_up_with_the_saved_plan() {
     assert_eq!(
         structured(&stacks)["projects"][0]["stacks"][0]["name"],
         "dev"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.http_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"sophia_pulumi_jobs_total{operation="up",outcome="succeeded"} 1"#),
+        "{metrics}"
     );
 }
 

@@ -27,6 +27,39 @@ use crate::jobs::{Job, JobError, JobState, JobStore, RunningJob};
 /// The object store bucket holding previews' update plans.
 pub const PLANS_BUCKET: &str = "sophia_pulumi_plans";
 
+/// Pulumi job outcomes, for `/metrics`:
+/// `sophia_pulumi_jobs_total{operation, outcome}`.
+#[derive(Clone, Debug, Default)]
+pub struct JobMetrics {
+    jobs: prometheus_client::metrics::family::Family<
+        JobLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct JobLabels {
+    operation: String,
+    outcome: String,
+}
+
+impl JobMetrics {
+    fn record(&self, operation: &str, state: JobState) {
+        let outcome = match state {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        };
+        self.jobs
+            .get_or_create(&JobLabels {
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// What the tools share.
 pub struct Ctx {
     /// The CLI driver.
@@ -43,6 +76,8 @@ pub struct Ctx {
     pub wait: Duration,
     /// Progress of jobs running on this replica.
     running: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    /// Job outcomes.
+    pub metrics: JobMetrics,
 }
 
 impl Ctx {
@@ -76,6 +111,7 @@ impl Ctx {
             heartbeat,
             wait,
             running: Mutex::new(HashMap::new()),
+            metrics: JobMetrics::default(),
         })
     }
 }
@@ -426,8 +462,16 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
             }
         }
     });
+    let metrics = ctx.metrics.clone();
     Worker::new("pulumi-worker", env!("CARGO_PKG_VERSION"))
         .description("Sophia Mesh Pulumi stacks")
+        .metrics(move |r| {
+            r.register(
+                "sophia_pulumi_jobs",
+                "Pulumi jobs (up, destroy, refresh) finished on this replica, by outcome",
+                metrics.jobs.clone(),
+            )
+        })
         .tool(list)
         .tool(select)
         .tool(outputs)
@@ -913,6 +957,7 @@ async fn run_job(
     progress: broadcast::Sender<String>,
 ) {
     let id = job.id.clone();
+    let spec_label = spec.label;
     // The job record keeps the CLI's verb; messages say what it does.
     let label = match spec.label {
         "up" => "update",
@@ -978,6 +1023,7 @@ async fn run_job(
     drop(spec.tmp);
     stop_beats.cancel();
     let job = beats.await.expect("heartbeat task");
+    c.metrics.record(spec_label, state);
     if let Err(e) = c.jobs.finish(job, state, Some(message), summary).await {
         tracing::error!(job = %id, cause = %e, "could not record the job's outcome");
     }
