@@ -70,6 +70,18 @@ pub fn nats_server() -> NatsServer {
 }
 
 impl NatsServer {
+    /// The permission violations the server logged (empty under correct
+    /// least-privilege users).
+    pub fn violations(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl NatsServer {
     /// Starts a server with extra command-line arguments.
     pub fn start(extra_args: Vec<String>) -> Self {
         Self::start_with_env(extra_args, Vec::new())

@@ -626,14 +626,7 @@ async fn the_whole_deploy_runs_with_least_privilege_nats_users() {
     )
     .await;
     assert_eq!(structured(&r)["status"], "completed", "{}", text_of(&r));
-    let violations: Vec<String> = w
-        .mesh
-        .nats
-        .log()
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .map(str::to_owned)
-        .collect();
+    let violations = w.mesh.nats.violations();
     assert!(violations.is_empty(), "{violations:#?}");
 }
 

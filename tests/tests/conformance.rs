@@ -146,13 +146,7 @@ async fn run_suite(version: &str, args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    let violations: Vec<String> = mesh
-        .nats
-        .log()
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .map(str::to_owned)
-        .collect();
+    let violations = mesh.nats.violations();
     assert!(violations.is_empty(), "{violations:#?}");
     assert!(
         out.status.success(),

@@ -319,13 +319,7 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     )
     .await;
     let _handle = started.unwrap_or_else(|e| {
-        let violations: Vec<String> = mesh
-            .nats
-            .log()
-            .lines()
-            .filter(|l| l.contains("Violation"))
-            .map(str::to_owned)
-            .collect();
+        let violations = mesh.nats.violations();
         panic!(
             "starts with the worker user's permissions: {e}\n{}",
             violations.join("\n")

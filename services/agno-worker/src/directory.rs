@@ -13,6 +13,9 @@ use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subjec
 struct State {
     /// Per replica: its tools and when it stops counting as alive.
     replicas: HashMap<String, (Vec<ToolSpec>, Instant)>,
+    /// Compiled input schemas by tool name, with the schema they were
+    /// compiled from (recompiled only when a worker announces a new one).
+    validators: HashMap<String, (serde_json::Value, Arc<jsonschema::Validator>)>,
 }
 
 /// Live tool specs, kept current from announcements.
@@ -71,6 +74,21 @@ impl Directory {
             .expect("directory lock")
             .replicas
             .insert(a.instance, (a.tools, alive));
+    }
+
+    /// The compiled input schema of `spec`; `None` if it does not compile.
+    pub fn validator(&self, spec: &ToolSpec) -> Option<Arc<jsonschema::Validator>> {
+        let mut state = self.state.lock().expect("directory lock");
+        if let Some((schema, v)) = state.validators.get(&spec.name)
+            && *schema == spec.input_schema
+        {
+            return Some(v.clone());
+        }
+        let v = Arc::new(jsonschema::validator_for(&spec.input_schema).ok()?);
+        state
+            .validators
+            .insert(spec.name.clone(), (spec.input_schema.clone(), v.clone()));
+        Some(v)
     }
 
     /// The spec of a tool some live replica serves.

@@ -340,7 +340,7 @@ impl Runner {
                 format!("{name} is not on the mesh right now: no live worker offers it"),
             ));
         };
-        if let Ok(validator) = jsonschema::validator_for(&spec.input_schema) {
+        if let Some(validator) = self.directory.validator(&spec) {
             let problems = sophia_kit::schema::problems(&validator, &arguments);
             if !problems.is_empty() {
                 return Err((

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use futures::future::BoxFuture;
 #[allow(deprecated)] // sampling: see relay_question
 use rmcp::model::CreateMessageRequestParams;
 use rmcp::model::{
@@ -207,8 +208,30 @@ impl McpGateway {
     /// Sends `notifications/tools/list_changed` to every live session each
     /// time the registry's tool list changes.
     fn spawn_list_changed(&self) {
+        self.spawn_notify_sessions(self.inner.registry.subscribe(), |peer| {
+            Box::pin(async move { peer.notify_tool_list_changed().await })
+        });
+    }
+
+    /// Sends `notifications/resources/list_changed` and
+    /// `notifications/prompts/list_changed` to every live session each time
+    /// the resources, templates or prompts on offer change.
+    fn spawn_offers_changed(&self) {
+        self.spawn_notify_sessions(self.inner.registry.subscribe_offers(), |peer| {
+            Box::pin(async move {
+                peer.notify_resource_list_changed().await?;
+                peer.notify_prompt_list_changed().await
+            })
+        });
+    }
+
+    /// Each time `changes` moves, runs `notify` for every live session.
+    fn spawn_notify_sessions(
+        &self,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+        notify: fn(Peer<RoleServer>) -> BoxFuture<'static, Result<(), rmcp::service::ServiceError>>,
+    ) {
         let weak = Arc::downgrade(&self.inner);
-        let mut changes = self.inner.registry.subscribe();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let Some(inner) = weak.upgrade() else { break };
@@ -219,37 +242,13 @@ impl McpGateway {
                 };
                 tracing::debug!(
                     sessions = peers.len(),
-                    "tool list changed; notifying sessions"
+                    "notifying sessions of a list change"
                 );
                 for peer in peers {
                     tokio::spawn(async move {
-                        if let Err(e) = peer.notify_tool_list_changed().await {
+                        if let Err(e) = notify(peer).await {
                             tracing::debug!(cause = %e, "could not notify a session");
                         }
-                    });
-                }
-            }
-        });
-    }
-
-    /// Sends `notifications/resources/list_changed` and
-    /// `notifications/prompts/list_changed` to every live session each time
-    /// the resources, templates or prompts on offer change.
-    fn spawn_offers_changed(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        let mut changes = self.inner.registry.subscribe_offers();
-        tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                let Some(inner) = weak.upgrade() else { break };
-                let peers: Vec<_> = {
-                    let mut peers = inner.peers.lock().expect("peers lock");
-                    peers.retain(|p| !p.is_transport_closed());
-                    peers.clone()
-                };
-                for peer in peers {
-                    tokio::spawn(async move {
-                        let _ = peer.notify_resource_list_changed().await;
-                        let _ = peer.notify_prompt_list_changed().await;
                     });
                 }
             }

@@ -169,13 +169,10 @@ impl EngineEvent {
                 resource_changes,
                 duration_seconds,
                 ..
-            } => {
-                let parts: Vec<String> = resource_changes
-                    .iter()
-                    .map(|(op, n)| format!("{n} {op}"))
-                    .collect();
-                Some(format!("done in {duration_seconds}s: {}", parts.join(", ")))
-            }
+            } => Some(format!(
+                "done in {duration_seconds}s: {}",
+                describe_changes(resource_changes)
+            )),
             _ => None,
         }
     }
@@ -321,6 +318,15 @@ impl EventLogTail {
     }
 }
 
+/// Resource changes for people: `1 create, 5 same`.
+pub fn describe_changes(changes: &BTreeMap<String, u64>) -> String {
+    changes
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What an operation did, folded from its events.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -361,6 +367,11 @@ impl Summary {
             EventKind::Cancel => self.complete = true,
             _ => {}
         }
+    }
+
+    /// The engine's totals for people: `1 create, 5 same`.
+    pub fn changes(&self) -> String {
+        describe_changes(&self.resource_changes)
     }
 
     /// Whether the operation succeeded: complete, nothing failed, no errors.

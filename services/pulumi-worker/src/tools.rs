@@ -325,7 +325,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
     .timeout_ms(15 * 60_000)
     .handler(move |call| {
         let c = c.clone();
-        async move { run_up(&c, &call).await }
+        async move { run_confirmed(&c, &call, Kind::Update).await }
     });
     let c = ctx.clone();
     let mut destroy_schema = up_schema.clone();
@@ -344,7 +344,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
     .timeout_ms(15 * 60_000)
     .handler(move |call| {
         let c = c.clone();
-        async move { run_destroy(&c, &call).await }
+        async move { run_confirmed(&c, &call, Kind::Destroy).await }
     });
     let c = ctx.clone();
     let refresh = Tool::new(
@@ -586,6 +586,14 @@ impl Kind {
         }
     }
 
+    /// The `operation` argument of `pulumi_preview` for this kind.
+    fn verb(self) -> &'static str {
+        match self {
+            Kind::Update => "up",
+            Kind::Destroy => "destroy",
+        }
+    }
+
     fn apply_tool(self) -> &'static str {
         match self {
             Kind::Update => "pulumi_up",
@@ -641,7 +649,7 @@ async fn run_preview(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
             )));
         }
     };
-    preview(c, call, kind).await
+    Ok(preview(c, call, kind).await?.output())
 }
 
 /// The preview to apply: the caller's `preview_id`, or, when the caller
@@ -651,30 +659,16 @@ async fn confirmed_preview(c: &Ctx, call: &Call, kind: Kind) -> Result<String, W
     if call.args.get("preview_id").is_some_and(|p| !p.is_null()) {
         return name(call, "preview_id");
     }
-    let verb = if kind == Kind::Destroy {
-        "destroy"
-    } else {
-        "up"
-    };
     if !call.can_elicit() {
         return Err(WireError::invalid_arguments(format!(
-            "`preview_id` is required: run pulumi_preview with operation={verb:?}, show its changes \
+            "`preview_id` is required: run pulumi_preview with operation={:?}, show its changes \
              to the person, and pass the preview_id it returns (a client with MCP elicitation is \
-             asked directly instead)"
+             asked directly instead)",
+            kind.verb()
         )));
     }
     let shown = preview(c, call, kind).await?;
-    let structured = shown.structured.clone().unwrap_or_default();
-    let id = structured["preview_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let changes: Vec<String> = structured["summary"]["resource_changes"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(op, n)| format!("{n} {op}"))
-        .collect();
+    let id = shown.id;
     let question = format!(
         "{} {}/{}? The preview shows: {}. Nothing else will be changed.",
         if kind == Kind::Destroy {
@@ -682,9 +676,9 @@ async fn confirmed_preview(c: &Ctx, call: &Call, kind: Kind) -> Result<String, W
         } else {
             "Apply these changes to"
         },
-        structured["project"].as_str().unwrap_or("?"),
-        structured["stack"].as_str().unwrap_or("?"),
-        changes.join(", ")
+        shown.project,
+        shown.stack,
+        shown.summary.changes()
     );
     let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
         "title": if kind == Kind::Destroy { "Destroy" } else { "Apply" },
@@ -703,7 +697,34 @@ async fn confirmed_preview(c: &Ctx, call: &Call, kind: Kind) -> Result<String, W
     }
 }
 
-async fn preview(c: &Ctx, call: &Call, kind: Kind) -> Result<ToolOutput, WireError> {
+/// A preview run and saved in the plans bucket.
+struct SavedPreview {
+    id: String,
+    project: String,
+    stack: String,
+    kind: Kind,
+    summary: Summary,
+}
+
+impl SavedPreview {
+    /// The `pulumi_preview` result: the changes, and how to apply them.
+    fn output(&self) -> ToolOutput {
+        let (id, project, stack, kind) = (&self.id, &self.project, &self.stack, self.kind);
+        let tool = kind.apply_tool();
+        let mut out = ToolOutput::text(format!(
+            "{} preview {id} of {project}/{stack}: {}. To apply exactly these changes, call {tool} with preview_id={id}.",
+            kind.as_str(),
+            self.summary.changes()
+        ));
+        out.structured = Some(
+            json!({"preview_id": id, "operation": kind.as_str(), "project": project,
+            "stack": stack, "summary": summary_json(&self.summary), "confirm_with": tool}),
+        );
+        out
+    }
+}
+
+async fn preview(c: &Ctx, call: &Call, kind: Kind) -> Result<SavedPreview, WireError> {
     let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
     c.cli
@@ -748,22 +769,13 @@ async fn preview(c: &Ctx, call: &Call, kind: Kind) -> Result<ToolOutput, WireErr
                 format!("could not save the plan: {e}"),
             )
         })?;
-    let changes: Vec<String> = summary
-        .resource_changes
-        .iter()
-        .map(|(op, n)| format!("{n} {op}"))
-        .collect();
-    let tool = kind.apply_tool();
-    let mut out = ToolOutput::text(format!(
-        "{} preview {id} of {project}/{stack}: {}. To apply exactly these changes, call {tool} with preview_id={id}.",
-        kind.as_str(),
-        changes.join(", ")
-    ));
-    out.structured = Some(
-        json!({"preview_id": id, "operation": kind.as_str(), "project": project,
-        "stack": stack, "summary": summary_json(&summary), "confirm_with": tool}),
-    );
-    Ok(out)
+    Ok(SavedPreview {
+        id,
+        project,
+        stack,
+        kind,
+        summary,
+    })
 }
 
 /// A preview's saved record, checked against the call.
@@ -823,41 +835,36 @@ struct JobSpec {
     tmp: Option<tempfile::TempDir>,
 }
 
-async fn run_up(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
+/// `pulumi_up` or `pulumi_destroy`: applies a confirmed preview of `kind`
+/// as a job (the preview id is the job id, so it runs at most once).
+async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> Result<ToolOutput, WireError> {
     let (project, stack) = (c.project(call)?, name(call, "stack")?);
     let dir = c.project_dir(&project)?;
-    let preview_id = confirmed_preview(c, call, Kind::Update).await?;
-    let record = load_preview(c, &project, &stack, &preview_id, Kind::Update).await?;
-    let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
-    let plan = tmp.path().join("plan.json");
-    tokio::fs::write(&plan, record["plan"].as_str().unwrap_or_default())
-        .await
-        .map_err(|e| WireError::internal(e.to_string()))?;
-    let spec = JobSpec {
-        id: preview_id,
-        project,
-        stack,
-        label: "up",
-        op: Operation::Up { plan },
-        expect_version: None,
-        tmp: Some(tmp),
+    let preview_id = confirmed_preview(c, call, kind).await?;
+    let record = load_preview(c, &project, &stack, &preview_id, kind).await?;
+    let (op, expect_version, tmp) = match kind {
+        Kind::Update => {
+            let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
+            let plan = tmp.path().join("plan.json");
+            tokio::fs::write(&plan, record["plan"].as_str().unwrap_or_default())
+                .await
+                .map_err(|e| WireError::internal(e.to_string()))?;
+            (Operation::Up { plan }, None, Some(tmp))
+        }
+        Kind::Destroy => (
+            Operation::Destroy,
+            Some(record["version"].as_u64().unwrap_or(0)),
+            None,
+        ),
     };
-    run_as_job(c, call, dir, spec).await
-}
-
-async fn run_destroy(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError> {
-    let (project, stack) = (c.project(call)?, name(call, "stack")?);
-    let dir = c.project_dir(&project)?;
-    let preview_id = confirmed_preview(c, call, Kind::Destroy).await?;
-    let record = load_preview(c, &project, &stack, &preview_id, Kind::Destroy).await?;
     let spec = JobSpec {
         id: preview_id,
         project,
         stack,
-        label: "destroy",
-        op: Operation::Destroy,
-        expect_version: Some(record["version"].as_u64().unwrap_or(0)),
-        tmp: None,
+        label: kind.verb(),
+        op,
+        expect_version,
+        tmp,
     };
     run_as_job(c, call, dir, spec).await
 }
@@ -1033,18 +1040,11 @@ async fn run_job(
 /// A finished operation as a job's state, message and summary.
 fn outcome(label: &str, result: Result<Summary, CliError>) -> (JobState, String, Option<Value>) {
     match result {
-        Ok(s) if s.succeeded() => {
-            let changes: Vec<String> = s
-                .resource_changes
-                .iter()
-                .map(|(op, n)| format!("{n} {op}"))
-                .collect();
-            (
-                JobState::Succeeded,
-                format!("{label} done: {}", changes.join(", ")),
-                Some(summary_json(&s)),
-            )
-        }
+        Ok(s) if s.succeeded() => (
+            JobState::Succeeded,
+            format!("{label} done: {}", s.changes()),
+            Some(summary_json(&s)),
+        ),
         Ok(s) => (
             JobState::Failed,
             format!("{label} failed: {}", s.errors.join("; ")),
