@@ -438,8 +438,12 @@ impl Serving {
             Ok(Err(e)) => tracing::warn!(cause = %e, "could not stop the NATS service cleanly"),
             Err(_) => tracing::warn!("stopping the NATS service timed out (is NATS down?)"),
         }
-        // Requests NATS had already delivered are still served.
-        while let Some(req) = requests.next().await {
+        // Requests NATS had already delivered are still served. With NATS
+        // gone the stop above could not unsubscribe, so the stream may never
+        // end: take what is buffered and stop waiting once it goes quiet.
+        while let Ok(Some(req)) =
+            tokio::time::timeout(Duration::from_millis(500), requests.next()).await
+        {
             dispatch(&self.shared, &self.limit, req).await;
         }
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
