@@ -230,6 +230,15 @@ impl McpMethod {
             McpMethod::Complete => "complete",
         }
     }
+
+    /// The MCP method's own name (`resources/read`, ...).
+    pub fn mcp_name(self) -> &'static str {
+        match self {
+            McpMethod::ReadResource => "resources/read",
+            McpMethod::GetPrompt => "prompts/get",
+            McpMethod::Complete => "completion/complete",
+        }
+    }
 }
 
 /// Where a worker service answers `method` (queue group `sophia`), as a

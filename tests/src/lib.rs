@@ -17,6 +17,8 @@ pub mod intelligence;
 pub mod mesh;
 pub mod nats;
 pub mod openai;
+pub mod otlp;
+pub mod procs;
 pub mod pulumi;
 pub mod raw;
 pub mod tools;

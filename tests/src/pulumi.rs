@@ -46,6 +46,24 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// The same settings as environment variables, for a pulumi-worker
+    /// process (`passphrase` for `PULUMI_CONFIG_PASSPHRASE`).
+    pub fn env(&self, binary: &str, passphrase: &str) -> Vec<(String, String)> {
+        let args = self.args(binary, 30_000);
+        [
+            (
+                "SOPHIA_PULUMI_WORKSPACE",
+                args.workspace.display().to_string(),
+            ),
+            ("PULUMI_BINARY", binary.to_owned()),
+            ("PULUMI_BACKEND_URL", args.backend_url.unwrap_or_default()),
+            ("PULUMI_CONFIG_PASSPHRASE", passphrase.to_owned()),
+            ("SOPHIA_PULUMI_WAIT_MS", args.wait_ms.to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    }
+
     /// The worker's settings, with `binary` as the CLI.
     pub fn args(&self, binary: &str, wait_ms: u64) -> PulumiArgs {
         PulumiArgs {

@@ -20,11 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sophia_kit::bus::{CallError, CallSpec};
+use sophia_kit::telemetry::{Span, SpanKind, attr};
 use sophia_kit::{Answer, Call, Category, ErrorCode, WireError};
-use sophia_proto::{Content, ToolSpec, subject};
+use sophia_proto::{Content, ToolSpec, headers, subject};
 
 use crate::directory::Directory;
 use crate::store::{PendingAction, Store};
@@ -123,10 +125,47 @@ impl Runner {
         template: &Arc<Template>,
         state: &mut RunState,
     ) -> Result<Outcome, WireError> {
+        // The run's span: its model calls and tool calls are its children.
+        let run = Span::start(
+            format!("invoke_agent {}", template.agent_type),
+            SpanKind::Internal,
+            &call.trace,
+            vec![
+                KeyValue::new(attr::GEN_AI_OPERATION, "invoke_agent"),
+                KeyValue::new(attr::GEN_AI_AGENT_NAME, template.agent_type.clone()),
+                KeyValue::new(attr::GEN_AI_AGENT_ID, state.agent_id.clone()),
+                KeyValue::new(attr::GEN_AI_CONVERSATION_ID, state.session_id.clone()),
+                KeyValue::new(attr::GEN_AI_REQUEST_MODEL, template.model.clone()),
+                KeyValue::new(attr::CATEGORY, template.category.to_string()),
+            ],
+        );
+        let outcome = self.drive_in(call, &run.trace(), template, state).await;
+        run.set(KeyValue::new(
+            attr::GEN_AI_INPUT_TOKENS,
+            state.usage.input_tokens as i64,
+        ));
+        run.set(KeyValue::new(
+            attr::GEN_AI_OUTPUT_TOKENS,
+            state.usage.output_tokens as i64,
+        ));
+        run.outcome(&outcome);
+        outcome
+    }
+
+    async fn drive_in(
+        &self,
+        call: &Call,
+        trace: &headers::Context,
+        template: &Arc<Template>,
+        state: &mut RunState,
+    ) -> Result<Outcome, WireError> {
         loop {
             while !state.queued.is_empty() {
                 let tool_call = state.queued.remove(0);
-                if let Some(paused) = self.tool_call(call, template, state, tool_call).await? {
+                if let Some(paused) = self
+                    .tool_call(call, trace, template, state, tool_call)
+                    .await?
+                {
                     return Ok(Outcome::Paused(Box::new(paused)));
                 }
             }
@@ -139,7 +178,7 @@ impl Runner {
                     "the run was cancelled",
                 ));
             }
-            let message = self.model_turn(call, template, state).await?;
+            let message = self.model_turn(call, trace, template, state).await?;
             let calls = message["tool_calls"]
                 .as_array()
                 .cloned()
@@ -157,6 +196,7 @@ impl Runner {
     async fn model_turn(
         &self,
         call: &Call,
+        trace: &headers::Context,
         template: &Arc<Template>,
         state: &mut RunState,
     ) -> Result<Value, WireError> {
@@ -191,7 +231,7 @@ impl Runner {
             args,
             timeout: call.remaining(),
             caller: call.caller.clone(),
-            trace: call.trace.clone(),
+            trace: trace.clone(),
         };
         let reply = call
             .bus()
@@ -227,6 +267,7 @@ impl Runner {
     async fn tool_call(
         &self,
         call: &Call,
+        trace: &headers::Context,
         template: &Arc<Template>,
         state: &mut RunState,
         tool_call: Value,
@@ -256,7 +297,9 @@ impl Runner {
                 };
                 match confirmation {
                     Confirmation::Yes => {
-                        let r = self.run_tool(call, &spec, arguments.clone()).await;
+                        let r = self
+                            .run_tool(call, trace, &id, &spec, arguments.clone())
+                            .await;
                         (arguments, r)
                     }
                     Confirmation::No(why) => (arguments, Err(why)),
@@ -278,7 +321,9 @@ impl Runner {
                 }
             }
             Ok((spec, arguments)) => {
-                let r = self.run_tool(call, &spec, arguments.clone()).await;
+                let r = self
+                    .run_tool(call, trace, &id, &spec, arguments.clone())
+                    .await;
                 (arguments, r)
             }
         };
@@ -359,6 +404,33 @@ impl Runner {
     async fn run_tool(
         &self,
         call: &Call,
+        trace: &headers::Context,
+        tool_call_id: &str,
+        spec: &ToolSpec,
+        arguments: Value,
+    ) -> Result<String, String> {
+        let span = Span::start(
+            format!("execute_tool {}", spec.name),
+            SpanKind::Internal,
+            trace,
+            vec![
+                KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+                KeyValue::new(attr::TOOL_NAME, spec.name.clone()),
+                KeyValue::new(attr::TOOL_CALL_ID, tool_call_id.to_owned()),
+                KeyValue::new(attr::CATEGORY, spec.category.to_string()),
+            ],
+        );
+        let result = self.run_tool_in(call, &span.trace(), spec, arguments).await;
+        if result.is_err() {
+            span.fail("tool_error", "the tool call failed");
+        }
+        result
+    }
+
+    async fn run_tool_in(
+        &self,
+        call: &Call,
+        trace: &headers::Context,
         spec: &ToolSpec,
         arguments: Value,
     ) -> Result<String, String> {
@@ -374,7 +446,7 @@ impl Runner {
             args: arguments,
             timeout,
             caller: call.caller.clone(),
-            trace: call.trace.clone(),
+            trace: trace.clone(),
         };
         match call.bus().call(cs, None, &call.cancellation()).await {
             Ok(reply) => {

@@ -94,6 +94,7 @@ async fn start_core(
     registry
         .follow(&conn, instance.clone(), stop.child_token())
         .await?;
+    prometheus.register_collector(Box::new(MeshGauges(registry.clone())));
     let bus = sophia_kit::bus::Bus::start(
         conn.client.clone(),
         instance.clone(),
@@ -118,6 +119,58 @@ async fn start_core(
         prometheus,
         instance,
     })
+}
+
+/// `sophia_gateway_live_replicas{service}` and
+/// `sophia_gateway_live_tools{category}`, read from the registry at each
+/// scrape: what the mesh looks like from this gateway.
+struct MeshGauges(registry::Registry);
+
+impl std::fmt::Debug for MeshGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeshGauges")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+impl prometheus_client::collector::Collector for MeshGauges {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        use sophia_kit::metrics::CategoryLabels;
+        let replicas = Family::<ServiceLabels, Gauge>::default();
+        for (service, n) in self.0.replicas() {
+            replicas.get_or_create(&ServiceLabels { service }).set(n as i64);
+        }
+        let tools = Family::<CategoryLabels, Gauge>::default();
+        for t in self.0.view().tools.values() {
+            tools
+                .get_or_create(&CategoryLabels {
+                    category: t.spec.category.to_string(),
+                })
+                .inc();
+        }
+        replicas.encode(encoder.encode_descriptor(
+            "sophia_gateway_live_replicas",
+            "Worker replicas announcing tools on the bus, per service",
+            None,
+            replicas.metric_type(),
+        )?)?;
+        tools.encode(encoder.encode_descriptor(
+            "sophia_gateway_live_tools",
+            "Tools on offer from live workers, per category",
+            None,
+            tools.metric_type(),
+        )?)
+    }
 }
 
 /// The gateway's `/health` detail: the bus link, and per category the live

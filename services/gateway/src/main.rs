@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig::parse();
-    sophia_kit::telemetry::init_logging();
+    let telemetry = sophia_kit::telemetry::init("sophia-gateway");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -19,5 +19,6 @@ async fn main() -> anyhow::Result<()> {
         let handle = sophia_gateway::run(config, shutdown).await?;
         handle.stopped().await;
     }
+    telemetry.shutdown();
     Ok(())
 }

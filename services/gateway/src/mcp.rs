@@ -33,8 +33,10 @@ use sophia_proto::{
 use tokio::sync::mpsc;
 
 use crate::registry::Registry;
+use opentelemetry::KeyValue;
 use sophia_kit::bus::{Bus, CallError, CallSpec, ClientCan, ClientQuestion, ProgressRoute};
 use sophia_kit::metrics::ToolCallMetrics;
+use sophia_kit::telemetry::{Span, SpanKind, attr};
 
 /// The authenticated principal of an HTTP request, put in the request's
 /// extensions by the auth layer.
@@ -264,6 +266,7 @@ impl McpGateway {
         params: Value,
         context: &RequestContext<RoleServer>,
     ) -> Result<Value, McpError> {
+        let span = server_span(method.mcp_name(), None, context, vec![]);
         let spec = CallSpec {
             tool: method.as_str(),
             category: sophia_proto::Category::CodeGeneration,
@@ -271,9 +274,13 @@ impl McpGateway {
             args: params,
             timeout: self.inner.limits.default_timeout,
             caller: self.caller(context),
-            trace: trace_context(context),
+            trace: span.trace(),
         };
-        match self.inner.bus.call(spec, None, &context.ct).await {
+        let outcome = self.inner.bus.call(spec, None, &context.ct).await;
+        if let Err(e) = &outcome {
+            span.fail(e.code().as_str(), e.code().as_str().to_owned());
+        }
+        match outcome {
             Ok(reply) if !reply.output.is_error => reply.output.structured.ok_or_else(|| {
                 McpError::internal_error(
                     format!("worker {service} answered without a result"),
@@ -410,6 +417,43 @@ fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
         traceparent,
         tracestate,
     }
+}
+
+/// The gateway's span for one MCP request (`<method> <target>`, kind
+/// server), a child of the client's trace context when it sent one.
+fn server_span(
+    method: &str,
+    target: Option<&str>,
+    context: &RequestContext<RoleServer>,
+    mut attributes: Vec<KeyValue>,
+) -> Span {
+    let parts = context.extensions.get::<http::request::Parts>();
+    attributes.push(KeyValue::new(attr::MCP_METHOD, method.to_owned()));
+    attributes.push(KeyValue::new(
+        attr::JSONRPC_REQUEST_ID,
+        context.id.to_string(),
+    ));
+    attributes.push(KeyValue::new(
+        attr::NETWORK_TRANSPORT,
+        if parts.is_some() { "tcp" } else { "pipe" },
+    ));
+    if let Some(session) = parts
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new(attr::MCP_SESSION, session.to_owned()));
+    }
+    if let Some(info) = context.peer.peer_info() {
+        attributes.push(KeyValue::new(
+            attr::MCP_PROTOCOL_VERSION,
+            info.protocol_version.to_string(),
+        ));
+    }
+    let name = match target {
+        Some(t) => format!("{method} {t}"),
+        None => method.to_owned(),
+    };
+    Span::start(name, SpanKind::Server, &trace_context(context), attributes)
 }
 
 async fn next_question(
@@ -720,7 +764,17 @@ impl ServerHandler for McpGateway {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let started = Instant::now();
+        let span = server_span(
+            "tools/call",
+            Some(&request.name),
+            &context,
+            vec![
+                KeyValue::new(attr::TOOL_NAME, request.name.to_string()),
+                KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+            ],
+        );
         let Some(entry) = self.inner.registry.get(&request.name) else {
+            span.fail(ErrorCode::UnknownTool.as_str(), "unknown tool");
             return Err(McpError::invalid_params(
                 format!(
                     "unknown tool `{}`: no live worker offers it. Call tools/list for the tools on offer now",
@@ -733,6 +787,7 @@ impl ServerHandler for McpGateway {
         let args = Value::Object(request.arguments.unwrap_or_default());
         let problems = sophia_kit::schema::problems(&entry.validator, &args);
         if !problems.is_empty() {
+            span.fail(ErrorCode::InvalidArguments.as_str(), "invalid arguments");
             self.inner
                 .metrics
                 .record(spec, "invalid_arguments", started);
@@ -770,8 +825,9 @@ impl ServerHandler for McpGateway {
             args,
             timeout,
             caller: self.caller(&context),
-            trace: trace_context(&context),
+            trace: span.trace(),
         };
+        span.set(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
         let _in_flight = self.inner.metrics.in_flight(spec);
         let call = self.inner.bus.call(
             call_spec,
@@ -801,6 +857,7 @@ impl ServerHandler for McpGateway {
         let result = match outcome {
             Ok(reply) => {
                 let label = if reply.output.is_error {
+                    span.fail("tool_error", "the tool reported an error");
                     "tool_error"
                 } else {
                     "ok"
@@ -810,6 +867,7 @@ impl ServerHandler for McpGateway {
             }
             Err(e) => {
                 let code = e.code();
+                span.fail(code.as_str(), code.as_str().to_owned());
                 self.inner.metrics.record(spec, code.as_str(), started);
                 tracing::info!(tool = %spec.name, code = %code, cause = %e, "tool call failed");
                 let data = match &e {

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = intelligence_worker::Cli::parse();
-    sophia_kit::telemetry::init_logging();
+    let telemetry = sophia_kit::telemetry::init("intelligence-worker");
     cli.worker
         .http_addr
         .get_or_insert(std::net::SocketAddr::from((
@@ -18,5 +18,6 @@ async fn main() -> anyhow::Result<()> {
     sophia_kit::telemetry::shutdown_signal().await;
     shutdown.cancel();
     handle.stopped().await;
+    telemetry.shutdown();
     Ok(())
 }

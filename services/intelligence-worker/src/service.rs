@@ -13,6 +13,8 @@
 //! - **`sophia.v1.infer.models`**: every replica answers with its models and
 //!   their health; `list_models` gathers the answers.
 
+use opentelemetry::KeyValue;
+use sophia_kit::telemetry::{Span, SpanKind, attr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +118,17 @@ async fn serve(
     limits: Limits,
 ) -> Result<ToolOutput, WireError> {
     check_prompt(&call.args, op, limits)?;
+    // The model call, by the gen_ai conventions: operation, model, provider,
+    // tokens. Never the prompt or the answer.
+    let span = Span::start(
+        format!("{op} {model}"),
+        SpanKind::Client,
+        &call.trace,
+        vec![
+            KeyValue::new(attr::GEN_AI_OPERATION, op.to_owned()),
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_owned()),
+        ],
+    );
     let deadline = call.deadline;
     let outcome = if op == "embeddings" {
         router
@@ -132,6 +145,23 @@ async fn serve(
         Ok(r) => (r.provider.as_str(), "ok", r.usage, r.cost_usd),
         Err(e) => ("", route_code(e).as_str(), None, None),
     };
+    match &outcome {
+        Ok(r) => {
+            span.set(KeyValue::new(attr::GEN_AI_PROVIDER, r.provider.clone()));
+            span.set(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, r.model.clone()));
+            if let Some(u) = r.usage {
+                span.set(KeyValue::new(
+                    attr::GEN_AI_INPUT_TOKENS,
+                    u.input_tokens as i64,
+                ));
+                span.set(KeyValue::new(
+                    attr::GEN_AI_OUTPUT_TOKENS,
+                    u.output_tokens as i64,
+                ));
+            }
+        }
+        Err(_) => span.fail(code, "no provider answered"),
+    }
     metrics.record(Accounted {
         model,
         provider,

@@ -19,6 +19,9 @@ use sophia_proto::{
     Question, ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
 };
 use tokio::sync::mpsc;
+
+use crate::telemetry::{Span, SpanKind, attr};
+use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -363,6 +366,43 @@ impl Bus {
     /// trace; the request's own id, caller, progress and question routes are
     /// kept (this is how a call is forwarded on behalf of its caller).
     pub async fn send(
+        &self,
+        request: ToolRequest,
+        spec: CallSpec<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
+        let target = spec
+            .subject
+            .clone()
+            .unwrap_or_else(|| subject::tool(spec.category, spec.tool));
+        let span = Span::start(
+            format!("send {target}"),
+            SpanKind::Producer,
+            &spec.trace,
+            vec![
+                KeyValue::new(attr::MESSAGING_SYSTEM, "nats"),
+                KeyValue::new(attr::MESSAGING_DESTINATION, target),
+                KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "send"),
+                KeyValue::new(attr::MESSAGING_OPERATION_NAME, "request"),
+                KeyValue::new(attr::MESSAGING_MESSAGE_ID, request.id.to_string()),
+                KeyValue::new(attr::TOOL_NAME, spec.tool.to_owned()),
+                KeyValue::new(attr::CATEGORY, spec.category.to_string()),
+            ],
+        );
+        // The worker's spans are children of this one.
+        let spec = CallSpec {
+            trace: span.trace(),
+            ..spec
+        };
+        let result = self.send_traced(request, spec, cancel).await;
+        if let Err(e) = &result {
+            // The code only: a worker's message is not vetted for spans.
+            span.fail(e.code().as_str(), e.code().as_str().to_owned());
+        }
+        result
+    }
+
+    async fn send_traced(
         &self,
         request: ToolRequest,
         spec: CallSpec<'_>,

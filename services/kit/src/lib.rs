@@ -25,6 +25,7 @@ pub mod telemetry;
 pub mod tool;
 pub mod worker;
 
+pub use sophia_proto::headers::Context as TraceContext;
 pub use sophia_proto::{Category, Content, ErrorCode, ToolOutput, WireError};
 pub use tool::{Answer, Call, Tool, ToolResult};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
@@ -85,7 +86,7 @@ pub async fn run_until_signal(
     mut config: WorkerConfig,
     default_port: u16,
 ) -> Result<(), KitError> {
-    telemetry::init_logging();
+    let traces = telemetry::init(worker.name());
     if config.http_addr.is_none() {
         config.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], default_port)));
     }
@@ -95,5 +96,6 @@ pub async fn run_until_signal(
     telemetry::shutdown_signal().await;
     shutdown.cancel();
     handle.stopped().await;
+    traces.shutdown();
     Ok(())
 }

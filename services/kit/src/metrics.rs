@@ -40,6 +40,11 @@ pub struct CategoryLabels {
     pub category: String,
 }
 
+fn wait_histogram() -> Histogram {
+    // 10 µs .. ~10 s
+    Histogram::new(exponential_buckets(0.00001, 2.0, 21))
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~105 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
@@ -48,13 +53,16 @@ fn latency_histogram() -> Histogram {
 /// Tool-call metrics, the same for the gateway (`sophia_gateway_*`, as MCP
 /// clients see calls) and workers (`sophia_worker_*`, as handlers see them):
 /// `<prefix>_tool_calls_total{tool,category,outcome}`,
-/// `<prefix>_tool_call_duration_seconds{tool,category}` and
-/// `<prefix>_tool_calls_in_flight{category}`.
+/// `<prefix>_tool_call_duration_seconds{tool,category}`,
+/// `<prefix>_tool_calls_in_flight{category}` and
+/// `<prefix>_queue_wait_seconds{category}` (workers only: from a request's
+/// arrival to its handler's start, waiting for a free slot).
 #[derive(Clone, Debug)]
 pub struct ToolCallMetrics {
     calls: Family<OutcomeLabels, Counter>,
     duration: Family<ToolLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<CategoryLabels, Gauge>,
+    queue_wait: Family<CategoryLabels, Histogram, fn() -> Histogram>,
 }
 
 impl ToolCallMetrics {
@@ -65,6 +73,7 @@ impl ToolCallMetrics {
             calls: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
+            queue_wait: Family::new_with_constructor(wait_histogram),
         };
         registry.register(
             format!("{prefix}_tool_calls"),
@@ -82,6 +91,25 @@ impl ToolCallMetrics {
             m.in_flight.clone(),
         );
         m
+    }
+
+    /// Also registers `<prefix>_queue_wait_seconds` (for workers).
+    pub fn with_queue_wait(self, registry: &mut Registry, prefix: &str) -> Self {
+        registry.register(
+            format!("{prefix}_queue_wait_seconds"),
+            "Time a request waited at the worker before its handler started (for a free slot)",
+            self.queue_wait.clone(),
+        );
+        self
+    }
+
+    /// Records how long a request waited before its handler started.
+    pub fn queue_wait(&self, spec: &ToolSpec, waited: std::time::Duration) {
+        self.queue_wait
+            .get_or_create(&CategoryLabels {
+                category: spec.category.to_string(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     /// Records a finished call.

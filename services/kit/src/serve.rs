@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use async_nats::service;
 use futures::FutureExt;
 use sophia_proto::payload::PayloadStore;
-use sophia_proto::{ErrorCode, PROTOCOL_VERSION, ToolRequest, ToolResponse, WireError, headers};
+use sophia_proto::{
+    ErrorCode, PROTOCOL_VERSION, ToolRequest, ToolResponse, WireError, headers, subject,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::ToolCallMetrics;
+use crate::telemetry::{Span, SpanKind, attr};
 use crate::tool::{Call, ProgressSink, Tool};
+use opentelemetry::KeyValue;
 
 /// Tools by subject, with their compiled input schemas.
 pub(crate) type ToolsBySubject = HashMap<String, (Tool, Arc<jsonschema::Validator>)>;
@@ -39,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: ToolCallMetrics,
     pub(crate) cancel_grace: Duration,
     pub(crate) bus: crate::bus::Bus,
+    /// This replica's instance id (on spans: which worker handled a call).
+    pub(crate) instance: String,
 }
 
 impl Shared {
@@ -100,24 +106,49 @@ impl Shared {
 }
 
 pub(crate) async fn dispatch(shared: &Arc<Shared>, limit: &Arc<Semaphore>, req: service::Request) {
+    let received = Instant::now();
     let Ok(permit) = limit.clone().acquire_owned().await else {
         return;
     };
     let shared = shared.clone();
     tokio::spawn(async move {
-        serve_request(&shared, req).await;
+        serve_request(&shared, req, received).await;
         drop(permit);
     });
 }
 
 /// Serves one request from start to reply. Never panics on bad input: every
 /// path ends in a reply with a result or a typed error.
-async fn serve_request(shared: &Shared, req: service::Request) {
+async fn serve_request(shared: &Shared, req: service::Request, received: Instant) {
     let started = Instant::now();
     let trace = headers::Context::from_headers(req.message.headers.as_ref());
     let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
     let tool = shared.tools.get(req.message.subject.as_str()).cloned();
     let spec = tool.as_ref().map(|(t, _)| t.spec().clone());
+    if let Some(spec) = &spec {
+        shared.metrics.queue_wait(spec, started - received);
+    }
+    let destination = req.message.subject.as_str();
+    let mut attributes = vec![
+        KeyValue::new(attr::MESSAGING_SYSTEM, "nats"),
+        KeyValue::new(attr::MESSAGING_DESTINATION, destination.to_owned()),
+        KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "process"),
+        KeyValue::new(attr::MESSAGING_OPERATION_NAME, "process"),
+        KeyValue::new(attr::MESSAGING_CONSUMER_GROUP, subject::QUEUE_GROUP),
+        KeyValue::new(attr::MESSAGING_MESSAGE_ID, fallback_id.to_string()),
+        KeyValue::new(attr::MESSAGING_BODY_SIZE, req.message.payload.len() as i64),
+        KeyValue::new(attr::INSTANCE, shared.instance.clone()),
+    ];
+    if let Some(spec) = &spec {
+        attributes.push(KeyValue::new(attr::TOOL_NAME, spec.name.clone()));
+        attributes.push(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
+    }
+    let process = Span::start(
+        format!("process {destination}"),
+        SpanKind::Consumer,
+        &trace,
+        attributes,
+    );
 
     let (id, outcome, progress_sent) = match decode_request(shared, &req).await {
         Err(e) => (fallback_id, Err(e), 0),
@@ -135,7 +166,8 @@ async fn serve_request(shared: &Shared, req: service::Request) {
                 Some((tool, validator)) => match check_args(&validator, &request) {
                     Err(e) => (id, Err(e), 0),
                     Ok(()) => {
-                        let (outcome, sent) = run_tool(shared, &tool, request, trace.clone()).await;
+                        let (outcome, sent) =
+                            run_tool(shared, &tool, request, process.trace()).await;
                         (id, outcome, sent)
                     }
                 },
@@ -146,6 +178,7 @@ async fn serve_request(shared: &Shared, req: service::Request) {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
+    process.outcome(&outcome);
     if let Some(spec) = &spec {
         shared.metrics.record(spec, outcome_label, started);
     }
@@ -198,14 +231,30 @@ async fn run_tool(
     trace: headers::Context,
 ) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
     use tracing::Instrument;
+    // Named for the tool served here (a forwarded call keeps its caller's
+    // tool name in the request).
+    let served = &tool.spec().name;
+    let execute = Span::start(
+        format!("execute_tool {served}"),
+        SpanKind::Internal,
+        &trace,
+        vec![
+            KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+            KeyValue::new(attr::TOOL_NAME, served.clone()),
+            KeyValue::new(attr::CATEGORY, tool.spec().category.to_string()),
+            KeyValue::new(attr::PRINCIPAL, request.caller.principal.clone()),
+        ],
+    );
+    // The handler's own calls are children of this span.
+    let trace = execute.trace();
     let span = tracing::info_span!(
         "tool_call",
         tool = %request.tool,
         request_id = %request.id,
         principal = %request.caller.principal,
-        traceparent = trace.traceparent.as_deref().unwrap_or(""),
+        trace_id = execute.trace_id().unwrap_or_default(),
     );
-    async move {
+    let result = async move {
         let id = request.id;
         let token = shared.track(id);
         // Clamped: a garbage deadline must not overflow the clock.
@@ -262,7 +311,9 @@ async fn run_tool(
         )
     }
     .instrument(span)
-    .await
+    .await;
+    execute.outcome(&result.0);
+    result
 }
 
 async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {

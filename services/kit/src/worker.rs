@@ -268,7 +268,8 @@ impl Worker {
         let validators = self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let mut registry = Registry::default();
-        let metrics = ToolCallMetrics::register(&mut registry, "sophia_worker");
+        let metrics = ToolCallMetrics::register(&mut registry, "sophia_worker")
+            .with_queue_wait(&mut registry, "sophia_worker");
         crate::metrics::register_connection(&mut registry, &conn);
         for hook in &self.metrics {
             hook(&mut registry);
@@ -301,6 +302,7 @@ impl Worker {
             )
             .await
             .map_err(|e| KitError::Register(e.to_string()))?,
+            instance: instance.clone(),
         });
         let announce = Announce {
             v: PROTOCOL_VERSION,

@@ -113,6 +113,18 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation's name: `preview`, `destroy-preview`, `up`, `refresh`
+    /// or `destroy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Preview { .. } => "preview",
+            Operation::DestroyPreview => "destroy-preview",
+            Operation::Up { .. } => "up",
+            Operation::Refresh => "refresh",
+            Operation::Destroy => "destroy",
+        }
+    }
+
     /// The CLI words after the stack and event-log flags.
     fn args(&self) -> Vec<String> {
         let words: &[&str] = match self {

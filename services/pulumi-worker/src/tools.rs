@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
+use opentelemetry::KeyValue;
 use serde_json::{Value, json};
+use sophia_kit::TraceContext;
+use sophia_kit::telemetry::{Span, SpanKind};
 use sophia_kit::{Answer, Call, Category, ErrorCode, Tool, ToolOutput, WireError, Worker};
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
@@ -116,15 +119,18 @@ impl Ctx {
     }
 }
 
-fn cli_error(e: CliError) -> WireError {
-    let code = match &e {
+fn cli_error_code(e: &CliError) -> ErrorCode {
+    match e {
         CliError::NotInstalled { .. } | CliError::Io(_) => ErrorCode::Unavailable,
         CliError::Locked { .. } => ErrorCode::Conflict,
         CliError::StackNotFound { .. } => ErrorCode::InvalidArguments,
         CliError::Cancelled { .. } => ErrorCode::Cancelled,
         CliError::Failed { .. } => ErrorCode::Failed,
-    };
-    WireError::new(code, e.to_string())
+    }
+}
+
+fn cli_error(e: CliError) -> WireError {
+    WireError::new(cli_error_code(&e), e.to_string())
 }
 
 fn job_error(e: JobError) -> WireError {
@@ -602,6 +608,51 @@ impl Kind {
     }
 }
 
+/// The span of one Pulumi operation (the CLI run), a child of `trace`.
+fn operation_span(
+    dir: &std::path::Path,
+    stack: &str,
+    op: &Operation,
+    trace: &TraceContext,
+) -> Span {
+    let project = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Span::start(
+        format!("pulumi {}", op.name()),
+        SpanKind::Internal,
+        trace,
+        vec![
+            KeyValue::new("pulumi.operation", op.name()),
+            KeyValue::new("pulumi.project", project),
+            KeyValue::new("pulumi.stack", stack.to_owned()),
+        ],
+    )
+}
+
+/// Records an operation's outcome on its span: the resource changes by
+/// kind, or the failure's code.
+fn end_operation_span(span: &Span, result: &Result<Summary, CliError>) {
+    match result {
+        Ok(summary) => {
+            for (kind, n) in &summary.resource_changes {
+                span.set(KeyValue::new(
+                    format!("pulumi.resource_changes.{kind}"),
+                    *n as i64,
+                ));
+            }
+            if !summary.succeeded() {
+                span.fail("failed", "the operation failed");
+            }
+        }
+        Err(e) => {
+            let code = cli_error_code(e);
+            span.fail(code.as_str(), code.as_str().to_owned());
+        }
+    }
+}
+
 /// Runs an operation in the request, relaying its engine events as
 /// progress; returns its summary.
 async fn relay_operation(
@@ -613,6 +664,7 @@ async fn relay_operation(
 ) -> Result<Summary, WireError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let cancel = call.cancellation();
+    let span = operation_span(dir, stack, op, &call.trace);
     let run = c.cli.operation(
         dir,
         stack,
@@ -628,7 +680,10 @@ async fn relay_operation(
     let mut step = 0.0;
     let summary = loop {
         tokio::select! {
-            r = &mut run => break r.map_err(cli_error)?,
+            r = &mut run => {
+                end_operation_span(&span, &r);
+                break r.map_err(cli_error)?
+            }
             Some(line) = rx.recv() => { step += 1.0; call.progress(step, None, Some(line)).await; }
         }
     };
@@ -833,6 +888,8 @@ struct JobSpec {
     expect_version: Option<u64>,
     /// Holds the plan file while the job runs.
     tmp: Option<tempfile::TempDir>,
+    /// The trace of the call that started the job.
+    trace: TraceContext,
 }
 
 /// `pulumi_up` or `pulumi_destroy`: applies a confirmed preview of `kind`
@@ -865,6 +922,7 @@ async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> Result<ToolOutp
         op,
         expect_version,
         tmp,
+        trace: call.trace.clone(),
     };
     run_as_job(c, call, dir, spec).await
 }
@@ -880,6 +938,7 @@ async fn run_refresh(c: &Arc<Ctx>, call: &Call) -> Result<ToolOutput, WireError>
         op: Operation::Refresh,
         expect_version: None,
         tmp: None,
+        trace: call.trace.clone(),
     };
     run_as_job(c, call, dir, spec).await
 }
@@ -1010,6 +1069,7 @@ async fn run_job(
     let (state, message, summary) = match changed {
         Some(why) => (JobState::Failed, why, None),
         None => {
+            let span = operation_span(&dir, &spec.stack, &spec.op, &spec.trace);
             let result = c
                 .cli
                 .operation(
@@ -1024,6 +1084,7 @@ async fn run_job(
                     &cancel,
                 )
                 .await;
+            end_operation_span(&span, &result);
             outcome(label, result)
         }
     };

@@ -1,0 +1,147 @@
+//! The mesh's services as processes, the way `docker compose` or `up.sh`
+//! runs them: the real binaries, configured only by their environment.
+//!
+//! The binaries are the workspace's own `target/<profile>/<name>`, which
+//! `ops/scripts/test.sh` builds (`cargo build --workspace --bins`) before it
+//! runs the tests. Each process logs to a file, shown when it fails to come
+//! up, and is stopped with SIGINT on drop (so it drains and flushes its
+//! spans) and killed if it lingers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The path of workspace binary `name`, next to the running test's own
+/// directory (`target/<profile>/deps/..`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (ops/scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for a service).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running service process; stopped when dropped.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Process {
+    /// Starts binary `name` with only `envs` (plus `PATH` and `HOME`) in its
+    /// environment, as a container would have.
+    pub fn spawn(name: &str, envs: &[(String, String)]) -> Self {
+        Self::spawn_with_args(name, &[], envs)
+    }
+
+    /// [`Process::spawn`] with command-line arguments (a compose `command`
+    /// after the binary's name).
+    pub fn spawn_with_args(name: &str, args: &[String], envs: &[(String, String)]) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut cmd = Command::new(binary(name));
+        cmd.args(args);
+        cmd.env_clear();
+        for keep in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        let child = cmd
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log file"))
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The binary's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the process ended, if it has (`None` while it runs).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits until `url` answers 200 (e.g. the service's `/ready`). Panics
+    /// with the process's log if it exits or does not get there in time.
+    pub async fn wait_ready(&mut self, url: &str) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            if let Ok(r) = http.get(url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{} did not answer {url} in 30 s:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// Stops the process with SIGINT, as Ctrl-C or `docker stop` would, and
+    /// waits up to 10 s for it to exit (then kills it). Returns whether it
+    /// exited on its own.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
