@@ -148,7 +148,9 @@ impl prometheus_client::collector::Collector for MeshGauges {
         use sophia_kit::metrics::CategoryLabels;
         let replicas = Family::<ServiceLabels, Gauge>::default();
         for (service, n) in self.0.replicas() {
-            replicas.get_or_create(&ServiceLabels { service }).set(n as i64);
+            replicas
+                .get_or_create(&ServiceLabels { service })
+                .set(n as i64);
         }
         let tools = Family::<CategoryLabels, Gauge>::default();
         for t in self.0.view().tools.values() {
