@@ -2,9 +2,15 @@
 # Runs every test of the Sophia Mesh against a real nats-server (installed
 # here if missing): unit tests, end-to-end tests through the gateway, the
 # stdio binary, the official MCP conformance suite (installed here with npm
-# if missing), and a smoke pass of the benchmarks.
+# if missing), and a smoke pass of the benchmarks. First, the static checks
+# of the deployment files (ops/scripts/check-ops.sh: compose schema, hadolint,
+# promtool, Kubernetes schemas, dashboards); SOPHIA_SKIP_OPS_CHECKS=1 skips
+# them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if [ "${SOPHIA_SKIP_OPS_CHECKS:-0}" != "1" ]; then
+  "$root/ops/scripts/check-ops.sh"
+fi
 SOPHIA_NATS_SERVER="$("$root/ops/scripts/install-nats.sh")"
 export SOPHIA_NATS_SERVER
 # The official MCP conformance suite (npm, pinned), run by tests/tests/conformance.rs.
@@ -12,4 +18,6 @@ SOPHIA_CONFORMANCE="$("$root/ops/scripts/install-conformance.sh")"  # a director
 export SOPHIA_CONFORMANCE
 echo "test: using $SOPHIA_NATS_SERVER ($("$SOPHIA_NATS_SERVER" --version))" >&2
 cd "$root"
+# Some tests start the services as processes, as compose does: build them first.
+cargo build --workspace --bins "$@"
 exec cargo test --workspace --all-targets "$@"

@@ -300,6 +300,32 @@ async fn main() {
         .await
     };
 
+    // 7. The same raw tools/call with tracing on: an SDK tracer exporting
+    // every span (gateway and worker, both in this process) over OTLP/HTTP
+    // to a real receiver. Until here no tracer was installed (no-op spans).
+    let otlp = sophia_tests::otlp::Receiver::start().await;
+    let telemetry = sophia_kit::telemetry::init_exporting_to("bench", &otlp.endpoint);
+    let params = json!({"name": "echo", "arguments": args});
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000_000));
+    let traced = {
+        let session = session.clone();
+        measure("MCP tools/call, traced (OTLP export)", &plan, move || {
+            let (session, params) = (session.clone(), params.clone());
+            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let call =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                let r = session.post(call).await;
+                assert_eq!(r.status, 200);
+                assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
+            }
+        })
+        .await
+    };
+    telemetry.shutdown();
+    let exported = otlp.spans().len();
+    assert!(exported > 0, "the traced calls exported spans");
+
     println!();
     println!(
         "1 KiB payload; {} sequential samples; throughput with {IN_FLIGHT} in flight{}",
@@ -311,7 +337,7 @@ async fn main() {
         }
     );
     println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
-    for f in [&raw, &bus, &http, &mcp, &mcp_raw, &create] {
+    for f in [&raw, &bus, &http, &mcp, &mcp_raw, &create, &traced] {
         println!(
             "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
             f.name,
@@ -329,6 +355,12 @@ async fn main() {
         ratio(&http),
         ratio(&mcp),
         ratio(&mcp_raw)
+    );
+    println!(
+        "tracing on (every span exported over OTLP/HTTP, {exported} spans): p50 {:+.0} µs, \
+         throughput {:.2}x of tracing off (raw HTTP client)",
+        (traced.p50.as_secs_f64() - mcp_raw.p50.as_secs_f64()) * 1e6,
+        traced.throughput / mcp_raw.throughput
     );
     println!(
         "create_agent end to end: p50 {:.2} ms, p99 {:.2} ms (target: under 5 ms; the seed's: under 2 s)",

@@ -1,6 +1,10 @@
-//! Static checks of `docker-compose.mcp.yml`, the Dockerfile and the NATS
-//! configuration against the code: no Docker engine runs in CI, so these
-//! catch the drift a `docker compose up` would otherwise find first.
+//! Static checks of `docker-compose.mcp.yml`, the Dockerfile, the NATS
+//! configuration, the Prometheus rules, the Grafana dashboard and the
+//! Kubernetes manifests against the code: no Docker engine or cluster runs in
+//! CI, so these catch the drift a `docker compose up` (or a dashboard full of
+//! empty panels) would otherwise find first. The tools' own checks of the
+//! same files (compose schema, hadolint, promtool, Kubernetes schemas) are in
+//! `ops/scripts/check-ops.sh`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,60 @@ fn services(c: &Value) -> BTreeMap<String, Value> {
         .iter()
         .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.clone()))
         .collect()
+}
+
+/// The compose services built from our Dockerfile (image `sophia-*`): the
+/// gateway and the workers. The others are third-party images (NATS, Jaeger,
+/// Prometheus, Grafana, vLLM, ...).
+fn sophia_services(c: &Value) -> BTreeMap<String, Value> {
+    services(c)
+        .into_iter()
+        .filter(|(_, svc)| {
+            svc["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("sophia-"))
+        })
+        .collect()
+}
+
+/// The port of a Sophia service's HTTP listener (`/health`, `/ready`,
+/// `/metrics`), from its environment.
+fn http_port(env: &BTreeMap<String, String>) -> Option<u16> {
+    env.get("SOPHIA_GATEWAY_ADDR")
+        .or_else(|| env.get("SOPHIA_HTTP_ADDR"))
+        .and_then(|addr| addr.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+}
+
+fn yaml_file(rel: &str) -> Value {
+    yaml_serde::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is YAML: {e}"))
+}
+
+/// Every document of a YAML file (Kubernetes manifests may hold several).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn files_under(rel: &str, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root().join(rel)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn env_of(service: &Value) -> BTreeMap<String, String> {
@@ -151,7 +209,18 @@ fn every_service_command_is_a_binary_the_image_builds() {
         "Dockerfile builds {image_bins:?}; workspace has {workspace:?}"
     );
     for (name, svc) in services(&compose()) {
-        if name == "nats" {
+        let image = svc["image"].as_str().unwrap_or_default();
+        if !image.starts_with("sophia-") {
+            // Third-party images: pinned, and none of them runs our binaries.
+            assert!(
+                image.contains(':') && !image.ends_with(":latest") && svc["build"].is_null(),
+                "{name}: a third-party image is pinned to a version: {image}"
+            );
+            let first = svc["command"][0].as_str().unwrap_or_default();
+            assert!(
+                !workspace.contains(first),
+                "{name} runs {first} on the third-party image {image}"
+            );
             continue;
         }
         let image = if name == "pulumi-worker" {
@@ -195,20 +264,31 @@ fn every_service_command_is_a_binary_the_image_builds() {
     }
 }
 
+/// Variables read by libraries rather than our flags (the log filter, the
+/// OpenTelemetry SDK's standard variables), or by nats-server's config file.
+const PASSTHROUGH: [&str; 8] = [
+    "RUST_LOG",
+    "SOPHIA_NATS_GATEWAY_PASSWORD",
+    "SOPHIA_NATS_WORKER_PASSWORD",
+    "SOPHIA_NATS_AGNO_PASSWORD",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+];
+
 #[test]
 fn every_environment_variable_is_one_the_services_read() {
     let known = config_env_keys();
-    // Read by libraries rather than our flags, or by nats-server's config file.
-    let passthrough = [
-        "RUST_LOG",
-        "SOPHIA_NATS_GATEWAY_PASSWORD",
-        "SOPHIA_NATS_WORKER_PASSWORD",
-        "SOPHIA_NATS_AGNO_PASSWORD",
-    ];
-    for (name, svc) in services(&compose()) {
+    let c = compose();
+    let ours = sophia_services(&c);
+    for (name, svc) in services(&c) {
+        if name != "nats" && !ours.contains_key(&name) {
+            continue; // a third-party image reads its own settings
+        }
         for key in env_of(&svc).keys() {
             assert!(
-                known.contains(key) || passthrough.contains(&key.as_str()),
+                known.contains(key) || PASSTHROUGH.contains(&key.as_str()),
                 "{name} sets {key}, which no service reads (typo?)"
             );
         }
@@ -234,14 +314,671 @@ fn nats_gets_jetstream_and_the_users_the_services_log_in_as() {
         assert!(conf.contains(&format!("${var}")), "nats.conf reads {var}");
         assert!(env_of(nats).contains_key(var), "compose gives nats {var}");
     }
-    for (name, svc) in &s {
-        if name == "nats" {
-            continue;
-        }
+    for (name, svc) in &sophia_services(&c) {
         let user = env_of(svc).get("NATS_USER").cloned().unwrap_or_default();
         assert!(
             conf.contains(&format!("user: {user}\n")),
             "{name} logs in as {user:?}, a user in nats.conf"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Traces, metrics, dashboards
+
+#[test]
+fn every_sophia_service_sends_traces_to_jaeger_under_its_own_name() {
+    let c = compose();
+    let all = services(&c);
+    assert!(all.contains_key("jaeger"), "compose runs Jaeger");
+    let published = format!("{:?}", all["jaeger"]["ports"]);
+    assert!(published.contains("127.0.0.1:16686:16686"), "{published}");
+    let mut names = BTreeSet::new();
+    for (name, svc) in sophia_services(&c) {
+        let env = env_of(&svc);
+        let service_name = env
+            .get("OTEL_SERVICE_NAME")
+            .unwrap_or_else(|| panic!("{name} sets OTEL_SERVICE_NAME"));
+        assert!(
+            names.insert(service_name.clone()),
+            "{name}: OTEL_SERVICE_NAME {service_name} is another service's too"
+        );
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str),
+            Some("http://jaeger:4318"),
+            "{name} exports OTLP/HTTP to the jaeger service"
+        );
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_PROTOCOL").map(String::as_str),
+            Some("http/protobuf"),
+            "{name}"
+        );
+    }
+    assert!(names.contains("sophia-gateway"), "{names:?}");
+}
+
+/// A DNS-discovered scrape job: its name, the names it looks up, the port.
+type DnsJob = (String, Vec<String>, u64);
+/// A static scrape target: its job and `host:port`.
+type StaticTarget = (String, String);
+
+/// The scrape jobs of `ops/prometheus/prometheus.yml`.
+fn scrape_config() -> (Vec<DnsJob>, Vec<StaticTarget>) {
+    let prom = yaml_file("ops/prometheus/prometheus.yml");
+    let mut dns = Vec::new();
+    let mut statics = Vec::new();
+    for job in prom["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+    {
+        let name = job["job_name"].as_str().unwrap().to_owned();
+        for sd in job["dns_sd_configs"].as_sequence().into_iter().flatten() {
+            let names = sd["names"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect();
+            dns.push((name.clone(), names, sd["port"].as_u64().expect("port")));
+        }
+        for sc in job["static_configs"].as_sequence().into_iter().flatten() {
+            for t in sc["targets"].as_sequence().unwrap() {
+                statics.push((name.clone(), t.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    (dns, statics)
+}
+
+#[test]
+fn prometheus_scrapes_every_replica_of_every_sophia_service_on_its_port() {
+    let c = compose();
+    let all = services(&c);
+    let (dns, statics) = scrape_config();
+    for (name, svc) in sophia_services(&c) {
+        let port = http_port(&env_of(&svc)).unwrap_or_else(|| panic!("{name} has an HTTP port"));
+        let job = dns
+            .iter()
+            .find(|(_, names, _)| names.contains(&name))
+            .unwrap_or_else(|| panic!("prometheus.yml scrapes {name} (dns_sd_configs)"));
+        assert_eq!(job.0, name, "the job scraping {name} is named after it");
+        assert_eq!(
+            job.2,
+            u64::from(port),
+            "prometheus scrapes {name} on its SOPHIA_*_ADDR port"
+        );
+    }
+    for (job, names, _) in &dns {
+        for n in names {
+            assert!(
+                all.contains_key(n),
+                "job {job} looks up {n}, a compose service"
+            );
+        }
+    }
+    for (job, target) in &statics {
+        let host = target.split(':').next().unwrap();
+        assert!(
+            host == "localhost" || all.contains_key(host),
+            "job {job} scrapes {target}, a compose service"
+        );
+    }
+    // The rules load from the directory compose mounts.
+    let prom = yaml_file("ops/prometheus/prometheus.yml");
+    for f in prom["rule_files"].as_sequence().unwrap() {
+        let f = f.as_str().unwrap();
+        assert!(
+            root().join("ops/prometheus").join(f).exists(),
+            "rule file {f}"
+        );
+    }
+    let mounted = format!("{:?}", all["prometheus"]["volumes"]);
+    assert!(
+        mounted.contains("./ops/prometheus:/etc/prometheus"),
+        "{mounted}"
+    );
+}
+
+/// The metric families the services register (names without the `_total`,
+/// `_bucket`, ... that the exposition adds): `registry.register("sophia_...")`
+/// and collectors' `encode_descriptor("sophia_...")` literals, and
+/// `format!("{prefix}_...")` names registered under a prefix
+/// (`ToolCallMetrics::register(&mut registry, "sophia_worker")`, ...). A
+/// `{prefix}` family is taken for every prefix: a slight over-approximation.
+fn registered_metric_families() -> BTreeSet<String> {
+    let literal =
+        regex_lite::Regex::new(r#"(?:register|encode_descriptor)\(\s*"(sophia_[a-z0-9_]+)""#)
+            .unwrap();
+    let prefixed = regex_lite::Regex::new(r#"format!\(\s*"\{prefix\}(_[a-z0-9_]+)""#).unwrap();
+    let prefix =
+        regex_lite::Regex::new(r#"\(\s*&mut\s+\w+\s*,\s*"(sophia_[a-z_]+)"\s*\)"#).unwrap();
+    let (mut families, mut suffixes, mut prefixes) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for path in files_under("services", "rs") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        families.extend(literal.captures_iter(&text).map(|c| c[1].to_owned()));
+        suffixes.extend(prefixed.captures_iter(&text).map(|c| c[1].to_owned()));
+        prefixes.extend(prefix.captures_iter(&text).map(|c| c[1].to_owned()));
+    }
+    for p in &prefixes {
+        for s in &suffixes {
+            families.insert(format!("{p}{s}"));
+        }
+    }
+    families
+}
+
+/// Every PromQL expression of the alert rules and the dashboards.
+fn promql_expressions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let rules = yaml_file("ops/prometheus/alerts.yml");
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            out.push((
+                "ops/prometheus/alerts.yml".to_owned(),
+                rule["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    fn walk(file: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push((file.to_owned(), s.clone()))
+                        }
+                        ("query", serde_json::Value::String(s)) => {
+                            out.push((file.to_owned(), s.clone()))
+                        }
+                        _ => walk(file, v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(file, v, out)),
+            _ => {}
+        }
+    }
+    for path in files_under("ops/grafana/dashboards", "json") {
+        let file = path.strip_prefix(root()).unwrap().display().to_string();
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+        walk(&file, &dash, &mut out);
+    }
+    out
+}
+
+#[test]
+fn dashboards_and_alerts_use_only_metrics_the_services_export() {
+    let families = registered_metric_families();
+    for f in [
+        "sophia_gateway_tool_calls",
+        "sophia_worker_tool_call_duration_seconds",
+        "sophia_nats_connected",
+        "sophia_inference_tokens",
+        "sophia_pulumi_jobs",
+    ] {
+        assert!(families.contains(f), "found {f} in services/: {families:?}");
+    }
+    let recorded: BTreeSet<String> = yaml_file("ops/prometheus/alerts.yml")["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap().iter())
+        .filter_map(|r| r["record"].as_str().map(str::to_owned))
+        .collect();
+    let metric = regex_lite::Regex::new(r"\bsophia_[a-z0-9_]+").unwrap();
+    let recording = regex_lite::Regex::new(r"\bsophia:[a-z0-9_:]+").unwrap();
+    let exposition_suffixes = ["", "_total", "_bucket", "_sum", "_count", "_created"];
+    let mut unknown = BTreeSet::new();
+    let exprs = promql_expressions();
+    assert!(exprs.len() > 20, "found the rules' and dashboards' queries");
+    for (file, expr) in &exprs {
+        for m in metric.find_iter(expr) {
+            let name = m.as_str();
+            let known = exposition_suffixes.iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|family| families.contains(family))
+            });
+            if !known {
+                unknown.insert(format!("{file}: {name}"));
+            }
+        }
+        for m in recording.find_iter(expr) {
+            if !recorded.contains(m.as_str()) {
+                unknown.insert(format!("{file}: {} (no recording rule)", m.as_str()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics no service registers (services/ has {families:?}):\n{}",
+        unknown.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn every_alert_says_what_happened_and_where_its_runbook_is() {
+    let rules = yaml_file("ops/prometheus/alerts.yml");
+    let operations = std::fs::read_to_string(root().join("docs/operations.md")).ok();
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let Some(name) = rule["alert"].as_str() else {
+                continue;
+            };
+            alerts += 1;
+            let a = &rule["annotations"];
+            assert!(
+                a["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: summary"
+            );
+            assert!(
+                a["description"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: description"
+            );
+            assert!(
+                rule["labels"]["severity"].as_str().is_some(),
+                "{name}: severity"
+            );
+            let runbook = a["runbook_url"].as_str().unwrap_or_default();
+            let anchor = runbook
+                .strip_prefix("docs/operations.md#")
+                .unwrap_or_else(|| {
+                    panic!("{name}: runbook_url docs/operations.md#..., not {runbook:?}")
+                });
+            // Once docs/operations.md exists, every anchor is one of its headings.
+            if let Some(doc) = &operations {
+                let headings: BTreeSet<String> = doc
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
+                    .map(|h| {
+                        h.trim()
+                            .to_lowercase()
+                            .chars()
+                            .filter_map(|c| match c {
+                                'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
+                                ' ' => Some('-'),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                assert!(
+                    headings.contains(anchor),
+                    "{name}: docs/operations.md has a section #{anchor} ({headings:?})"
+                );
+            }
+        }
+    }
+    assert!(alerts >= 8, "{alerts} alerts");
+}
+
+#[test]
+fn grafana_loads_the_dashboards_with_the_provisioned_datasources() {
+    let c = compose();
+    let grafana = &services(&c)["grafana"];
+    let volumes = format!("{:?}", grafana["volumes"]);
+    assert!(
+        volumes.contains("./ops/grafana/provisioning:/etc/grafana/provisioning"),
+        "{volumes}"
+    );
+    let provider = yaml_file("ops/grafana/provisioning/dashboards/sophia.yml");
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert!(
+        volumes.contains(&format!("./ops/grafana/dashboards:{path}")),
+        "compose mounts the dashboards where the provider reads them ({path}): {volumes}"
+    );
+    let ds = yaml_file("ops/grafana/provisioning/datasources/prometheus.yml");
+    let mut uids = BTreeMap::new();
+    for d in ds["datasources"].as_sequence().unwrap() {
+        let url = d["url"].as_str().unwrap();
+        let host = url.split("://").nth(1).unwrap().split(':').next().unwrap();
+        assert!(
+            services(&c).contains_key(host),
+            "datasource {url} is a compose service"
+        );
+        uids.insert(
+            d["uid"].as_str().unwrap().to_owned(),
+            d["type"].as_str().unwrap().to_owned(),
+        );
+    }
+    assert_eq!(
+        uids.get("sophia-prometheus").map(String::as_str),
+        Some("prometheus")
+    );
+    assert!(uids.values().any(|t| t == "jaeger"), "a Jaeger datasource");
+    fn datasources(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(d) = m.get("datasource") {
+                    out.push(d.clone());
+                }
+                m.values().for_each(|v| datasources(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
+            _ => {}
+        }
+    }
+    for path in files_under("ops/grafana/dashboards", "json") {
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            dash["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{path:?}: uid"
+        );
+        assert!(
+            dash["schemaVersion"].as_u64().unwrap_or(0) >= 36,
+            "{path:?}: schemaVersion"
+        );
+        let mut refs = Vec::new();
+        datasources(&dash, &mut refs);
+        assert!(!refs.is_empty());
+        for d in refs {
+            let uid = d["uid"].as_str().unwrap_or_default();
+            assert!(
+                uid == "-- Grafana --" || uids.contains_key(uid),
+                "{path:?} refers to datasource {d} by a provisioned uid"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes
+
+/// Every object of the Kubernetes manifests under `rel`.
+fn k8s_objects(rel: &str) -> Vec<(PathBuf, Value)> {
+    files_under(rel, "yaml")
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .flat_map(|p| yaml_docs(&p).into_iter().map(move |d| (p.clone(), d)))
+        .collect()
+}
+
+#[test]
+fn kubernetes_deployments_run_the_services_as_compose_does() {
+    let known = config_env_keys();
+    let image_bins = dockerfile_bins();
+    let conf = read("ops/nats/nats.conf");
+    let objects = k8s_objects("ops/k8s/base");
+    let kustomization = yaml_file("ops/k8s/base/kustomization.yaml");
+    let listed: BTreeSet<&str> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let mut deployments = BTreeMap::new();
+    let mut agno_categories = BTreeSet::new();
+    for (path, obj) in &objects {
+        let file = path.file_name().unwrap().to_str().unwrap();
+        assert!(listed.contains(file), "kustomization.yaml lists {file}");
+        assert_eq!(
+            obj["metadata"]["namespace"]
+                .as_str()
+                .or(obj["metadata"]["name"].as_str()),
+            Some("sophia"),
+            "{file} is in namespace sophia"
+        );
+        if obj["kind"].as_str() != Some("Deployment") {
+            continue;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let pod = &obj["spec"]["template"];
+        assert!(
+            obj["spec"]["replicas"].is_null(),
+            "{name}: replicas are the autoscaler's"
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        assert!(
+            pod["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30)
+                > 30,
+            "{name}: the grace period outlasts the 30 s drain"
+        );
+        let containers = pod["spec"]["containers"].as_sequence().unwrap();
+        let main = containers
+            .iter()
+            .find(|c| {
+                c["command"][0]
+                    .as_str()
+                    .is_some_and(|b| image_bins.contains(b))
+            })
+            .unwrap_or_else(|| panic!("{name} runs a binary the image builds"));
+        let bin = main["command"][0].as_str().unwrap();
+        let mut env = BTreeMap::new();
+        for e in main["env"].as_sequence().unwrap() {
+            let key = e["name"].as_str().unwrap().to_owned();
+            assert!(
+                known.contains(&key)
+                    || PASSTHROUGH.contains(&key.as_str())
+                    || ["POD_NAME", "POD_NAMESPACE", "HOME"].contains(&key.as_str()),
+                "{name} sets {key}, which no service reads (typo?)"
+            );
+            env.insert(key, e["value"].as_str().unwrap_or_default().to_owned());
+        }
+        let port = http_port(&env).unwrap_or_else(|| panic!("{name} sets its HTTP address"));
+        assert_eq!(
+            main["ports"][0]["containerPort"].as_u64(),
+            Some(u64::from(port)),
+            "{name}: containerPort"
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"]["prometheus.io/port"].as_str(),
+            Some(port.to_string().as_str()),
+            "{name}: scrape annotation"
+        );
+        assert_eq!(
+            main["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/ready"),
+            "{name}"
+        );
+        assert_eq!(
+            main["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/health"),
+            "{name}"
+        );
+        assert!(
+            env.contains_key("OTEL_SERVICE_NAME"),
+            "{name}: OTEL_SERVICE_NAME"
+        );
+        let user = env.get("NATS_USER").cloned().unwrap_or_default();
+        assert!(
+            conf.contains(&format!("user: {user}\n")),
+            "{name} logs in as {user:?}, a user in nats.conf"
+        );
+        let expected_port = match bin {
+            "sophia-gateway" => 8000,
+            "agno-worker" => 8090,
+            "pulumi-worker" => 8091,
+            "intelligence-worker" => 8092,
+            _ => port,
+        };
+        assert_eq!(port, expected_port, "{name} listens on the seed's port");
+        if bin == "agno-worker" {
+            let cats = env.get("AGNO_CATEGORIES").cloned().unwrap_or_default();
+            assert!(!cats.contains(','), "{name}: one category per Deployment");
+            agno_categories.insert(cats);
+        }
+        deployments.insert(name, pod.clone());
+    }
+    assert_eq!(
+        agno_categories,
+        BTreeSet::from(
+            ["business_intelligence", "infrastructure", "code_generation"].map(String::from)
+        ),
+        "an agno-worker Deployment per category"
+    );
+    let gpu = &deployments["intelligence-worker-gpu"]["spec"];
+    assert_eq!(
+        gpu["nodeSelector"]["nvidia.com/gpu.present"].as_str(),
+        Some("true")
+    );
+    assert!(format!("{:?}", gpu["tolerations"]).contains("nvidia.com/gpu"));
+    assert!(
+        format!("{gpu:?}").contains("nvidia.com/gpu"),
+        "requests a GPU"
+    );
+    // Every profile scales every Deployment, and nothing else.
+    let profiles = files_under("ops/k8s/profiles", "yaml");
+    assert!(profiles.len() >= 3, "{profiles:?}");
+    for path in profiles {
+        let targets: BTreeSet<String> = yaml_docs(&path)
+            .iter()
+            .map(|hpa| {
+                assert_eq!(
+                    hpa["apiVersion"].as_str(),
+                    Some("autoscaling/v2"),
+                    "{path:?}"
+                );
+                let min = hpa["spec"]["minReplicas"].as_u64().unwrap();
+                let max = hpa["spec"]["maxReplicas"].as_u64().unwrap();
+                assert!(1 <= min && min <= max, "{path:?}: {min}..{max}");
+                hpa["spec"]["scaleTargetRef"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let all: BTreeSet<String> = deployments.keys().cloned().collect();
+        assert_eq!(targets, all, "{path:?} has an autoscaler per Deployment");
+    }
+}
+
+/// Per user of `ops/nats/nats.conf`: (publish allow, subscribe allow,
+/// allow_responses).
+fn nats_conf_users() -> BTreeMap<String, (Vec<String>, Vec<String>, bool)> {
+    let conf = read("ops/nats/nats.conf");
+    let user = regex_lite::Regex::new(r"(?m)^\s*user:\s*(\w+)\s*$").unwrap();
+    let quoted = regex_lite::Regex::new(r#""([^"]*)""#).unwrap();
+    let starts: Vec<(usize, String)> = user
+        .captures_iter(&conf)
+        .map(|c| (c.get(0).unwrap().start(), c[1].to_owned()))
+        .collect();
+    let list = |chunk: &str, key: &str| -> Vec<String> {
+        let at = chunk
+            .find(key)
+            .unwrap_or_else(|| panic!("{key} in {chunk}"));
+        let open = at + chunk[at..].find('[').unwrap();
+        let close = open + chunk[open..].find(']').unwrap();
+        chunk[open..close]
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| {
+                quoted
+                    .captures_iter(l)
+                    .map(|c| c[1].to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, (start, name))| {
+            let end = starts.get(i + 1).map_or(conf.len(), |(s, _)| *s);
+            let chunk = &conf[*start..end];
+            (
+                name.clone(),
+                (
+                    list(chunk, "publish:"),
+                    list(chunk, "subscribe:"),
+                    chunk.contains("allow_responses: true"),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_nats_helm_values_carry_the_users_of_nats_conf() {
+    let conf_users = nats_conf_users();
+    assert_eq!(
+        conf_users.keys().cloned().collect::<Vec<_>>(),
+        ["agno", "gateway", "worker"],
+        "{conf_users:?}"
+    );
+    let values = yaml_file("ops/k8s/nats/values.yaml");
+    assert_eq!(
+        values["config"]["jetstream"]["enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        values["config"]["jetstream"]["fileStore"]["pvc"]["enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(values["config"]["cluster"]["replicas"].as_u64(), Some(3));
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    for u in values["config"]["merge"]["authorization"]["users"]
+        .as_sequence()
+        .unwrap()
+    {
+        let name = u["user"].as_str().unwrap();
+        let (publish, subscribe, responses) = &conf_users[name];
+        let p = &u["permissions"];
+        assert_eq!(&strings(&p["publish"]["allow"]), publish, "{name}: publish");
+        assert_eq!(
+            &strings(&p["subscribe"]["allow"]),
+            subscribe,
+            "{name}: subscribe"
+        );
+        assert_eq!(
+            p["allow_responses"].as_bool().unwrap_or(false),
+            *responses,
+            "{name}"
+        );
+        // The password is the same variable as in nats.conf, set from the
+        // Secret the Deployments read.
+        let var = format!("SOPHIA_NATS_{}_PASSWORD", name.to_uppercase());
+        assert_eq!(
+            u["password"].as_str(),
+            Some(format!("<< ${var} >>").as_str()),
+            "{name}"
+        );
+        let env = &values["container"]["env"][var.as_str()]["valueFrom"]["secretKeyRef"];
+        assert_eq!(env["name"].as_str(), Some("sophia-nats"), "{var}");
+        assert_eq!(
+            env["key"].as_str(),
+            Some(format!("{name}-password").as_str()),
+            "{var}"
+        );
+        seen.insert(name.to_owned());
+    }
+    assert_eq!(
+        seen,
+        conf_users.keys().cloned().collect(),
+        "every nats.conf user"
+    );
+}
+
+#[test]
+fn the_kubernetes_intelligence_config_is_one_the_worker_accepts() {
+    for (path, obj) in k8s_objects("ops/k8s/base") {
+        if obj["kind"].as_str() != Some("ConfigMap") {
+            continue;
+        }
+        for (key, text) in obj["data"].as_mapping().unwrap() {
+            let key = key.as_str().unwrap();
+            if key.ends_with(".toml") {
+                let text = text.as_str().unwrap();
+                intelligence_worker::config::Config::parse(text, key)
+                    .unwrap_or_else(|e| panic!("{path:?} {key}: {e}"));
+            }
+        }
     }
 }

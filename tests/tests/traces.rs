@@ -32,7 +32,10 @@ struct Fleet {
     _procs: Vec<Process>,
 }
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+/// A process's environment.
+type Env = Vec<(String, String)>;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -72,7 +75,7 @@ impl Fleet {
         };
         let mut procs = Vec::new();
         let mut started = Vec::new();
-        let workers: [(&str, &str, &str, Vec<(String, String)>); 3] = [
+        let workers: [(&str, &str, &str, Env); 3] = [
             (
                 "intelligence-worker",
                 "worker",

@@ -148,10 +148,21 @@ fn env_set(name: &str) -> bool {
 /// Must be called inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(service: &str) -> Telemetry {
     init_logging();
+    build(service, None)
+}
+
+/// Tracing for `service` that exports to the OTLP/HTTP receiver at
+/// `endpoint` (e.g. `http://127.0.0.1:4318`), whatever the environment
+/// says: for benchmarks and tests that measure tracing in-process.
+pub fn init_exporting_to(service: &str, endpoint: &str) -> Telemetry {
+    build(service, Some(endpoint))
+}
+
+fn build(service: &str, endpoint: Option<&str>) -> Telemetry {
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
         || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none"));
     global::set_text_map_propagator(TraceContextPropagator::new());
-    if disabled {
+    if disabled && endpoint.is_none() {
         return Telemetry {
             provider: None,
             exporting: false,
@@ -165,15 +176,26 @@ pub fn init(service: &str) -> Telemetry {
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    let wants_export =
-        env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let wants_export = endpoint.is_some()
+        || env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     let mut exporting = false;
     if wants_export {
         // The HTTP exporter's client (reqwest, built without a default TLS
         // provider in this workspace) needs one, as NATS and the
         // intelligence-worker's clients do: ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        match opentelemetry_otlp::SpanExporter::builder().build() {
+        let exporter = match endpoint {
+            Some(e) => {
+                use opentelemetry_otlp::WithExportConfig;
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')))
+                    .build()
+            }
+            None => opentelemetry_otlp::SpanExporter::builder().build(),
+        };
+        match exporter {
             Ok(exporter) => {
                 builder = builder.with_batch_exporter(exporter);
                 exporting = true;
