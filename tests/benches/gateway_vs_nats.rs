@@ -231,22 +231,25 @@ async fn main() {
     let session = Arc::new(session);
     let params = json!({"name": "echo", "arguments": args});
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let mcp_raw = {
-        let session = session.clone();
-        measure("MCP tools/call via gateway (raw HTTP)", &plan, move || {
-            let (session, params) = (session.clone(), params.clone());
-            // JSON-RPC ids must be unique among requests in flight.
-            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async move {
-                let call =
-                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-                let r = session.post(call).await;
-                assert_eq!(r.status, 200);
-                assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
-            }
-        })
-        .await
+    // One `tools/call` POST in the session; JSON-RPC ids must be unique
+    // among requests in flight.
+    let raw_call = move || {
+        let (session, params) = (session.clone(), params.clone());
+        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let call =
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+            let r = session.post(call).await;
+            assert_eq!(r.status, 200);
+            assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
+        }
     };
+    let mcp_raw = measure(
+        "MCP tools/call via gateway (raw HTTP)",
+        &plan,
+        raw_call.clone(),
+    )
+    .await;
 
     // 6. The seed's create_agent through the gateway: the agent made from a
     // template and its record written to JetStream KV (no task, so no model).
@@ -305,23 +308,7 @@ async fn main() {
     // to a real receiver. Until here no tracer was installed (no-op spans).
     let otlp = sophia_tests::otlp::Receiver::start().await;
     let telemetry = sophia_kit::telemetry::init_exporting_to("bench", &otlp.endpoint);
-    let params = json!({"name": "echo", "arguments": args});
-    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000_000));
-    let traced = {
-        let session = session.clone();
-        measure("MCP tools/call, traced (OTLP export)", &plan, move || {
-            let (session, params) = (session.clone(), params.clone());
-            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async move {
-                let call =
-                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-                let r = session.post(call).await;
-                assert_eq!(r.status, 200);
-                assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
-            }
-        })
-        .await
-    };
+    let traced = measure("MCP tools/call, traced (OTLP export)", &plan, raw_call).await;
     telemetry.shutdown();
     let exported = otlp.spans().len();
     assert!(exported > 0, "the traced calls exported spans");

@@ -278,7 +278,7 @@ impl McpGateway {
         };
         let outcome = self.inner.bus.call(spec, None, &context.ct).await;
         if let Err(e) = &outcome {
-            span.fail(e.code().as_str(), e.code().as_str().to_owned());
+            span.fail_code(e.code());
         }
         match outcome {
             Ok(reply) if !reply.output.is_error => reply.output.structured.ok_or_else(|| {
@@ -366,6 +366,18 @@ impl McpGateway {
             .unwrap_or(self.inner.limits.default_timeout)
             .min(self.inner.limits.max_timeout);
         let started = Instant::now();
+        let span = Span::start(
+            format!("tools/call {name}"),
+            SpanKind::Server,
+            &headers::Context::default(),
+            vec![
+                KeyValue::new(attr::TOOL_NAME, name.to_owned()),
+                KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+                KeyValue::new(attr::CATEGORY, spec.category.to_string()),
+                KeyValue::new(attr::NETWORK_TRANSPORT, "tcp"),
+                KeyValue::new("sophia.via", "rest"),
+            ],
+        );
         let call = CallSpec {
             tool: &spec.name,
             category: spec.category,
@@ -377,7 +389,7 @@ impl McpGateway {
                 session: None,
                 via: "sophia-gateway (REST)".into(),
             },
-            trace: headers::Context::default(),
+            trace: span.trace(),
         };
         let outcome = self
             .inner
@@ -388,6 +400,9 @@ impl McpGateway {
             Ok(_) => "ok",
             Err(e) => e.code().as_str(),
         };
+        if let Err(e) = &outcome {
+            span.fail_code(e.code());
+        }
         self.inner.metrics.record(spec, label, started);
         Ok(outcome?.output)
     }
@@ -867,7 +882,7 @@ impl ServerHandler for McpGateway {
             }
             Err(e) => {
                 let code = e.code();
-                span.fail(code.as_str(), code.as_str().to_owned());
+                span.fail_code(code);
                 self.inner.metrics.record(spec, code.as_str(), started);
                 tracing::info!(tool = %spec.name, code = %code, cause = %e, "tool call failed");
                 let data = match &e {

@@ -397,7 +397,7 @@ impl Bus {
         let result = self.send_traced(request, spec, cancel).await;
         if let Err(e) = &result {
             // The code only: a worker's message is not vetted for spans.
-            span.fail(e.code().as_str(), e.code().as_str().to_owned());
+            span.fail_code(e.code());
         }
         result
     }

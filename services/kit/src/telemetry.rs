@@ -283,11 +283,17 @@ impl Span {
         span.set_status(Status::error(message));
     }
 
+    /// [`Span::fail`] with an error code as both type and message (a
+    /// worker's message is not vetted for spans; its code is).
+    pub fn fail_code(&self, code: sophia_proto::ErrorCode) {
+        self.fail(code.as_str(), code.as_str());
+    }
+
     /// Marks the span with the outcome of a call: nothing on success, or
-    /// [`Span::fail`] with the error's code.
+    /// [`Span::fail_code`] with the error's code.
     pub fn outcome<T>(&self, outcome: &Result<T, sophia_proto::WireError>) {
         if let Err(e) = outcome {
-            self.fail(e.code.as_str(), e.code.as_str().to_owned());
+            self.fail_code(e.code);
         }
     }
 }
@@ -336,7 +342,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn without_a_tracer_a_span_passes_its_parent_on() {
+    fn spans_pass_the_trace_on_with_and_without_a_tracer() {
         let parent = headers::Context {
             request_id: None,
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -354,5 +360,26 @@ mod tests {
         );
         assert_eq!(root.trace().traceparent, None);
         assert_eq!(root.trace_id(), None);
+        drop((span, root));
+
+        // Set up without an endpoint: nothing is exported, and spans are
+        // still made (a new trace at the first hop, continued after).
+        if env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            return;
+        }
+        let telemetry = build("unit", None);
+        assert!(!telemetry.is_exporting());
+        let root = Span::start("z", SpanKind::Server, &headers::Context::default(), vec![]);
+        let trace = root.trace();
+        let traceparent = trace.traceparent.clone().expect("a new trace");
+        assert!(headers::is_traceparent(&traceparent), "{traceparent}");
+        let child = Span::start("w", SpanKind::Internal, &trace, vec![]);
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_ne!(
+            child.trace().traceparent,
+            trace.traceparent,
+            "its own span id"
+        );
+        telemetry.shutdown();
     }
 }

@@ -648,7 +648,7 @@ fn end_operation_span(span: &Span, result: &Result<Summary, CliError>) {
         }
         Err(e) => {
             let code = cli_error_code(e);
-            span.fail(code.as_str(), code.as_str().to_owned());
+            span.fail_code(code);
         }
     }
 }
