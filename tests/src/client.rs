@@ -198,6 +198,15 @@ pub async fn connect_http(url: &str, token: &str) -> McpClient {
     connect_http_with(url, token, HashMap::new()).await
 }
 
+/// HTTP headers carrying W3C trace context `traceparent`, as a traced
+/// client sends them.
+pub fn traceparent_headers(traceparent: &str) -> HashMap<http::HeaderName, http::HeaderValue> {
+    HashMap::from([(
+        http::HeaderName::from_static("traceparent"),
+        http::HeaderValue::from_str(traceparent).expect("a header value"),
+    )])
+}
+
 /// Connects with extra HTTP headers.
 pub async fn connect_http_with(
     url: &str,

@@ -37,4 +37,13 @@ pub fn install_crypto() {
     });
 }
 pub use mesh::{Mesh, eventually};
+
+/// Serves `app` on a free loopback port for the rest of the test; returns
+/// its address. For the stand-ins of external services.
+pub async fn serve_on_free_port(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
 pub use nats::{NatsServer, nats_server};

@@ -6,7 +6,6 @@
 //! [`Behavior`], or the default one, so tests can make it fail on cue.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,9 +97,7 @@ impl StandIn {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::serve_on_free_port(app).await;
         Self {
             base_url: format!("http://{addr}/v1"),
             inner,

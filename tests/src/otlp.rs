@@ -8,7 +8,6 @@
 //! for the test to inspect.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -79,9 +78,7 @@ impl Receiver {
         let app = Router::new()
             .route("/v1/traces", post(export))
             .with_state((spans.clone(), rejected.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::serve_on_free_port(app).await;
         Self {
             endpoint: format!("http://{addr}"),
             spans,

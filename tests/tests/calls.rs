@@ -288,11 +288,7 @@ async fn the_callers_trace_context_continues_onto_the_bus() {
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     // From the HTTP request's `traceparent` header.
-    let mut headers = std::collections::HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("traceparent"),
-        http::HeaderValue::from_static(parent),
-    );
+    let mut headers = sophia_tests::client::traceparent_headers(parent);
     headers.insert(
         http::HeaderName::from_static("tracestate"),
         http::HeaderValue::from_static("vendor=1"),

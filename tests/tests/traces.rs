@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use sophia_tests::NatsServer;
+use sophia_tests::client::traceparent_headers;
 use sophia_tests::nats::{AGNO_PASSWORD, GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
 use sophia_tests::openai::{Behavior, StandIn};
 use sophia_tests::otlp::{ReceivedSpan, Receiver};
@@ -162,11 +163,7 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
     let fleet = Fleet::start(&nats, &otlp, &model, &pulumi, dir.path()).await;
 
     // The client sends its own trace context, as a traced MCP client does.
-    let mut headers = HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("traceparent"),
-        http::HeaderValue::from_str(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")).unwrap(),
-    );
+    let headers = traceparent_headers(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"));
     let client = sophia_tests::client::connect_http_with(&fleet.gateway, TOKEN, headers).await;
     for tool in ["agno_create_agent", "pulumi_preview", "model_chat"] {
         wait_for_tool(&client, tool).await;
@@ -395,11 +392,7 @@ async fn spans_go_out_over_otlp_grpc_too_under_the_configured_service_name() {
         ]),
     );
     echo.wait_ready(&format!("http://{addr}/ready")).await;
-    let mut headers = HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("traceparent"),
-        http::HeaderValue::from_str(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")).unwrap(),
-    );
+    let headers = traceparent_headers(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"));
     let client = sophia_tests::client::connect_http_with(
         &mesh.mcp_url(),
         sophia_tests::mesh::TEST_TOKEN,
