@@ -376,7 +376,7 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
 }
 
 #[tokio::test]
-async fn spans_go_out_over_otlp_grpc_too_under_the_configured_service_name() {
+async fn spans_go_out_over_otlp_grpc_too_with_the_configured_service_name_and_sampler() {
     let mesh = sophia_tests::Mesh::start().await;
     let otlp = Receiver::start_grpc().await;
     let addr = format!("127.0.0.1:{}", free_port());
@@ -388,11 +388,16 @@ async fn spans_go_out_over_otlp_grpc_too_under_the_configured_service_name() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_SERVICE_NAME", "echo-replica-a"),
+            // Record every span, even under a caller that did not sample
+            // (the default, parentbased_always_on, would follow the caller
+            // and record nothing of this call).
+            ("OTEL_TRACES_SAMPLER", "always_on"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ]),
     );
     echo.wait_ready(&format!("http://{addr}/ready")).await;
-    let headers = traceparent_headers(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"));
+    // Flags 00: the client did not sample this trace.
+    let headers = traceparent_headers(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"));
     let client = sophia_tests::client::connect_http_with(
         &mesh.mcp_url(),
         sophia_tests::mesh::TEST_TOKEN,
