@@ -86,13 +86,24 @@ pub async fn run_until_signal(
     mut config: WorkerConfig,
     default_port: u16,
 ) -> Result<(), KitError> {
-    let traces = telemetry::init(worker.name());
-    if config.http_addr.is_none() {
-        config.http_addr = Some(SocketAddr::from(([0, 0, 0, 0], default_port)));
-    }
+    config.default_http_port(default_port);
+    let name = worker.name().to_owned();
+    serve_until_signal(&name, |shutdown| worker.run(config, shutdown)).await
+}
+
+/// The `main` of a worker service: sets up logs and traces for `name`
+/// ([`telemetry::init`]), starts the service with `start` (given the token
+/// that stops it), runs until SIGTERM or Ctrl-C, drains, and flushes the
+/// last spans.
+pub async fn serve_until_signal<F, Fut>(name: &str, start: F) -> Result<(), KitError>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<WorkerHandle, KitError>>,
+{
+    let traces = telemetry::init(name);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let handle = worker.run(config, shutdown.clone()).await?;
-    tracing::info!(instance = %handle.instance, http = %handle.http_addr, "worker started");
+    let handle = start(shutdown.clone()).await?;
+    tracing::info!(instance = %handle.instance, http = %handle.http_addr, "{name} started");
     telemetry::shutdown_signal().await;
     shutdown.cancel();
     handle.stopped().await;

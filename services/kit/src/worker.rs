@@ -52,6 +52,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Serves `/health`, `/ready` and `/metrics` on `0.0.0.0:port` unless
+    /// `SOPHIA_HTTP_ADDR` (or `--http-addr`) says otherwise.
+    pub fn default_http_port(&mut self, port: u16) {
+        self.http_addr
+            .get_or_insert(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+}
+
+impl WorkerConfig {
     /// Defaults for a worker talking to NATS at `nats_url`, serving HTTP on an
     /// ephemeral loopback port (what tests want).
     pub fn new(nats_url: impl Into<String>) -> Self {
