@@ -38,6 +38,16 @@ pub fn install_crypto() {
 }
 pub use mesh::{Mesh, eventually};
 
+/// The Prometheus text a service serves at `http://<addr>/metrics`.
+pub async fn metrics_text(addr: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics body")
+}
+
 /// Serves `app` on a free loopback port for the rest of the test; returns
 /// its address. For the stand-ins of external services.
 pub async fn serve_on_free_port(app: axum::Router) -> std::net::SocketAddr {

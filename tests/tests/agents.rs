@@ -81,6 +81,18 @@ impl World {
     async fn client(&self) -> McpClient {
         ready(self.mesh.client().await).await
     }
+
+    /// Asks a new infrastructure agent to deploy dev; the model previews,
+    /// then wants `pulumi_up` ([`deploy_script`]).
+    async fn ask_to_deploy(&self, client: &McpClient) -> CallToolResult {
+        self.model.script(deploy_script());
+        call(
+            client,
+            "agno_create_agent",
+            json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
+        )
+        .await
+    }
 }
 
 /// Waits until the agents and the tools they use are on offer.
@@ -167,13 +179,7 @@ async fn an_infrastructure_agent_previews_through_the_pulumi_worker_and_answers(
 async fn an_up_waits_for_a_person_and_resumes_once_confirmed() {
     let w = World::start().await;
     let client = w.client().await;
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
+    let r = w.ask_to_deploy(&client).await;
     let out = structured(&r);
     assert_eq!(out["status"], "awaiting_confirmation", "{}", text_of(&r));
     let pending = &out["pending_action"];
@@ -224,13 +230,7 @@ async fn a_person_asked_through_elicitation_confirms_in_the_same_call() {
             .await,
     )
     .await;
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
+    let r = w.ask_to_deploy(&client).await;
     assert_eq!(structured(&r)["status"], "completed", "{}", text_of(&r));
     let asked = client.service().asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 1);
@@ -245,13 +245,7 @@ async fn a_person_asked_through_elicitation_confirms_in_the_same_call() {
 async fn a_declined_action_is_not_run_and_the_agent_is_told() {
     let w = World::start().await;
     let client = w.client().await;
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
+    let r = w.ask_to_deploy(&client).await;
     let id = structured(&r)["pending_action"]["action_id"].clone();
     let r = call(
         &client,
@@ -610,13 +604,7 @@ async fn the_seeds_rest_shortcuts_create_an_agent_and_report_status() {
 async fn the_whole_deploy_runs_with_least_privilege_nats_users() {
     let w = World::on(Mesh::least_privilege().await).await;
     let client = w.client().await;
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
+    let r = w.ask_to_deploy(&client).await;
     let id = structured(&r)["pending_action"]["action_id"].clone();
     assert!(id.is_string(), "{}", text_of(&r));
     let r = call(

@@ -115,12 +115,7 @@ async fn cursor_can_chat_through_the_gateway_with_streamed_progress_and_usage() 
     assert_eq!(words, "echo: tell me three words");
 
     // Usage is accounted per model and principal.
-    let metrics = reqwest::get(format!("http://{}/metrics", r.handle.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sophia_tests::metrics_text(r.handle.http_addr).await;
     assert!(
         metrics.contains(r#"sophia_inference_tokens_total{model="claude",principal="local",direction="output"} 5"#),
         "{metrics}"

@@ -83,12 +83,7 @@ async fn preview_then_up_with_the_saved_plan() {
         structured(&stacks)["projects"][0]["stacks"][0]["name"],
         "dev"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", worker.http_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sophia_tests::metrics_text(worker.http_addr()).await;
     assert!(
         metrics.contains(r#"sophia_pulumi_jobs_total{operation="up",outcome="succeeded"} 1"#),
         "{metrics}"

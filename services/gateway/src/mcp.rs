@@ -434,6 +434,16 @@ fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
     }
 }
 
+/// An MCP list result (`{"<key>": [...]}`) of the offers in `offers`, as
+/// their workers announced them.
+fn offers_list<T: serde::de::DeserializeOwned>(
+    key: &str,
+    offers: &std::collections::BTreeMap<String, (String, Value)>,
+) -> Result<T, McpError> {
+    let items: Vec<&Value> = offers.values().map(|(_, item)| item).collect();
+    from_json(json!({ key: items }))
+}
+
 /// The gateway's span for one MCP request (`<method> <target>`, kind
 /// server), a child of the client's trace context when it sent one.
 fn server_span(
@@ -604,9 +614,7 @@ impl ServerHandler for McpGateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, McpError> {
-        let view = self.inner.registry.view();
-        let resources: Vec<Value> = view.resources.values().map(|(_, r)| r.clone()).collect();
-        from_json(json!({ "resources": resources }))
+        offers_list("resources", &self.inner.registry.view().resources)
     }
 
     async fn list_resource_templates(
@@ -614,9 +622,7 @@ impl ServerHandler for McpGateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
-        let view = self.inner.registry.view();
-        let templates: Vec<Value> = view.templates.values().map(|(_, t)| t.clone()).collect();
-        from_json(json!({ "resourceTemplates": templates }))
+        offers_list("resourceTemplates", &self.inner.registry.view().templates)
     }
 
     async fn read_resource(
@@ -668,9 +674,7 @@ impl ServerHandler for McpGateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, McpError> {
-        let view = self.inner.registry.view();
-        let prompts: Vec<Value> = view.prompts.values().map(|(_, p)| p.clone()).collect();
-        from_json(json!({ "prompts": prompts }))
+        offers_list("prompts", &self.inner.registry.view().prompts)
     }
 
     async fn get_prompt(
