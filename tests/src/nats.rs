@@ -1,5 +1,9 @@
-//! A real `nats-server` for tests: dynamic port, JetStream in a temporary
-//! directory, killed and cleaned up on drop.
+//! A real `nats-server` for tests: JetStream in a temporary directory,
+//! killed and cleaned up on drop.
+//!
+//! The server binds port 0 itself (`-p -1`) and reports what it bound in a
+//! ports file (`--ports_file_dir`), which is read back here: no port is ever
+//! picked by the test and handed on, so nothing else can take it in between.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -10,7 +14,8 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     bin: PathBuf,
     child: Option<Child>,
-    port: u16,
+    /// The client port, once the first start has bound one.
+    port: Option<u16>,
     store: tempfile::TempDir,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -95,7 +100,7 @@ impl NatsServer {
             "-c".into(),
             config.display().to_string(),
             "-m".into(),
-            free_port().to_string(),
+            "-1".into(),
         ];
         Self::start_with_env(args, envs)
     }
@@ -104,7 +109,7 @@ impl NatsServer {
         let mut server = NatsServer {
             bin: nats_server_binary(),
             child: None,
-            port: free_port(),
+            port: None,
             store: tempfile::tempdir().expect("temporary directory for JetStream"),
             extra_args,
             envs,
@@ -115,7 +120,7 @@ impl NatsServer {
 
     /// The client URL, e.g. `nats://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.port())
     }
 
     /// What the server has logged (permission violations show up here).
@@ -125,7 +130,7 @@ impl NatsServer {
 
     /// The port the server listens on (kept across [`NatsServer::restart`]).
     pub fn port(&self) -> u16 {
-        self.port
+        self.port.expect("the server has started")
     }
 
     /// Kills the server, as a crash or a network cut would.
@@ -143,18 +148,19 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        let ports_dir = self.store.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports directory");
+        // The first start binds any free port; a restart takes the same one
+        // back, as a restarted server at a fixed address would.
+        let port = self.port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let mut cmd = Command::new(&self.bin);
         // A configuration file comes first so the flags below override it.
         cmd.args(&self.extra_args)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(self.log_file());
@@ -163,19 +169,39 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("could not start {}: {e}", self.bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Some(port) = bound_port(&ports_dir)
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                self.port = Some(port);
+                return;
+            }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
-                    .unwrap_or_default();
-                panic!("nats-server exited at start ({status}):\n{log}");
+                panic!("nats-server exited at start ({status}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen within 20 s"
+                "nats-server did not listen within 20 s:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The client port in the ports file `nats-server` writes once it listens:
+/// `{"nats":["nats://127.0.0.1:41234"],...}`.
+fn bound_port(dir: &Path) -> Option<u16> {
+    #[derive(serde::Deserialize)]
+    struct Ports {
+        nats: Vec<String>,
+    }
+    let file = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let ports: Ports = serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
+    ports.nats.first()?.rsplit(':').next()?.parse().ok()
 }
 
 impl Drop for NatsServer {
@@ -193,11 +219,4 @@ impl NatsServer {
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null())
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
 }

@@ -6,6 +6,10 @@
 //! runs the tests. Each process logs to a file, shown when it fails to come
 //! up, and is stopped with SIGINT on drop (so it drains and flushes its
 //! spans) and killed if it lingers.
+//!
+//! Processes listen on port 0 (`SOPHIA_HTTP_ADDR=127.0.0.1:0`) and report the
+//! address they bound in the file `SOPHIA_ADDR_FILE` names, which
+//! [`Process::http_addr`] reads: no test picks a port and hands it on.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,19 +33,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for a service).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+/// The listen address for a process that reports where it bound.
+pub const ANY_PORT: &str = "127.0.0.1:0";
 
 /// A running service process; stopped when dropped.
 pub struct Process {
     name: String,
     child: Option<Child>,
     log: tempfile::NamedTempFile,
+    /// Holds the file the process writes its bound HTTP address to.
+    addr_dir: tempfile::TempDir,
 }
 
 impl Process {
@@ -55,6 +56,7 @@ impl Process {
     /// after the binary's name).
     pub fn spawn_with_args(name: &str, args: &[String], envs: &[(String, String)]) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
+        let addr_dir = tempfile::tempdir().expect("address directory");
         let mut cmd = Command::new(binary(name));
         cmd.args(args);
         cmd.env_clear();
@@ -64,6 +66,7 @@ impl Process {
             }
         }
         let child = cmd
+            .env("SOPHIA_ADDR_FILE", addr_dir.path().join("addr"))
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log file"))
@@ -74,6 +77,7 @@ impl Process {
             name: name.to_owned(),
             child: Some(child),
             log,
+            addr_dir,
         }
     }
 
@@ -94,16 +98,48 @@ impl Process {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The HTTP address the process bound, once it reports it. Panics with
+    /// the process's log if it exits or does not report within 30 s.
+    pub async fn http_addr(&mut self) -> std::net::SocketAddr {
+        let file = self.addr_dir.path().join("addr");
+        for _ in 0..600 {
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                return addr;
+            }
+            self.assert_running();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} did not report its HTTP address in 30 s:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// Waits until the process answers 200 on `path` (e.g. `/ready`) at the
+    /// address it bound, and returns its base URL (`http://127.0.0.1:<port>`).
+    pub async fn ready_at(&mut self, path: &str) -> String {
+        let base = format!("http://{}", self.http_addr().await);
+        self.wait_ready(&format!("{base}{path}")).await;
+        base
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+
     /// Waits until `url` answers 200 (e.g. the service's `/ready`). Panics
     /// with the process's log if it exits or does not get there in time.
     pub async fn wait_ready(&mut self, url: &str) {
         let http = reqwest::Client::new();
         for _ in 0..300 {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("{} exited ({status}):\n{}", self.name, self.log());
-            }
+            self.assert_running();
             if let Ok(r) = http.get(url).send().await
                 && r.status().is_success()
             {

@@ -282,6 +282,9 @@ struct Host {
     /// `127.0.0.1:<port>` where nothing listens: the compose services that
     /// are not run (Jaeger, ...).
     down: String,
+    /// Holds `down`'s port: bound, never listening, so connections to it are
+    /// refused and no other process can take it.
+    _down_socket: tokio::net::TcpSocket,
     /// Named volumes and missing bind sources.
     volumes: tempfile::TempDir,
     /// The pulumi workspace with project `app`, and its backend.
@@ -295,10 +298,11 @@ struct Plan {
     binary: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    /// `http://127.0.0.1:<port>` of the service's health checks.
+    /// `http://127.0.0.1:<port>` of the service's health checks, once the
+    /// process has reported the port it bound.
     base: String,
-    /// The compose health check's URL, on this host.
-    healthcheck: String,
+    /// The compose health check's path (e.g. `/ready`).
+    health_path: String,
     /// What was changed from the compose file, for the log on failure.
     notes: Vec<String>,
 }
@@ -306,7 +310,7 @@ struct Plan {
 impl Host {
     fn plan(&self, compose: &ComposeFile, svc: &ComposeService, replica: u64) -> Plan {
         let at = |key: &str| format!("{}.environment.{key}", svc.name);
-        let mut ports: BTreeMap<u16, u16> = BTreeMap::new();
+        let mut ports: BTreeSet<u16> = BTreeSet::new();
         let mut notes = Vec::new();
         let mut env: Vec<(String, String)> = Vec::new();
         let url =
@@ -320,13 +324,12 @@ impl Host {
                     None => continue, // compose leaves it unset too
                 },
             };
-            // Listen addresses: a free loopback port each.
+            // Listen addresses: port 0 on loopback; the process reports
+            // the port it bound.
             if let Some(c) = listen.captures(&value) {
-                let port: u16 = c[2].parse().expect("a port");
-                let free = procs::free_port();
-                ports.insert(port, free);
-                notes.push(format!("{key}: {value} -> 127.0.0.1:{free}"));
-                env.push((key.clone(), format!("127.0.0.1:{free}")));
+                ports.insert(c[2].parse().expect("a port"));
+                notes.push(format!("{key}: {value} -> {}", procs::ANY_PORT));
+                env.push((key.clone(), procs::ANY_PORT.into()));
                 continue;
             }
             // URLs to hosts on the compose network.
@@ -380,20 +383,18 @@ impl Host {
         let re = regex_lite::Regex::new(r"^https?://[^:/]+:([0-9]+)(/\S*)$").unwrap();
         let c = re.captures(healthcheck).expect("a health check URL");
         let port: u16 = c[1].parse().unwrap();
-        let mapped = *ports.get(&port).unwrap_or_else(|| {
-            panic!(
-                "{}'s health check probes port {port}, which none of its listen addresses \
-                 ({ports:?}) serves",
-                svc.name
-            )
-        });
-        let base = format!("http://127.0.0.1:{mapped}");
+        assert!(
+            ports.contains(&port),
+            "{}'s health check probes port {port}, which none of its listen addresses \
+             ({ports:?}) serves",
+            svc.name
+        );
         Plan {
             service: format!("{}#{replica}", svc.name),
             binary: svc.binary.clone(),
             args: svc.args.clone(),
-            healthcheck: format!("{base}{}", &c[2]),
-            base,
+            health_path: c[2].to_owned(),
+            base: String::new(),
             env,
             notes,
         }
@@ -488,10 +489,15 @@ impl ProcessMesh {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        let down_socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        down_socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind a port that never listens");
         let host = Host {
             shell,
             nats_url: nats.url(),
-            down: format!("127.0.0.1:{}", procs::free_port()),
+            down: down_socket.local_addr().expect("its address").to_string(),
+            _down_socket: down_socket,
             volumes: tempfile::tempdir().expect("volumes"),
             pulumi: Setup::new(0),
         };
@@ -515,7 +521,7 @@ impl ProcessMesh {
             mesh.running.push(Running { plan, process });
         }
         for r in &mut mesh.running {
-            r.process.wait_ready(&r.plan.healthcheck).await;
+            r.plan.base = r.process.ready_at(&r.plan.health_path).await;
         }
         mesh
     }

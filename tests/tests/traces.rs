@@ -14,7 +14,7 @@ use sophia_tests::client::traceparent_headers;
 use sophia_tests::nats::{AGNO_PASSWORD, GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
 use sophia_tests::openai::{Behavior, StandIn};
 use sophia_tests::otlp::{ReceivedSpan, Receiver};
-use sophia_tests::procs::{Process, free_port};
+use sophia_tests::procs::{ANY_PORT, Process};
 use sophia_tests::pulumi::Setup;
 use sophia_tests::tools::{call, text_of, wait_for_tool};
 
@@ -75,7 +75,6 @@ impl Fleet {
             ])
         };
         let mut procs = Vec::new();
-        let mut started = Vec::new();
         let workers: [(&str, &str, &str, Env); 3] = [
             (
                 "intelligence-worker",
@@ -95,26 +94,23 @@ impl Fleet {
             ("agno-worker", "agno", AGNO_PASSWORD, vec![]),
         ];
         for (name, user, password, own) in workers {
-            let addr = format!("127.0.0.1:{}", free_port());
             let mut e = traced(user, password);
             e.extend(own);
-            e.push(("SOPHIA_HTTP_ADDR".into(), addr.clone()));
+            e.push(("SOPHIA_HTTP_ADDR".into(), ANY_PORT.into()));
             procs.push(Process::spawn(name, &e));
-            started.push(format!("http://{addr}/ready"));
         }
-        let gateway = format!("127.0.0.1:{}", free_port());
         let mut e = traced("gateway", GATEWAY_PASSWORD);
         e.extend(env(&[
-            ("SOPHIA_GATEWAY_ADDR", &gateway),
+            ("SOPHIA_GATEWAY_ADDR", ANY_PORT),
             ("SOPHIA_GATEWAY_TOKEN", TOKEN),
         ]));
         procs.push(Process::spawn("sophia-gateway", &e));
-        started.push(format!("http://{gateway}/ready"));
-        for (p, ready) in procs.iter_mut().zip(&started) {
-            p.wait_ready(ready).await;
+        let mut gateway = String::new();
+        for p in &mut procs {
+            gateway = p.ready_at("/ready").await;
         }
         Self {
-            gateway: format!("http://{gateway}/mcp"),
+            gateway: format!("{gateway}/mcp"),
             _procs: procs,
         }
     }
@@ -379,12 +375,11 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
 async fn spans_go_out_over_otlp_grpc_too_with_the_configured_service_name_and_sampler() {
     let mesh = sophia_tests::Mesh::start().await;
     let otlp = Receiver::start_grpc().await;
-    let addr = format!("127.0.0.1:{}", free_port());
     let mut echo = Process::spawn(
         "echo-worker",
         &env(&[
             ("NATS_URL", &mesh.nats.url()),
-            ("SOPHIA_HTTP_ADDR", &addr),
+            ("SOPHIA_HTTP_ADDR", ANY_PORT),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_SERVICE_NAME", "echo-replica-a"),
@@ -395,7 +390,7 @@ async fn spans_go_out_over_otlp_grpc_too_with_the_configured_service_name_and_sa
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ]),
     );
-    echo.wait_ready(&format!("http://{addr}/ready")).await;
+    echo.ready_at("/ready").await;
     // Flags 00: the client did not sample this trace.
     let headers = traceparent_headers(&format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"));
     let client = sophia_tests::client::connect_http_with(

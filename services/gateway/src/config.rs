@@ -24,6 +24,10 @@ pub struct GatewayConfig {
     /// Where to serve MCP over Streamable HTTP (`/mcp`), `/health`, `/ready` and `/metrics`.
     #[arg(long = "http-addr", env = "SOPHIA_GATEWAY_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
+    /// Write the HTTP address actually bound to this file once listening
+    /// (with port 0 in `--http-addr`, how a supervisor learns the port).
+    #[arg(long = "addr-file", env = "SOPHIA_ADDR_FILE")]
+    pub addr_file: Option<std::path::PathBuf>,
     /// The bearer token HTTP clients must send (`Authorization: Bearer ...`).
     /// Required for HTTP; generate one with `openssl rand -hex 32`.
     #[arg(long, env = "SOPHIA_GATEWAY_TOKEN", hide_env_values = true)]

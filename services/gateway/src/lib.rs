@@ -247,7 +247,13 @@ pub async fn run(
         Some(mesh_health(core.registry.clone(), core.conn.clone())),
     ));
     let stop = shutdown.clone();
-    let (http_addr, server) = ops::serve(config.http_addr, app, stop.cancelled_owned()).await?;
+    let (http_addr, server) = ops::serve(
+        config.http_addr,
+        app,
+        config.addr_file.as_deref(),
+        stop.cancelled_owned(),
+    )
+    .await?;
     tracing::info!(addr = %http_addr, tools = core.registry.view().tools.len(), "MCP gateway listening on /mcp");
     let client = core.conn.client.clone();
     let task = tokio::spawn(async move {

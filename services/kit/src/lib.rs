@@ -54,6 +54,15 @@ pub enum KitError {
     /// Registering with NATS failed.
     #[error("could not register with NATS: {0}")]
     Register(String),
+    /// The bound address could not be written where `SOPHIA_ADDR_FILE` says.
+    #[error("could not write the bound address to {path} (SOPHIA_ADDR_FILE): {source}")]
+    AddrFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// An HTTP address could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {

@@ -3,6 +3,7 @@
 //! (Prometheus text format).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -86,10 +87,12 @@ async fn metrics_handler(State(state): State<OpsState>) -> impl IntoResponse {
 }
 
 /// Binds `addr` and serves `app` until `shutdown` resolves. Returns the bound
-/// address (useful with port 0) and the server task.
+/// address (useful with port 0) and the server task. With `report`, the
+/// bound address is also written to that file (see [`report_bound`]).
 pub async fn serve(
     addr: SocketAddr,
     app: Router,
+    report: Option<&Path>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), KitError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -98,6 +101,10 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| KitError::Bind { addr, source: e })?;
+    tracing::info!(addr = %bound, "serving HTTP");
+    if let Some(path) = report {
+        report_bound(path, bound)?;
+    }
     // Without TCP_NODELAY, a response written in pieces (SSE events, then the
     // end of the chunked body) waits for the client's delayed ACK: ~40 ms.
     let listener = listener.tap_io(|tcp| {
@@ -114,4 +121,18 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// Writes `addr` (e.g. `127.0.0.1:41234`, one line) to `path`, all at once:
+/// a reader polling for the file never sees half of it. This is how a
+/// process started with port 0 (`SOPHIA_ADDR_FILE`) tells whoever started it
+/// where it listens, with no port picked in advance and handed on.
+pub fn report_bound(path: &Path, addr: SocketAddr) -> Result<(), KitError> {
+    let fail = |source| KitError::AddrFile {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, format!("{addr}\n")).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }

@@ -32,6 +32,10 @@ pub struct WorkerConfig {
     /// Where to serve `/health`, `/ready` and `/metrics`.
     #[arg(long = "http-addr", env = "SOPHIA_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Write the HTTP address actually bound to this file once listening
+    /// (with port 0 in `--http-addr`, how a supervisor learns the port).
+    #[arg(long = "addr-file", env = "SOPHIA_ADDR_FILE")]
+    pub addr_file: Option<std::path::PathBuf>,
     /// How often to announce the worker's tools, in milliseconds. Gateways
     /// forget a replica after three silent intervals.
     #[arg(long, env = "SOPHIA_HEARTBEAT_MS", default_value_t = 5_000)]
@@ -67,6 +71,7 @@ impl WorkerConfig {
         Self {
             nats: NatsConfig::new(nats_url),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            addr_file: None,
             heartbeat_ms: 5_000,
             max_in_flight: 256,
             drain_timeout_ms: 30_000,
@@ -368,6 +373,7 @@ impl Worker {
         let (http_bound, http_task) = ops::serve(
             http_addr,
             ops::router(Arc::new(registry), ready),
+            config.addr_file.as_deref(),
             http_stop.clone().cancelled_owned(),
         )
         .await?;
