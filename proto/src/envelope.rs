@@ -512,6 +512,11 @@ pub struct Announce {
     /// prompts. Served on [`crate::subject::mcp`] subjects of its service.
     #[serde(default, skip_serializing_if = "Offers::is_empty")]
     pub offers: Offers,
+    /// What this replica cannot do right now, each with what to do about it
+    /// (e.g. "no model provider: start Ollama, ..."). Empty when all is well;
+    /// gateways show it on `/health`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 /// A resource's contents changed (MCP `notifications/resources/updated`),

@@ -12,6 +12,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agno;
 pub mod client;
 pub mod intelligence;
 pub mod mesh;
@@ -57,3 +58,30 @@ pub async fn serve_on_free_port(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 pub use nats::{NatsServer, nats_server};
+
+/// A loopback port that is bound but never listens: connections to it are
+/// refused at once, and no other process can take it while this lives. For
+/// services a test does not run (a dead NATS, an absent Jaeger).
+pub struct DeadPort(tokio::net::TcpSocket);
+
+impl DeadPort {
+    /// Binds a fresh port on 127.0.0.1.
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a port that never listens");
+        Self(socket)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.0.local_addr().expect("its address")
+    }
+}
+
+impl Default for DeadPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}

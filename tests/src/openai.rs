@@ -121,8 +121,16 @@ impl StandIn {
 }
 
 fn next(inner: &Arc<Mutex<Inner>>, path: &str, headers: &HeaderMap, body: Value) -> Behavior {
+    record(inner, path, headers, body);
     let mut i = inner.lock().unwrap();
-    i.hits.push(Hit {
+    i.script
+        .pop_front()
+        .or_else(|| i.default.clone())
+        .unwrap_or(Behavior::Ok)
+}
+
+fn record(inner: &Arc<Mutex<Inner>>, path: &str, headers: &HeaderMap, body: Value) {
+    inner.lock().unwrap().hits.push(Hit {
         at: Instant::now(),
         path: path.to_owned(),
         body,
@@ -131,10 +139,6 @@ fn next(inner: &Arc<Mutex<Inner>>, path: &str, headers: &HeaderMap, body: Value)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    i.script
-        .pop_front()
-        .or_else(|| i.default.clone())
-        .unwrap_or(Behavior::Ok)
 }
 
 /// The `preview_id` in the latest tool message, if any.
@@ -367,7 +371,9 @@ async fn embeddings(
 }
 
 async fn models(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
-    next(&inner, "/v1/models", &headers, Value::Null);
+    // Recorded, but not scripted: workers ask for the model list whenever
+    // they like, and that must not use up a chat's scripted behaviour.
+    record(&inner, "/v1/models", &headers, Value::Null);
     axum::Json(json!({"object": "list", "data": [{"id": "standin-model", "object": "model"}]}))
         .into_response()
 }

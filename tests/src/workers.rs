@@ -261,6 +261,7 @@ pub async fn misbehaving_worker(
         tools: vec![spec],
         heartbeat_ms: 200,
         offers: Default::default(),
+        degraded: vec![],
     };
     let announce = bytes::Bytes::from(sophia_proto::encode(&announce).unwrap());
     let mut sub = match how {

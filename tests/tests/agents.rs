@@ -8,42 +8,17 @@ use std::sync::Arc;
 use agno_worker::{AgnoArgs, Cli};
 use rmcp::model::{CallToolResult, ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
-use sophia_kit::{Category, WorkerHandle};
+use sophia_kit::Category;
+use sophia_tests::agno;
 use sophia_tests::intelligence::{self, replica_taking};
 use sophia_tests::openai::{Behavior, StandIn};
 use sophia_tests::pulumi::{self, Setup};
 use sophia_tests::tools::{call, error_code, text_of, wait_for_tool};
 use sophia_tests::{McpClient, Mesh};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 const STANDIN: &str = env!("CARGO_BIN_EXE_pulumi");
 const NO_OLLAMA: &str = "http://127.0.0.1:9/v1";
-
-struct Agno {
-    _handle: WorkerHandle,
-    _stop: DropGuard,
-}
-
-async fn agno(mesh: &Mesh, categories: &[Category]) -> Agno {
-    let stop = CancellationToken::new();
-    let handle = agno_worker::run(
-        Cli {
-            worker: mesh.agno_config(),
-            agno: AgnoArgs {
-                categories: categories.to_vec(),
-                templates: None,
-                session_ttl_s: 3600,
-            },
-        },
-        stop.clone(),
-    )
-    .await
-    .expect("agno-worker starts");
-    Agno {
-        _handle: handle,
-        _stop: stop.drop_guard(),
-    }
-}
 
 /// The mesh of the README: gateway, intelligence (model alias `default`),
 /// pulumi and agno workers.
@@ -53,7 +28,7 @@ struct World {
     setup: Setup,
     _intelligence: intelligence::Replica,
     _pulumi: pulumi::Replica,
-    _agno: Option<Agno>,
+    _agno: Option<agno::Replica>,
 }
 
 impl World {
@@ -67,7 +42,7 @@ impl World {
             replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
         let setup = Setup::new(1);
         let pulumi = pulumi::replica(&mesh, setup.args(STANDIN, 30_000)).await;
-        let agno = agno(&mesh, &Category::AGENTS).await;
+        let agno = agno::replica(&mesh, &Category::AGENTS).await;
         Self {
             mesh,
             model,
@@ -278,9 +253,7 @@ async fn a_session_is_continued_on_another_replica() {
     let agent_id = structured(&r)["agent_id"].clone();
     // The first replica goes away (and the gateway sees it go); a new one
     // takes over.
-    let first = w._agno.take().unwrap();
-    drop(first._stop);
-    first._handle.stopped().await;
+    w._agno.take().unwrap().stop().await;
     sophia_tests::eventually(
         "the first replica has left",
         sophia_tests::tools::WAIT,
@@ -290,7 +263,7 @@ async fn a_session_is_continued_on_another_replica() {
         },
     )
     .await;
-    let _second = agno(&w.mesh, &Category::AGENTS).await;
+    let _second = agno::replica(&w.mesh, &Category::AGENTS).await;
     wait_for_tool(&client, "agno_run_agent").await;
     let r = call(
         &client,
@@ -437,7 +410,7 @@ async fn an_unknown_agent_type_is_refused_with_the_known_ones() {
 }
 
 #[tokio::test]
-async fn tools_missing_from_the_mesh_are_reported() {
+async fn a_run_whose_tools_are_missing_is_refused_unless_allowed() {
     let w = World::start().await;
     let client = w.client().await;
     let types = call(&client, "agno_list_agent_types", json!({})).await;
@@ -452,6 +425,30 @@ async fn tools_missing_from_the_mesh_are_reported() {
         gong["missing_tools"],
         json!(["gong_list_calls", "gong_get_transcript"])
     );
+
+    // Refused before anything runs: no model call, no agent left behind.
+    let refused = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "gong_agent", "task": "analyze recent calls"}),
+    )
+    .await;
+    assert_eq!(error_code(&refused).as_deref(), Some("unavailable"));
+    for needed in [
+        "gong_list_calls, gong_get_transcript",
+        "allow_missing_tools",
+    ] {
+        assert!(
+            text_of(&refused).contains(needed),
+            "{needed:?} in {}",
+            text_of(&refused)
+        );
+    }
+    assert!(w.model.hits().is_empty(), "no model call for a refused run");
+    let list = call(&client, "agno_list_agents", json!({})).await;
+    assert_eq!(structured(&list)["agents"], json!([]), "no orphan");
+
+    // Allowed: it runs, and says what it ran without.
     w.model.script([
         Behavior::call_tool("gong_list_calls", json!({})),
         Behavior::Say("No call data is available.".into()),
@@ -459,7 +456,8 @@ async fn tools_missing_from_the_mesh_are_reported() {
     let r = call(
         &client,
         "agno_create_agent",
-        json!({"agent_type": "gong_agent", "task": "analyze recent calls"}),
+        json!({"agent_type": "gong_agent", "task": "analyze recent calls",
+               "allow_missing_tools": true}),
     )
     .await;
     let out = structured(&r);
@@ -476,6 +474,34 @@ async fn tools_missing_from_the_mesh_are_reported() {
         "{}",
         text_of(&r)
     );
+}
+
+#[tokio::test]
+async fn a_failed_run_leaves_no_agent_behind() {
+    let w = World::start().await;
+    let client = w.client().await;
+    // The model refuses every request: the run cannot finish.
+    w.model.default_behavior(Behavior::Reject);
+    for (tool, args) in [
+        (
+            "agno_create_agent",
+            json!({"agent_type": "code_agent", "task": "write a haiku"}),
+        ),
+        (
+            "agno_run_agent",
+            json!({"agent_type": "code_agent", "message": "write a haiku"}),
+        ),
+    ] {
+        let r = call(&client, tool, args).await;
+        assert_eq!(r.is_error, Some(true), "{tool}: {}", text_of(&r));
+        assert!(
+            text_of(&r).contains("the agent this call created was removed"),
+            "{tool}: {}",
+            text_of(&r)
+        );
+    }
+    let list = call(&client, "agno_list_agents", json!({})).await;
+    assert_eq!(structured(&list)["agents"], json!([]), "no orphans");
 }
 
 #[tokio::test]
@@ -564,10 +590,22 @@ async fn the_seeds_rest_shortcuts_create_an_agent_and_report_status() {
         .unwrap();
     assert_eq!(unauthenticated.status().as_u16(), 401);
 
+    // The seed's body: refused, as no worker offers Gong's tools here.
     let r = http
         .post(format!("{base}/mcp/agno/create_agent"))
         .bearer_auth(token)
         .json(&json!({"agent_type": "gong_agent", "task": "analyze recent calls"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let r = http
+        .post(format!("{base}/mcp/agno/create_agent"))
+        .bearer_auth(token)
+        .json(
+            &json!({"agent_type": "gong_agent", "task": "analyze recent calls",
+            "allow_missing_tools": true}),
+        )
         .send()
         .await
         .unwrap();
@@ -623,13 +661,14 @@ async fn runs_go_only_to_replicas_serving_the_agents_category() {
     let mesh = Mesh::start().await;
     let model = StandIn::start().await;
     let _intelligence = replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
-    let _code_only = agno(&mesh, &[Category::CodeGeneration]).await;
+    let _code_only = agno::replica(&mesh, &[Category::CodeGeneration]).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "agno_create_agent").await;
     let r = call(
         &client,
         "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "preview dev"}),
+        // No pulumi-worker here: allowed, so that the category is what stops it.
+        json!({"agent_type": "pulumi_agent", "task": "preview dev", "allow_missing_tools": true}),
     )
     .await;
     assert_eq!(error_code(&r).as_deref(), Some("unavailable"));

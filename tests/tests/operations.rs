@@ -40,12 +40,18 @@ async fn every_service_serves_health_readiness_and_metrics() {
     let (status, health) = get(format!("{gateway}/health")).await;
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let no_worker = |c: &str| {
+        json!({"what": format!("category {c}"),
+            "problem": format!("no worker serves category {c}: its agents have no tools; \
+                start a worker that offers them (docs/agents.md)")})
+    };
     assert_eq!(
         health,
-        json!({"status": "ok", "bus": "connected",
+        json!({"status": "degraded", "bus": "connected",
             "categories": {"code_generation": {"tools": 1}},
-            "replicas": {"echo-worker": 1}}),
-        "the gateway's health sums up the mesh"
+            "replicas": {"echo-worker": 1},
+            "degraded": [no_worker("business_intelligence"), no_worker("infrastructure")]}),
+        "the gateway's health sums up the mesh, and what it cannot do"
     );
     assert_eq!(get(format!("{gateway}/ready")).await.0, 200);
     let (_, metrics) = get(format!("{gateway}/metrics")).await;

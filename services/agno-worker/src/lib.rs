@@ -79,6 +79,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         )));
     }
     let conn = sophia_kit::nats::connect(&cli.worker.nats, "agno-worker-state").await?;
+    conn.connected().await; // the store is on JetStream
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let store = store::Store::open(
         conn.client.clone(),

@@ -238,11 +238,18 @@ impl Runner {
             .call(spec, None, &call.cancellation())
             .await
             .map_err(|e| match e {
+                CallError::NoWorker { .. } if self.directory.get("list_models").is_none() => {
+                    WireError::new(
+                        ErrorCode::Unavailable,
+                        "no intelligence-worker is running, so agents cannot reach a model: \
+                         start one (ops/scripts/up.sh does; docs/intelligence-worker.md)",
+                    )
+                }
                 CallError::NoWorker { .. } => WireError::new(
-                    ErrorCode::Unavailable,
+                    ErrorCode::InvalidArguments,
                     format!(
-                        "no intelligence-worker serves model {:?} (the {} template's model); \
-                         start one, or set the template's model to one that is served",
+                        "no intelligence-worker serves model {:?} (the {} template's model): \
+                         set the template's model to one that list_models shows, or `default`",
                         template.model, template.agent_type
                     ),
                 ),

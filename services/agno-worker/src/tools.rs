@@ -77,6 +77,66 @@ impl Ctx {
         Ok(record)
     }
 
+    /// A run may start only when every tool its template names is on the
+    /// mesh, or when the caller allows it to run without them. Returns the
+    /// missing tools (empty, or allowed).
+    fn tools_ready(
+        &self,
+        template: &crate::templates::Template,
+        args: &Value,
+    ) -> Result<Vec<String>, WireError> {
+        let missing = self.runner.missing_tools(template);
+        if missing.is_empty() || args["allow_missing_tools"].as_bool() == Some(true) {
+            return Ok(missing);
+        }
+        let mut e = WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the {} cannot do its work: its tools {} are not on the mesh. Start a worker \
+                 that offers them (docs/agents.md says where each comes from), or pass \
+                 allow_missing_tools: true to run it without them",
+                template.agent_type,
+                missing.join(", ")
+            ),
+        );
+        e.data = Some(json!({ "missing_tools": missing }));
+        Err(e)
+    }
+
+    /// Creates an agent of `agent_type` for one run and runs it; if the run
+    /// fails, the agent is removed again (or, if that fails too, the error
+    /// says which agent is left), so a failed call leaves no orphan.
+    async fn create_and_run(
+        &self,
+        call: &Call,
+        agent_type: &str,
+        message: &Value,
+    ) -> Result<ToolOutput, WireError> {
+        self.tools_ready(self.template(agent_type)?, &call.args)?;
+        let record = self
+            .create(agent_type, call.args["session_id"].as_str())
+            .await?;
+        let mut args = json!({"agent_id": record.id, "message": message,
+            "allow_missing_tools": call.args["allow_missing_tools"]});
+        if let Some(s) = call.args["session_id"].as_str() {
+            args["session_id"] = json!(s);
+        }
+        match forward(call, record.category, args).await {
+            Ok(out) => Ok(with_agent(out, &record)),
+            Err(mut e) => {
+                e.message = match self.runner.store.delete_agent(&record.id).await {
+                    Ok(_) => format!("{} (the agent this call created was removed)", e.message),
+                    Err(d) => format!(
+                        "{} (the agent this call created, {}, could not be removed: {d}; \
+                         delete it with agno_delete_agent)",
+                        e.message, record.id
+                    ),
+                };
+                Err(e)
+            }
+        }
+    }
+
     async fn agent(&self, id: &str) -> Result<AgentRecord, WireError> {
         self.runner
             .store
@@ -115,6 +175,13 @@ fn with_agent(mut out: ToolOutput, record: &AgentRecord) -> ToolOutput {
     }
     out
 }
+
+/// The `allow_missing_tools` argument of the tools that start runs.
+static ALLOW_MISSING_TOOLS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({"type": "boolean", "default": false,
+        "description": "Run even if some of the agent's tools are not on the mesh \
+            (by default such a run is refused, with the missing tools named)"})
+});
 
 /// The worker with its tools: the front door, plus the runs of
 /// `ctx.categories`.
@@ -159,31 +226,27 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         .input_schema(json!({"type": "object", "properties": {
             "agent_type": {"type": "string", "description": "e.g. gong_agent, pulumi_agent"},
             "task": {"type": "string", "description": "Work to start on straight away"},
-            "session_id": {"type": "string", "description": "Continue this session instead of starting one"}},
+            "session_id": {"type": "string", "description": "Continue this session instead of starting one"},
+            "allow_missing_tools": ALLOW_MISSING_TOOLS.clone()},
             "required": ["agent_type"], "additionalProperties": false}))
         .timeout_ms(10 * 60_000)
         .handler(move |call| {
             let c = c.clone();
             async move {
                 let agent_type = call.args["agent_type"].as_str().unwrap_or_default();
-                let record = c.create(agent_type, call.args["session_id"].as_str()).await?;
-                match call.args["task"].as_str() {
-                    Some(task) => {
-                        let out = forward(&call, record.category, json!({"agent_id": record.id, "message": task})).await?;
-                        Ok(with_agent(out, &record))
-                    }
-                    None => {
-                        let template = c.template(&record.agent_type)?;
-                        let mut out = ToolOutput::text(format!(
-                            "created {} {} (session {})",
-                            record.agent_type, record.id, record.session_id
-                        ));
-                        out.structured = Some(json!({"agent_id": record.id, "agent_type": record.agent_type,
-                            "category": record.category, "session_id": record.session_id,
-                            "missing_tools": c.runner.missing_tools(template)}));
-                        Ok(out)
-                    }
+                if call.args["task"].is_string() {
+                    return c.create_and_run(&call, agent_type, &call.args["task"]).await;
                 }
+                let record = c.create(agent_type, call.args["session_id"].as_str()).await?;
+                let template = c.template(&record.agent_type)?;
+                let mut out = ToolOutput::text(format!(
+                    "created {} {} (session {})",
+                    record.agent_type, record.id, record.session_id
+                ));
+                out.structured = Some(json!({"agent_id": record.id, "agent_type": record.agent_type,
+                    "category": record.category, "session_id": record.session_id,
+                    "missing_tools": c.runner.missing_tools(template)}));
+                Ok(out)
             }
         }),
     );
@@ -200,7 +263,8 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
             "agent_id": {"type": "string"},
             "agent_type": {"type": "string"},
             "message": {"type": "string"},
-            "session_id": {"type": "string"}},
+            "session_id": {"type": "string"},
+            "allow_missing_tools": ALLOW_MISSING_TOOLS.clone()},
             "required": ["message"], "additionalProperties": false}))
         .timeout_ms(10 * 60_000)
         .handler(move |call| {
@@ -211,14 +275,18 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
                     call.args["agent_type"].as_str(),
                 ) {
                     (Some(id), _) => c.agent(id).await?,
-                    (None, Some(ty)) => c.create(ty, call.args["session_id"].as_str()).await?,
+                    (None, Some(ty)) => {
+                        return c.create_and_run(&call, ty, &call.args["message"]).await;
+                    }
                     (None, None) => {
                         return Err(WireError::invalid_arguments(
                             "give an agent_id, or an agent_type to create a new agent",
                         ));
                     }
                 };
-                let mut args = json!({"agent_id": record.id, "message": call.args["message"]});
+                c.tools_ready(c.template(&record.agent_type)?, &call.args)?;
+                let mut args = json!({"agent_id": record.id, "message": call.args["message"],
+                    "allow_missing_tools": call.args["allow_missing_tools"]});
                 if let Some(s) = call.args["session_id"].as_str() {
                     args["session_id"] = json!(s);
                 }
@@ -324,6 +392,7 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
             json!({"type": "object", "properties": {"agent_id": {"type": "string"}},
                 "required": ["agent_id"], "additionalProperties": false}),
         )
+        .destructive()
         .idempotent()
         .handler(move |call| {
             let c = c.clone();
@@ -440,7 +509,12 @@ async fn run(c: &Ctx, call: &Call) -> Result<ToolOutput, WireError> {
         };
         (template, state)
     };
-    let missing = c.runner.missing_tools(&template);
+    // Checked again here: this replica's view of the mesh is what the run uses.
+    let missing = if call.args["action_id"].is_string() {
+        c.runner.missing_tools(&template)
+    } else {
+        c.tools_ready(&template, &call.args)?
+    };
     if !missing.is_empty() {
         call.progress(
             0.0,

@@ -53,6 +53,18 @@ async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) 
     }
 }
 
+/// `DELETE /mcp` ends a session. rmcp answers 202 Accepted; the session is
+/// gone by then, and clients (the official Python SDK among them) expect
+/// 200 or 204, so the answer is 204 No Content.
+async fn session_end_is_204(req: Request, next: Next) -> Response {
+    let deleting = req.method() == axum::http::Method::DELETE;
+    let response = next.run(req).await;
+    if deleting && response.status() == StatusCode::ACCEPTED {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    response
+}
+
 #[derive(Clone, Copy)]
 struct BodyLimit(usize);
 
@@ -182,7 +194,9 @@ async fn pulumi_deploy(
 fn direct_error(e: crate::mcp::DirectCallError) -> Response {
     use crate::mcp::DirectCallError;
     let status = match &e {
-        DirectCallError::UnknownTool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DirectCallError::UnknownTool(_) | DirectCallError::BusDown(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         DirectCallError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
         DirectCallError::Call(c) => match c.code() {
             sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
@@ -297,6 +311,7 @@ pub fn mcp_router(
             BodyLimit(config.max_body_bytes),
             json_rpc_guard,
         ))
+        .layer(middleware::from_fn(session_end_is_204))
         .merge(rest)
         .layer(middleware::from_fn_with_state(auth, require_bearer))
 }

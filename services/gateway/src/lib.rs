@@ -105,6 +105,7 @@ async fn start_core(
     let gateway = mcp::McpGateway::new(
         registry.clone(),
         bus,
+        conn.clone(),
         mcp::CallLimits {
             default_timeout: Duration::from_millis(config.call_timeout_ms),
             max_timeout: Duration::from_millis(config.max_call_timeout_ms),
@@ -185,25 +186,39 @@ fn mesh_health(
     Arc::new(move || {
         let view = registry.view();
         let mut categories = serde_json::Map::new();
+        let mut degraded = Vec::new();
+        if let Some(down) = conn.down_message() {
+            degraded.push(serde_json::json!({"what": "bus", "problem": down}));
+        }
         for category in sophia_proto::Category::ALL {
-            let tools: Vec<&str> = view
+            let tools = view
                 .tools
                 .values()
                 .filter(|t| t.spec.category == category)
-                .map(|t| t.spec.name.as_str())
-                .collect();
-            if !tools.is_empty() {
-                categories.insert(
-                    category.to_string(),
-                    serde_json::json!({ "tools": tools.len() }),
-                );
+                .count();
+            if tools > 0 {
+                categories.insert(category.to_string(), serde_json::json!({ "tools": tools }));
+            } else if sophia_proto::Category::AGENTS.contains(&category) {
+                degraded.push(serde_json::json!({
+                    "what": format!("category {category}"),
+                    "problem": format!(
+                        "no worker serves category {category}: its agents have no tools; \
+                         start a worker that offers them (docs/agents.md)"
+                    ),
+                }));
+            }
+        }
+        for (service, problems) in registry.degraded() {
+            for problem in problems {
+                degraded.push(serde_json::json!({"what": service, "problem": problem}));
             }
         }
         serde_json::json!({
-            "status": "ok",
+            "status": if degraded.is_empty() { "ok" } else { "degraded" },
             "bus": if conn.is_up() { "connected" } else { "disconnected" },
             "categories": categories,
             "replicas": registry.replicas(),
+            "degraded": degraded,
         })
     })
 }
@@ -228,6 +243,7 @@ pub async fn run(
             Err("not connected to NATS".into())
         }
     });
+    core.conn.connected().await; // sessions live on JetStream
     let sessions = sessions::KvSessions::open(
         core.conn.client.clone(),
         Duration::from_secs(config.session_ttl_s),
@@ -274,9 +290,9 @@ pub async fn run_stdio(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     let core = start_core(&config, &shutdown).await?;
-    // Give workers a moment to answer the discovery request so the first
-    // tools/list is complete; later changes arrive as list_changed.
-    wait_for_discovery(&core.registry, Duration::from_millis(300)).await;
+    // The first tools/list waits until workers' answers to the discovery
+    // request have stopped arriving (see `McpGateway::list_tools`); later
+    // changes arrive as list_changed.
     let service = core
         .gateway
         .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
@@ -289,9 +305,4 @@ pub async fn run_stdio(
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), core.conn.client.flush()).await;
     Ok(())
-}
-
-async fn wait_for_discovery(registry: &registry::Registry, patience: Duration) {
-    let mut changes = registry.subscribe();
-    let _ = tokio::time::timeout(patience, changes.changed()).await;
 }

@@ -16,8 +16,14 @@ async fn main() -> anyhow::Result<()> {
     if config.stdio {
         sophia_gateway::run_stdio(config, shutdown).await?;
     } else {
-        let handle = sophia_gateway::run(config, shutdown).await?;
-        handle.stopped().await;
+        // A signal stops start-up too (it may be waiting for NATS).
+        let started = tokio::select! {
+            handle = sophia_gateway::run(config, shutdown.clone()) => Some(handle?),
+            _ = shutdown.cancelled() => None,
+        };
+        if let Some(handle) = started {
+            handle.stopped().await;
+        }
     }
     telemetry.shutdown();
     Ok(())

@@ -87,6 +87,8 @@ fn log_rank(level: &str) -> Option<u8> {
 struct Inner {
     registry: Registry,
     bus: Bus,
+    /// The bus link, to say so when it is down.
+    link: sophia_kit::nats::Connection,
     limits: CallLimits,
     /// Principal for sessions without HTTP auth (stdio).
     local_principal: String,
@@ -101,6 +103,11 @@ type Subscribers = Vec<(u64, Peer<RoleServer>)>;
 
 /// Keys sessions for their resource subscriptions.
 static SESSION_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How long no replica must have joined before a `tools/list` is answered.
+const DISCOVERY_QUIET: Duration = Duration::from_millis(500);
+/// The longest a `tools/list` waits for that.
+const DISCOVERY_CAP: Duration = Duration::from_secs(5);
 
 /// How long to wait for progress still in transit after the reply.
 const PROGRESS_PATIENCE: Duration = Duration::from_millis(250);
@@ -125,6 +132,7 @@ impl McpGateway {
     pub fn new(
         registry: Registry,
         bus: Bus,
+        link: sophia_kit::nats::Connection,
         limits: CallLimits,
         local_principal: String,
         metrics: ToolCallMetrics,
@@ -133,6 +141,7 @@ impl McpGateway {
             inner: Arc::new(Inner {
                 registry,
                 bus,
+                link,
                 limits,
                 local_principal,
                 peers: Mutex::new(Vec::new()),
@@ -325,6 +334,9 @@ pub enum DirectCallError {
     /// No live worker offers the tool.
     #[error("no live worker offers `{0}`; is its worker running?")]
     UnknownTool(String),
+    /// The bus is down.
+    #[error("{0}")]
+    BusDown(String),
     /// The arguments do not fit the tool's schema.
     #[error("invalid arguments for `{tool}`: {}", problems.join("; "))]
     InvalidArguments {
@@ -347,6 +359,9 @@ impl McpGateway {
         args: Value,
         principal: &str,
     ) -> Result<ToolOutput, DirectCallError> {
+        if let Some(down) = self.inner.link.down_message() {
+            return Err(DirectCallError::BusDown(down));
+        }
         let entry = self
             .inner
             .registry
@@ -771,7 +786,21 @@ impl ServerHandler for McpGateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        // Replicas starting together join one after another: answer once
+        // they have (at once on a gateway that has been up a while).
+        self.inner
+            .registry
+            .settled(DISCOVERY_QUIET, DISCOVERY_CAP)
+            .await;
         let view = self.inner.registry.view();
+        if view.tools.is_empty()
+            && let Some(down) = self.inner.link.down_message()
+        {
+            return Err(McpError::internal_error(
+                format!("no tools to list: {down}"),
+                None,
+            ));
+        }
         Ok(ListToolsResult::with_all_items(
             view.tools.values().map(|e| e.mcp.clone()).collect(),
         ))
@@ -792,6 +821,10 @@ impl ServerHandler for McpGateway {
                 KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
             ],
         );
+        if let Some(down) = self.inner.link.down_message() {
+            span.fail(ErrorCode::Unavailable.as_str(), "bus down");
+            return Ok(error_result(ErrorCode::Unavailable, down, None).into());
+        }
         let Some(entry) = self.inner.registry.get(&request.name) else {
             span.fail(ErrorCode::UnknownTool.as_str(), "unknown tool");
             return Err(McpError::invalid_params(

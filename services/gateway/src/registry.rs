@@ -72,6 +72,7 @@ struct Instance {
     version: String,
     tools: Vec<ToolSpec>,
     offers: sophia_proto::Offers,
+    degraded: Vec<String>,
     last_seen: Instant,
     ttl: Duration,
 }
@@ -83,6 +84,8 @@ pub struct Registry {
     instances: Arc<std::sync::Mutex<HashMap<String, Instance>>>,
     changes: watch::Sender<u64>,
     offer_changes: watch::Sender<u64>,
+    /// When the set of replicas last changed (or the registry was made).
+    last_change: Arc<std::sync::Mutex<Instant>>,
 }
 
 impl Default for Registry {
@@ -99,7 +102,48 @@ impl Registry {
             instances: Default::default(),
             changes: watch::channel(0).0,
             offer_changes: watch::channel(0).0,
+            last_change: Arc::new(std::sync::Mutex::new(Instant::now())),
         }
+    }
+
+    /// Waits until no replica has joined or left for `quiet` (replicas that
+    /// start together join one after another), but no longer than `cap`.
+    /// A registry made less than `quiet` ago has not settled either: the
+    /// workers' answers to its first discovery request are still coming.
+    pub async fn settled(&self, quiet: Duration, cap: Duration) {
+        let give_up = tokio::time::Instant::now() + cap;
+        let mut changes = self.subscribe();
+        loop {
+            let since = self
+                .last_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
+            let Some(left) = quiet.checked_sub(since).filter(|d| !d.is_zero()) else {
+                return;
+            };
+            let wake = (tokio::time::Instant::now() + left).min(give_up);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = changes.changed() => {}
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return;
+            }
+        }
+    }
+
+    /// What live replicas say they cannot do right now, by service.
+    pub fn degraded(&self) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+        let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for i in self.instances.lock().expect("registry lock").values() {
+            if !i.degraded.is_empty() {
+                out.entry(i.service.clone())
+                    .or_default()
+                    .extend(i.degraded.iter().cloned());
+            }
+        }
+        out
     }
 
     /// The current tools.
@@ -137,6 +181,7 @@ impl Registry {
         if !f(&mut instances) {
             return;
         }
+        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let view = build_view(&instances);
         let mut current = self.view.write().expect("registry lock");
         let changed = !same_tools(&current, &view);
@@ -162,6 +207,7 @@ impl Registry {
                 version: a.version,
                 tools: a.tools,
                 offers: a.offers,
+                degraded: a.degraded,
                 last_seen: Instant::now(),
                 ttl,
             };
@@ -169,6 +215,7 @@ impl Registry {
                 Some(existing) if existing.tools == fresh.tools && existing.version == fresh.version && existing.offers == fresh.offers => {
                     existing.last_seen = fresh.last_seen;
                     existing.ttl = fresh.ttl;
+                    existing.degraded = fresh.degraded;
                     false
                 }
                 _ => {
@@ -406,6 +453,7 @@ mod tests {
             tools,
             heartbeat_ms: 1000,
             offers: Default::default(),
+            degraded: vec![],
         }
     }
 

@@ -71,6 +71,12 @@ pub struct ProviderConfig {
     /// How long one attempt may take, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Ask the provider for its models (`GET /models`) when a call needs
+    /// them, rather than only trusting `models`: for a local Ollama or vLLM
+    /// whose models are pulled or loaded after this worker starts. The
+    /// auto-detected Ollama has it on.
+    #[serde(default)]
+    pub discover: bool,
 }
 
 fn one() -> u32 {
@@ -154,6 +160,11 @@ impl Default for RoutingConfig {
     }
 }
 
+/// The model name that always exists: an alias if the configuration has
+/// one of that name, or else the first healthy model of any provider (every
+/// built-in agent template uses it).
+pub const DEFAULT_MODEL: &str = "default";
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -234,11 +245,15 @@ impl Config {
 
     /// The targets for `alias`: its configured targets, or else every
     /// provider that lists a model of that name (priority by file order).
+    /// [`DEFAULT_MODEL`], when nothing else defines it, is every provider's
+    /// every model, each a tier of its own in file order, so the first
+    /// healthy one serves.
     pub fn targets(&self, alias: &str) -> Vec<TargetConfig> {
         if let Some(a) = self.aliases.get(alias) {
             return a.targets.clone();
         }
-        self.providers
+        let named: Vec<TargetConfig> = self
+            .providers
             .iter()
             .filter(|p| p.models.iter().any(|m| m == alias))
             .map(|p| TargetConfig {
@@ -246,12 +261,26 @@ impl Config {
                 model: alias.to_owned(),
                 priority: 0,
             })
+            .collect();
+        if !named.is_empty() || alias != DEFAULT_MODEL {
+            return named;
+        }
+        self.providers
+            .iter()
+            .flat_map(|p| p.models.iter().map(move |m| (p, m)))
+            .zip(0..)
+            .map(|((p, m), priority)| TargetConfig {
+                provider: p.name.clone(),
+                model: m.clone(),
+                priority,
+            })
             .collect()
     }
 
-    /// Every alias or model name callers may use.
+    /// Every alias or model name callers may use; [`DEFAULT_MODEL`] always.
     pub fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.aliases.keys().cloned().collect();
+        names.push(DEFAULT_MODEL.to_owned());
         for p in &self.providers {
             names.extend(p.models.iter().cloned());
         }
@@ -298,9 +327,35 @@ mod tests {
         assert!(c.targets("unknown").is_empty());
         assert_eq!(
             c.model_names(),
-            ["anthropic/claude-sonnet-4", "claude", "llama"]
+            ["anthropic/claude-sonnet-4", "claude", "default", "llama"]
         );
         assert_eq!(c.routing, RoutingConfig::default());
+    }
+
+    #[test]
+    fn default_is_every_model_in_file_order_unless_an_alias_says_otherwise() {
+        let c = Config::parse(EXAMPLE, "example").unwrap();
+        let targets: Vec<_> = c
+            .targets(DEFAULT_MODEL)
+            .into_iter()
+            .map(|t| (t.provider, t.model, t.priority))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("openrouter".into(), "anthropic/claude-sonnet-4".into(), 0),
+                ("gpu1".into(), "llama".into(), 1)
+            ]
+        );
+        let aliased = format!(
+            "{EXAMPLE}\n[aliases.default]\ntargets = [{{ provider = \"gpu1\", model = \"llama\" }}]"
+        );
+        let c = Config::parse(&aliased, "aliased").unwrap();
+        assert_eq!(c.targets(DEFAULT_MODEL).len(), 1);
+        assert_eq!(c.targets(DEFAULT_MODEL)[0].provider, "gpu1");
+        // No provider: `default` is still a name (calls say what is missing).
+        assert_eq!(Config::default().model_names(), [DEFAULT_MODEL]);
+        assert!(Config::default().targets(DEFAULT_MODEL).is_empty());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`config`]: providers, model aliases, prices and routing settings (TOML;
 //!   API keys come from environment variables the file names).
+//! - [`discovery`]: what providers that are asked for their models (a local
+//!   Ollama) said last.
 //! - [`provider`]: one OpenAI-compatible provider, one HTTP attempt, its
 //!   failures classified (timeout, 429 with `Retry-After`, 5xx, rejection,
 //!   malformed, cut-off stream).
@@ -22,6 +24,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod discovery;
 pub mod provider;
 pub mod router;
 
@@ -73,8 +76,10 @@ pub struct Cli {
     pub inference: InferenceArgs,
 }
 
-/// Loads the configuration: the file if given; else a local Ollama if one
-/// answers at `ollama_url` (its models become servable); else nothing.
+/// Loads the configuration: the file if given; else the local Ollama at
+/// `ollama_url`, asked for its models now and again whenever `default`
+/// finds none (so an Ollama started, or a model pulled, after this worker
+/// still serves agents).
 pub async fn load_config(args: &InferenceArgs) -> Result<config::Config, KitError> {
     if let Some(path) = &args.config {
         return config::Config::load(path).map_err(|e| KitError::Config {
@@ -82,40 +87,37 @@ pub async fn load_config(args: &InferenceArgs) -> Result<config::Config, KitErro
             message: e.to_string(),
         });
     }
-    let probe = provider::Provider::new(config::ProviderConfig {
+    let mut ollama = config::ProviderConfig {
         name: "ollama".into(),
         base_url: args.ollama_url.clone(),
         api_key_env: None,
         models: vec![],
         weight: 1,
-        timeout_ms: 500,
-    });
-    match tokio::time::timeout(Duration::from_secs(1), probe.list_models()).await {
-        Ok(Ok(list)) => {
-            let models: Vec<String> = list["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                .collect();
-            tracing::info!(url = %args.ollama_url, models = ?models, "no config file; using the local Ollama");
-            let mut provider = probe.config.clone();
-            provider.models = models;
-            provider.timeout_ms = 120_000;
-            Ok(config::Config {
-                providers: vec![provider],
-                ..Default::default()
-            })
+        timeout_ms: 120_000,
+        discover: true,
+    };
+    let probe = discovery::Discovery::default();
+    match probe.ask(&provider::Provider::new(ollama.clone())).await {
+        discovery::Seen::Models(models) => {
+            tracing::info!(url = %args.ollama_url, models = ?models, "no config file; using the local Ollama (`default` is its first model)");
+            ollama.models = models;
         }
-        _ => {
-            tracing::warn!(
-                "no model provider configured: set SOPHIA_INTELLIGENCE_CONFIG (docs/intelligence-worker.md); \
-                 serving no models"
-            );
-            Ok(config::Config::default())
-        }
+        discovery::Seen::Unreachable(why) => tracing::warn!(
+            url = %args.ollama_url,
+            cause = %why,
+            "no config file, and no Ollama answers yet: model calls will say so until one does \
+             (start Ollama, or set SOPHIA_INTELLIGENCE_CONFIG; see docs/intelligence-worker.md)"
+        ),
     }
+    Ok(config::Config {
+        providers: vec![ollama],
+        ..Default::default()
+    })
 }
+
+/// How often providers with `discover` are asked for their models, so that
+/// `/health` says what is missing (and stops saying it once it is there).
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Starts the worker: routes the configured models, serves the bus API and
 /// the MCP tools, and answers model-list queries, until `shutdown`.
@@ -125,9 +127,23 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
     let limits = service::Limits {
         max_prompt_bytes: cli.inference.max_prompt_bytes,
     };
+    let degraded = router.clone();
     let handle = service::worker(router.clone(), metrics::InferenceMetrics::default(), limits)
-        .run(cli.worker, shutdown)
+        .degraded(move || degraded.degraded())
+        .run(cli.worker, shutdown.clone())
         .await?;
+    if router.config().providers.iter().any(|p| p.discover) {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DISCOVERY_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => router.refresh_discovery().await,
+                }
+            }
+        });
+    }
     service::answer_model_queries(handle.client.clone(), router, handle.instance.clone())
         .await
         .map_err(|e| KitError::Register(e.to_string()))?;

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::chat::{Delta, Usage};
-use crate::config::{Config, RoutingConfig, TargetConfig};
+use crate::config::{Config, DEFAULT_MODEL, RoutingConfig, TargetConfig};
+use crate::discovery::{Discovery, Seen};
 use crate::provider::{Provider, ProviderError};
 
 /// A circuit breaker's state.
@@ -145,11 +146,16 @@ pub struct Routed {
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// No provider is configured at all.
-    #[error(
-        "no model provider is configured: set SOPHIA_INTELLIGENCE_CONFIG to a config file \
-         with [[providers]] (see docs/intelligence-worker.md)"
-    )]
+    #[error("{}", NO_PROVIDER)]
     NoProviders,
+    /// `default` was asked for and no provider has a model now.
+    #[error("no model to serve {model:?}: {}", why.join("; "))]
+    NoModel {
+        /// What was asked for.
+        model: String,
+        /// What is missing, and how to get it.
+        why: Vec<String>,
+    },
     /// The model or alias is not configured.
     #[error("unknown model {model:?}; configured models: {}", known.join(", "))]
     UnknownModel {
@@ -175,6 +181,11 @@ pub enum RouteError {
     FailedMidStream(ProviderError),
 }
 
+/// What a worker with no provider at all says.
+pub const NO_PROVIDER: &str = "no model provider: start Ollama (`ollama serve`, then `ollama pull \
+     llama3.2:1b`), or set SOPHIA_INTELLIGENCE_CONFIG to a config file with a provider and its \
+     API key; see docs/intelligence-worker.md";
+
 /// What to ask a provider.
 pub enum Operation<'a> {
     /// `POST chat/completions`, not streamed.
@@ -189,6 +200,7 @@ pub enum Operation<'a> {
 pub struct Router {
     config: Config,
     providers: HashMap<String, Arc<ProviderState>>,
+    discovery: Discovery,
 }
 
 impl Router {
@@ -211,7 +223,129 @@ impl Router {
                 (p.name.clone(), Arc::new(state))
             })
             .collect();
-        Self { config, providers }
+        Self {
+            config,
+            providers,
+            discovery: Discovery::default(),
+        }
+    }
+
+    /// Asks every provider with `discover` for its models now.
+    pub async fn refresh_discovery(&self) {
+        for p in &self.config.providers {
+            if let Some(state) = self.providers.get(&p.name).filter(|_| p.discover) {
+                self.discovery.ask(&state.provider).await;
+            }
+        }
+    }
+
+    /// What providers with `discover` said last: `(provider, answer)`, in
+    /// configuration order.
+    pub fn discovered(&self) -> Vec<(String, Seen)> {
+        self.config
+            .providers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), self.discovery.seen(&p.name)?)))
+            .collect()
+    }
+
+    /// Targets for `model` from what discovering providers said last:
+    /// their first model for [`DEFAULT_MODEL`], or `model` where they have it.
+    fn discovered_targets(&self, model: &str) -> Vec<TargetConfig> {
+        self.discovered()
+            .into_iter()
+            .filter_map(|(provider, seen)| match seen {
+                Seen::Models(models) if model == DEFAULT_MODEL => {
+                    Some((provider, models.into_iter().next()?))
+                }
+                Seen::Models(models) if models.iter().any(|m| m == model) => {
+                    Some((provider, model.to_owned()))
+                }
+                _ => None,
+            })
+            .zip(0..)
+            .map(|((provider, model), priority)| TargetConfig {
+                provider,
+                model,
+                priority,
+            })
+            .collect()
+    }
+
+    /// Where `model` can be served as far as is known now, without asking
+    /// any provider: the configuration's targets, else what discovering
+    /// providers said last.
+    pub fn targets_now(&self, model: &str) -> Vec<TargetConfig> {
+        let targets = self.config.targets(model);
+        if targets.is_empty() {
+            return self.discovered_targets(model);
+        }
+        targets
+    }
+
+    /// Where `model` can be served: the configuration's targets, else what
+    /// discovering providers have (asked again if they had nothing).
+    async fn targets(&self, model: &str) -> Result<Vec<TargetConfig>, RouteError> {
+        if self.providers.is_empty() {
+            return Err(RouteError::NoProviders);
+        }
+        let mut targets = self.config.targets(model);
+        if targets.is_empty() && self.config.providers.iter().any(|p| p.discover) {
+            targets = self.discovered_targets(model);
+            if targets.is_empty() {
+                self.refresh_discovery().await;
+                targets = self.discovered_targets(model);
+            }
+        }
+        if !targets.is_empty() {
+            return Ok(targets);
+        }
+        if model == DEFAULT_MODEL {
+            return Err(RouteError::NoModel {
+                model: model.to_owned(),
+                why: self.degraded(),
+            });
+        }
+        Err(RouteError::UnknownModel {
+            model: model.to_owned(),
+            known: self.config.model_names(),
+        })
+    }
+
+    /// What this replica cannot do now, each with what to do about it:
+    /// no provider, a discovering provider that does not answer or has no
+    /// models, an open circuit breaker.
+    pub fn degraded(&self) -> Vec<String> {
+        if self.providers.is_empty() {
+            return vec![NO_PROVIDER.to_owned()];
+        }
+        let mut out = Vec::new();
+        for p in &self.config.providers {
+            match self.discovery.seen(&p.name) {
+                Some(Seen::Unreachable(why)) if p.models.is_empty() => out.push(format!(
+                    "no model provider: {} at {} does not answer ({why}); start it (for \
+                     Ollama: `ollama serve`), or set SOPHIA_INTELLIGENCE_CONFIG to a config file \
+                     with a provider and its API key; see docs/intelligence-worker.md",
+                    p.name, p.base_url
+                )),
+                Some(Seen::Models(models)) if models.is_empty() && p.models.is_empty() => {
+                    out.push(format!(
+                        "no model provider has a model: {} at {} has none; pull one (e.g. \
+                         `ollama pull llama3.2:1b`)",
+                        p.name, p.base_url
+                    ))
+                }
+                _ => {}
+            }
+            if self.breaker(&p.name) == Some(BreakerState::Open) {
+                out.push(format!(
+                    "model provider {} is failing (circuit breaker open); calls go to the \
+                     other targets",
+                    p.name
+                ));
+            }
+        }
+        out
     }
 
     /// The configuration.
@@ -269,16 +403,7 @@ impl Router {
         mut op: Operation<'_>,
         deadline: Instant,
     ) -> Result<Routed, RouteError> {
-        if self.providers.is_empty() {
-            return Err(RouteError::NoProviders);
-        }
-        let mut targets = self.config.targets(model);
-        if targets.is_empty() {
-            return Err(RouteError::UnknownModel {
-                model: model.to_owned(),
-                known: self.config.model_names(),
-            });
-        }
+        let mut targets = self.targets(model).await?;
         targets.sort_by_key(|t| t.priority);
         let tiers: Vec<Vec<TargetConfig>> = targets
             .chunk_by(|a, b| a.priority == b.priority)

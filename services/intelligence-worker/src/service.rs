@@ -218,7 +218,9 @@ async fn stream(call: &Call, router: &Router, model: &str) -> Result<Routed, Rou
 
 fn route_code(e: &RouteError) -> ErrorCode {
     match e {
-        RouteError::NoProviders | RouteError::Exhausted { .. } => ErrorCode::Unavailable,
+        RouteError::NoProviders | RouteError::NoModel { .. } | RouteError::Exhausted { .. } => {
+            ErrorCode::Unavailable
+        }
         RouteError::UnknownModel { .. } | RouteError::Rejected(_) => ErrorCode::InvalidArguments,
         RouteError::FailedMidStream(_) => ErrorCode::Failed,
     }
@@ -342,9 +344,14 @@ async fn forward(call: &Call, router: &Router, op: &'static str) -> Result<ToolO
     match outcome {
         Ok(reply) => Ok(reply.output),
         Err(CallError::Worker(e)) => Err(e),
-        Err(CallError::NoWorker { .. }) if router.config().providers.is_empty() => Err(
-            WireError::new(ErrorCode::Unavailable, RouteError::NoProviders.to_string()),
-        ),
+        Err(CallError::NoWorker { .. }) if !router.degraded().is_empty() => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "no intelligence replica serves model {model:?}, and this one cannot reach a \
+                 model: {}",
+                router.degraded().join("; ")
+            ),
+        )),
         Err(CallError::NoWorker { .. }) => Err(WireError::invalid_arguments(format!(
             "no intelligence replica serves model {model:?}; call list_models for the models on offer"
         ))),
@@ -431,10 +438,9 @@ pub fn models_report(router: &Router, instance: &str) -> Value {
         .config()
         .model_names()
         .into_iter()
-        .map(|name| {
+        .filter_map(|name| {
             let providers: Vec<Value> = router
-                .config()
-                .targets(&name)
+                .targets_now(&name)
                 .into_iter()
                 .map(|t| {
                     let state = router.breaker(&t.provider);
@@ -444,7 +450,8 @@ pub fn models_report(router: &Router, instance: &str) -> Value {
                 })
                 .collect();
             let healthy = providers.iter().any(|p| p["healthy"] == true);
-            json!({"name": name, "providers": providers, "healthy": healthy})
+            (!providers.is_empty())
+                .then(|| json!({"name": name, "providers": providers, "healthy": healthy}))
         })
         .collect();
     json!({"instance": instance, "models": models})

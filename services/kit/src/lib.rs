@@ -111,10 +111,24 @@ where
 {
     let traces = telemetry::init(name);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let handle = start(shutdown.clone()).await?;
+    // Listen for the signal first: it stops start-up too (waiting for NATS).
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            telemetry::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    let handle = tokio::select! {
+        handle = start(shutdown.clone()) => handle?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("{name} stopped before it had started");
+            traces.shutdown();
+            return Ok(());
+        }
+    };
     tracing::info!(instance = %handle.instance, http = %handle.http_addr, "{name} started");
-    telemetry::shutdown_signal().await;
-    shutdown.cancel();
+    shutdown.cancelled().await;
     handle.stopped().await;
     traces.shutdown();
     Ok(())

@@ -4,7 +4,8 @@
 //! reconnect (workers announce themselves again).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_nats::{ConnectOptions, Event};
 use tokio::sync::watch;
@@ -81,6 +82,10 @@ pub struct Connection {
     pub state: watch::Receiver<LinkState>,
     /// Counts reconnects (connects after the first).
     pub connects: watch::Receiver<u64>,
+    /// The server URL(s), without credentials: for messages.
+    pub url: String,
+    /// Since when the link has been down (`None` while up).
+    down_since: Arc<Mutex<Option<SystemTime>>>,
 }
 
 impl Connection {
@@ -88,6 +93,40 @@ impl Connection {
     pub fn is_up(&self) -> bool {
         *self.state.borrow() == LinkState::Up
             && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Waits until the client is connected: for start-up steps that need the
+    /// server (JetStream set-up). Meanwhile the client keeps retrying with
+    /// backoff, each failure logged at WARN with the URL.
+    pub async fn connected(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s == LinkState::Up).await;
+    }
+
+    /// Since when the link has been down, if it is.
+    pub fn down_since(&self) -> Option<SystemTime> {
+        if self.is_up() {
+            return None;
+        }
+        Some(
+            self.down_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(SystemTime::now),
+        )
+    }
+
+    /// While the link is down, what to tell a caller: which server, since
+    /// when, and what to do.
+    pub fn down_message(&self) -> Option<String> {
+        let since = self.down_since()?;
+        let secs = since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+        Some(format!(
+            "the message bus is down: NATS at {} unreachable since {} ({secs} s); \
+             calls resume once it is back. Check that nats-server runs (NATS_URL)",
+            self.url,
+            httpdate::fmt_http_date(since)
+        ))
     }
 }
 
@@ -124,6 +163,9 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
     let (state_tx, state_rx) = watch::channel(LinkState::Down);
     let (connects_tx, connects_rx) = watch::channel(0u64);
     let url = redact(&config.url);
+    let down_since = Arc::new(Mutex::new(Some(SystemTime::now())));
+    // The last client error, for the retry warnings.
+    let last_error: Arc<Mutex<String>> = Arc::default();
     let mut options = match &config.creds {
         Some(path) => ConnectOptions::with_credentials_file(path.clone())
             .await
@@ -142,31 +184,61 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
+    let retry_url = url.clone();
+    let retry_error = last_error.clone();
     let options = options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(backoff)
-        .event_callback(move |event| {
-            let state_tx = state_tx.clone();
-            let connects_tx = connects_tx.clone();
+        .reconnect_delay_callback(move |attempts| {
+            let delay = backoff(attempts);
+            if attempts > 0 {
+                let cause = retry_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                tracing::warn!(
+                    url = %retry_url,
+                    cause = %cause,
+                    attempt = attempts,
+                    retry_in = ?delay,
+                    "cannot reach NATS; retrying (is nats-server running at NATS_URL?)"
+                );
+            }
+            delay
+        })
+        .event_callback({
+            let down_since = down_since.clone();
             let url = url.clone();
-            async move {
-                match event {
-                    Event::Connected => {
-                        tracing::info!(url = %url, "connected to NATS");
-                        state_tx.send_replace(LinkState::Up);
-                        connects_tx.send_modify(|n| *n += 1);
+            move |event| {
+                let state_tx = state_tx.clone();
+                let connects_tx = connects_tx.clone();
+                let url = url.clone();
+                let down_since = down_since.clone();
+                let last_error = last_error.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            tracing::info!(url = %url, "connected to NATS");
+                            *down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            state_tx.send_replace(LinkState::Up);
+                            connects_tx.send_modify(|n| *n += 1);
+                        }
+                        Event::Disconnected => {
+                            tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
+                            down_since
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert_with(SystemTime::now);
+                            state_tx.send_replace(LinkState::Down);
+                        }
+                        Event::ClientError(e) => {
+                            tracing::debug!(url = %url, cause = %e, "NATS client error");
+                            *last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                        }
+                        other => tracing::info!(url = %url, event = %other, "NATS event"),
                     }
-                    Event::Disconnected => {
-                        tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
-                        state_tx.send_replace(LinkState::Down);
-                    }
-                    Event::ClientError(e) => {
-                        tracing::debug!(url = %url, cause = %e, "NATS client error")
-                    }
-                    other => tracing::info!(url = %url, event = %other, "NATS event"),
                 }
             }
         });
@@ -181,6 +253,8 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
         client,
         state: state_rx,
         connects: connects_rx,
+        url: redact(&config.url),
+        down_since,
     })
 }
 

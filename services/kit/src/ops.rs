@@ -53,6 +53,34 @@ pub fn router_with(
         })
 }
 
+/// A worker's operations port, told where the mesh's API is: any other path
+/// (say `POST :8090/mcp/agno/create_agent`, as the seed's examples put it)
+/// answers 404 with the same path on the gateway and the header it needs.
+/// The gateway is the one front door, so authentication, limits and audit
+/// stay in one place.
+pub fn gateway_pointer(gateway_url: String) -> Router {
+    let gateway_url: Arc<str> = gateway_url.trim_end_matches('/').into();
+    Router::new().fallback(move |req: axum::extract::Request| {
+        let gateway_url = gateway_url.clone();
+        async move {
+            let path = req.uri().path();
+            let url = format!("{gateway_url}{path}");
+            let body = serde_json::json!({
+                "error": format!(
+                    "{path} is not served here: this is a worker's operations port \
+                     (/health, /ready, /metrics). The mesh's API is on the gateway: {} {url} \
+                     with the header `Authorization: Bearer <SOPHIA_GATEWAY_TOKEN>` \
+                     (ops/scripts/up.sh keeps it in .sophia/gateway-token)",
+                    req.method()
+                ),
+                "gateway": url,
+                "header": "Authorization: Bearer <SOPHIA_GATEWAY_TOKEN>",
+            });
+            (StatusCode::NOT_FOUND, axum::Json(body))
+        }
+    })
+}
+
 async fn health_handler(State(state): State<OpsState>) -> axum::response::Response {
     match &state.detail {
         None => "ok\n".into_response(),

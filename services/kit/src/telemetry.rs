@@ -83,13 +83,28 @@ pub mod attr {
     pub const INSTANCE: &str = "sophia.instance";
 }
 
-/// Installs the global log subscriber, writing to stderr. `RUST_LOG`
-/// filters (default `info`). Calling it twice is harmless.
+/// Installs the global log subscriber, writing to stderr, in colour only
+/// when stderr is a terminal. `RUST_LOG` filters (default `info`);
+/// async-nats's own events are kept at `warn` unless `RUST_LOG` names it
+/// (the kit reports connection trouble itself, once per retry, with the
+/// URL). Calling it twice is harmless.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let spec = if spec.trim().is_empty() {
+        "info"
+    } else {
+        spec.as_str()
+    };
+    let filter = if spec.contains("async_nats") {
+        EnvFilter::new(spec)
+    } else {
+        EnvFilter::new(format!("{spec},async_nats=warn"))
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -36,6 +36,14 @@ pub struct WorkerConfig {
     /// (with port 0 in `--http-addr`, how a supervisor learns the port).
     #[arg(long = "addr-file", env = "SOPHIA_ADDR_FILE")]
     pub addr_file: Option<std::path::PathBuf>,
+    /// The mesh's gateway, as callers reach it: requests for the API that
+    /// land on this worker's HTTP port are pointed there.
+    #[arg(
+        long = "gateway-url",
+        env = "SOPHIA_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub gateway_url: String,
     /// How often to announce the worker's tools, in milliseconds. Gateways
     /// forget a replica after three silent intervals.
     #[arg(long, env = "SOPHIA_HEARTBEAT_MS", default_value_t = 5_000)]
@@ -72,6 +80,7 @@ impl WorkerConfig {
             nats: NatsConfig::new(nats_url),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             addr_file: None,
+            gateway_url: "http://127.0.0.1:8000".into(),
             heartbeat_ms: 5_000,
             max_in_flight: 256,
             drain_timeout_ms: 30_000,
@@ -84,6 +93,9 @@ impl WorkerConfig {
 /// Registers a worker's own metrics next to the kit's.
 pub type MetricsHook = Arc<dyn Fn(&mut Registry) + Send + Sync>;
 
+/// Says what a worker cannot do right now (see [`Worker::degraded`]).
+pub type DegradedCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// A worker: a name, a version and its tools. Build it, then [`Worker::run`].
 #[derive(Clone)]
 pub struct Worker {
@@ -93,6 +105,7 @@ pub struct Worker {
     tools: Vec<Tool>,
     metrics: Vec<MetricsHook>,
     offers: crate::offers::WorkerOffers,
+    degraded: Option<DegradedCheck>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -116,7 +129,17 @@ impl Worker {
             tools: Vec::new(),
             metrics: Vec::new(),
             offers: Default::default(),
+            degraded: None,
         }
+    }
+
+    /// Reports what this worker cannot do right now, each entry saying what
+    /// to do about it ("no Pulumi CLI: install it, ..."). Asked at every
+    /// heartbeat: it goes out with the announcement (gateways show it on
+    /// `/health`) and on this worker's own `/health`.
+    pub fn degraded(mut self, check: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        self.degraded = Some(Arc::new(check));
+        self
     }
 
     /// Offers an MCP resource: `resource` is its MCP description (`uri`,
@@ -331,6 +354,7 @@ impl Worker {
                 .collect(),
             heartbeat_ms: config.heartbeat_ms,
             offers: self.offers.announced(),
+            degraded: Vec::new(),
         };
         let registered = CancellationToken::new();
         let background = CancellationToken::new();
@@ -344,6 +368,7 @@ impl Worker {
         spawn_announcer(
             &conn,
             announce,
+            self.degraded.clone(),
             config.heartbeat_ms,
             registered.clone(),
             background.clone(),
@@ -372,7 +397,22 @@ impl Worker {
         let http_stop = CancellationToken::new();
         let (http_bound, http_task) = ops::serve(
             http_addr,
-            ops::router(Arc::new(registry), ready),
+            ops::router_with(
+                Arc::new(registry),
+                ready,
+                self.degraded.clone().map(|check| -> ops::HealthDetail {
+                    Arc::new(move || {
+                        let degraded = check();
+                        let status = if degraded.is_empty() {
+                            "ok"
+                        } else {
+                            "degraded"
+                        };
+                        serde_json::json!({"status": status, "degraded": degraded})
+                    })
+                }),
+            )
+            .merge(ops::gateway_pointer(config.gateway_url.clone())),
             config.addr_file.as_deref(),
             http_stop.clone().cancelled_owned(),
         )
@@ -556,12 +596,13 @@ async fn spawn_cancel_listener(
 /// every heartbeat.
 async fn spawn_announcer(
     conn: &Connection,
-    announce: Announce,
+    mut announce: Announce,
+    degraded: Option<DegradedCheck>,
     heartbeat_ms: u64,
     registered: CancellationToken,
     stop: CancellationToken,
 ) -> Result<(), KitError> {
-    let payload: bytes::Bytes = sophia_proto::encode(&announce)
+    let mut payload: bytes::Bytes = sophia_proto::encode(&announce)
         .map_err(|e| KitError::Register(e.to_string()))?
         .into();
     let client = conn.client.clone();
@@ -580,6 +621,15 @@ async fn spawn_announcer(
                 Some(msg) = discover.next() => {
                     if let Ok(d) = sophia_proto::decode::<Discover>(&msg.payload) {
                         tracing::debug!(gateway = %d.requester, "discovery request");
+                    }
+                }
+            }
+            if let Some(check) = &degraded {
+                let now = check();
+                if now != announce.degraded {
+                    announce.degraded = now;
+                    if let Ok(bytes) = sophia_proto::encode(&announce) {
+                        payload = bytes.into();
                     }
                 }
             }

@@ -78,11 +78,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         backend_url: cli.pulumi.backend_url.clone(),
         passphrase: cli.pulumi.passphrase.clone(),
     });
-    match driver.version().await {
-        Ok(v) => tracing::info!(version = %v, "found the Pulumi CLI"),
-        Err(e) => tracing::warn!(cause = %e, "the Pulumi CLI is not usable; tools will say so"),
-    }
     let conn = sophia_kit::nats::connect(&cli.worker.nats, "pulumi-worker-jobs").await?;
+    conn.connected().await; // the job store is on JetStream
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let stale_after = Duration::from_millis(cli.pulumi.stale_after_ms);
     let store_err = |e: String| KitError::Register(format!("Pulumi job store (JetStream): {e}"));
@@ -99,7 +96,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
     )
     .await
     .map_err(store_err)?;
-    let handle = tools::worker(Arc::new(ctx))
+    match ctx.check_cli().await {
+        Ok(v) => tracing::info!(version = %v, "found the Pulumi CLI"),
+        Err(e) => tracing::warn!(cause = %e, "the Pulumi CLI is not usable; tools will say so"),
+    }
+    let ctx = Arc::new(ctx);
+    let health = ctx.clone();
+    let handle = tools::worker(ctx)
+        .degraded(move || health.degraded())
         .run(cli.worker, shutdown.clone())
         .await?;
     tokio::spawn(async move {

@@ -81,6 +81,8 @@ pub struct Ctx {
     running: Mutex<HashMap<String, broadcast::Sender<String>>>,
     /// Job outcomes.
     pub metrics: JobMetrics,
+    /// Why the Pulumi CLI cannot be used, as last checked (`None`: it can).
+    cli_problem: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -115,7 +117,28 @@ impl Ctx {
             wait,
             running: Mutex::new(HashMap::new()),
             metrics: JobMetrics::default(),
+            cli_problem: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Checks that the Pulumi CLI runs (`pulumi version`), remembers the
+    /// answer for [`Ctx::degraded`], and returns it.
+    pub async fn check_cli(&self) -> Result<String, CliError> {
+        let checked = self.cli.version().await;
+        *self.cli_problem.lock().unwrap_or_else(|p| p.into_inner()) =
+            checked.as_ref().err().map(ToString::to_string);
+        checked
+    }
+
+    /// What this worker cannot do now: the CLI's problem, if the last
+    /// check found one.
+    pub fn degraded(&self) -> Vec<String> {
+        self.cli_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -242,12 +265,26 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         .handler(move |call| {
             let c = c.clone();
             async move {
+                // Without the CLI nothing here works: say so, even with no projects.
+                c.check_cli().await.map_err(cli_error)?;
                 let wanted = call.args["project"].as_str().map(str::to_owned);
                 let mut projects = Vec::new();
                 for p in c.projects().into_iter().filter(|p| wanted.as_ref().is_none_or(|w| w == p)) {
                     let stacks = c.cli.stacks(&c.workspace.join(&p)).await.map_err(cli_error)?;
                     projects.push(json!({"project": p, "stacks": stacks.iter().map(|s| json!({
                         "name": s.name, "current": s.current, "update_in_progress": s.update_in_progress})).collect::<Vec<_>>()}));
+                }
+                if projects.is_empty() {
+                    let note = format!(
+                        "no Pulumi project{} in the workspace {}: add a directory with a \
+                         Pulumi.yaml there (SOPHIA_PULUMI_WORKSPACE; the repository's pulumi/ \
+                         has a sample)",
+                        wanted.map(|w| format!(" {w:?}")).unwrap_or_default(),
+                        c.workspace.display()
+                    );
+                    let mut out = ToolOutput::text(note.clone());
+                    out.structured = Some(json!({"projects": projects, "note": note}));
+                    return Ok(out);
                 }
                 Ok(ToolOutput::json(json!({"projects": projects})))
             }

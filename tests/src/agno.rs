@@ -1,0 +1,45 @@
+//! An agno-worker replica on a test mesh.
+
+use agno_worker::{AgnoArgs, Cli};
+use sophia_kit::{Category, WorkerHandle};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::Mesh;
+
+/// A running replica; stops when dropped.
+pub struct Replica {
+    _handle: WorkerHandle,
+    _stop: DropGuard,
+}
+
+impl Replica {
+    /// Stops the replica and waits until it has drained.
+    pub async fn stop(self) {
+        let Replica { _handle, _stop } = self;
+        drop(_stop);
+        _handle.stopped().await;
+    }
+}
+
+/// Starts an agno-worker serving the runs of `categories`, with the
+/// built-in templates.
+pub async fn replica(mesh: &Mesh, categories: &[Category]) -> Replica {
+    let stop = CancellationToken::new();
+    let handle = agno_worker::run(
+        Cli {
+            worker: mesh.agno_config(),
+            agno: AgnoArgs {
+                categories: categories.to_vec(),
+                templates: None,
+                session_ttl_s: 3600,
+            },
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("agno-worker starts");
+    Replica {
+        _handle: handle,
+        _stop: stop.drop_guard(),
+    }
+}
