@@ -77,6 +77,21 @@ wait_http() { # port, path, service name (its log is $logs/<name>.log)
 start nats "$nats_bin" -a 127.0.0.1 -p "$nats_port" -m 8222 -js -sd "$state/jetstream"
 wait_http 8222 /healthz nats
 export NATS_URL="nats://127.0.0.1:$nats_port"
+# Workers point callers that land on their ports at the gateway.
+export SOPHIA_GATEWAY_URL="http://127.0.0.1:$gateway_port"
+# Pulumi: the projects in pulumi/ (a sample that needs no cloud account),
+# state on a local file backend, a passphrase generated once for its secrets.
+export SOPHIA_PULUMI_WORKSPACE="${SOPHIA_PULUMI_WORKSPACE:-$root/pulumi}"
+mkdir -p "$state/pulumi-state"
+export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$state/pulumi-state}"
+if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ]; then
+  passphrase_file="$state/pulumi-passphrase"
+  if [ ! -s "$passphrase_file" ]; then
+    (umask 077; od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$passphrase_file")
+  fi
+  PULUMI_CONFIG_PASSPHRASE="$(cat "$passphrase_file")"
+  export PULUMI_CONFIG_PASSPHRASE
+fi
 
 start agno-worker "$bin/agno-worker" --http-addr 127.0.0.1:8090
 start pulumi-worker "$bin/pulumi-worker" --http-addr 127.0.0.1:8091
@@ -108,8 +123,13 @@ Sophia Mesh is up. Add this to Cursor's mcp.json (~/.cursor/mcp.json or
   }
 }
 
-The token is kept in $token_file. Logs: $logs/. Health: http://127.0.0.1:$gateway_port/health,
-metrics: http://127.0.0.1:$gateway_port/metrics. Press Ctrl-C to stop.
+The token is kept in $token_file. Logs: $logs/. Health: http://127.0.0.1:$gateway_port/health
+(it lists what the mesh cannot do yet), metrics: http://127.0.0.1:$gateway_port/metrics.
+
+Agents need a model: a local Ollama (\`ollama serve\`, then \`ollama pull llama3.2:1b\`;
+found without a restart), or SOPHIA_INTELLIGENCE_CONFIG with an API key
+(ops/intelligence/example.toml). Pulumi previews need the pulumi CLI on PATH.
+Press Ctrl-C to stop.
 JSON
 
 wait -n "${pids[@]}" || true

@@ -266,6 +266,12 @@ async fn a_nats_restart_is_reported_then_survived() {
         "{}",
         text_of(&outage)
     );
+    // Which bus, and since when.
+    assert!(
+        text_of(&outage).contains(&format!("NATS at {} unreachable since", mesh.nats.url())),
+        "{}",
+        text_of(&outage)
+    );
 
     mesh.nats.restart();
     let back = eventually("calls succeed again after NATS is back", WAIT, || async {
