@@ -208,6 +208,9 @@ pub enum ErrorCode {
     Failed,
     /// A bug or unexpected state in the worker.
     Internal,
+    /// The replica running the call died, froze or was cut off before it
+    /// answered: the call may or may not have run. Check before retrying.
+    WorkerLost,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -229,6 +232,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Failed => "failed",
             ErrorCode::Internal => "internal",
+            ErrorCode::WorkerLost => "worker_lost",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -517,6 +521,12 @@ pub struct Announce {
     /// gateways show it on `/health`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub degraded: Vec<String>,
+    /// Whether the replica acknowledges requests at once (header
+    /// [`crate::headers::ACK_TO`]) and answers on [`crate::subject::alive`],
+    /// so callers may treat a request unacknowledged after a few seconds as
+    /// lost.
+    #[serde(default)]
+    pub acks: bool,
 }
 
 /// A resource's contents changed (MCP `notifications/resources/updated`),

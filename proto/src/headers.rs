@@ -17,6 +17,13 @@ pub const REQUEST_ID: &str = "Sophia-Request-Id";
 pub const PAYLOAD: &str = "Sophia-Payload";
 /// The value of [`PAYLOAD`] for an offloaded body.
 pub const OFFLOADED: &str = "object";
+/// On a tool request: where the worker acknowledges it at once (the
+/// caller's [`crate::subject::progress`] subject of the call).
+pub const ACK_TO: &str = "Sophia-Ack-To";
+/// On an acknowledgement (an empty message to [`ACK_TO`]): the instance id
+/// of the replica that took the request; the caller then watches that
+/// replica's [`crate::subject::alive`] subject until the reply.
+pub const ACCEPTED_BY: &str = "Sophia-Accepted-By";
 
 /// Trace context and request id to put on a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

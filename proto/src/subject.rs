@@ -209,6 +209,32 @@ pub fn progress_inbox(caller_instance: &str) -> String {
     format!("{ROOT}.progress.{caller_instance}.*")
 }
 
+/// Where a worker replica answers "are you alive?" (an empty request, an
+/// empty reply) until it has drained: `sophia.v1.alive.<instance>`. Callers
+/// waiting on a call that replica acknowledged ask every second; "no
+/// responders" means it is gone, three unanswered asks that it is stuck.
+pub fn alive(instance: &str) -> String {
+    format!("{ROOT}.alive.{}", model_token(instance))
+}
+
+/// The longest subject taken from a peer's envelope or header.
+pub const MAX_REPLY_SUBJECT_LEN: usize = 256;
+
+/// Whether `s`, taken from a peer's message, is a subject this mesh sends
+/// replies to: one of the caller-owned families (`sophia.v1.progress.`,
+/// `sophia.v1.ask.`), at most [`MAX_REPLY_SUBJECT_LEN`] bytes, tokens of
+/// printable ASCII with no wildcard. Anything else is never published to: a
+/// subject a peer makes up could be oversized (the server would drop the
+/// connection) or reach someone else's subjects.
+pub fn is_reply_subject(s: &str) -> bool {
+    const FAMILIES: [&str; 2] = ["sophia.v1.progress.", "sophia.v1.ask."];
+    s.len() <= MAX_REPLY_SUBJECT_LEN
+        && FAMILIES.iter().any(|f| s.starts_with(f))
+        && s.split('.').all(|t| {
+            !t.is_empty() && t != "*" && t != ">" && t.bytes().all(|b| b.is_ascii_graphic())
+        })
+}
+
 /// The MCP requests a worker answers besides tool calls, for its
 /// resources, prompts and completions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

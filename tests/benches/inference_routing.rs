@@ -161,6 +161,7 @@ async fn main() {
                     timeout: Duration::from_secs(10),
                     caller: Caller::default(),
                     trace: headers::Context::default(),
+                    liveness: Default::default(),
                 };
                 bus.call(spec, None, &CancellationToken::new())
                     .await

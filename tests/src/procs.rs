@@ -81,6 +81,21 @@ impl Process {
         }
     }
 
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `KILL`, `STOP`, `CONT`) to the process, as a
+    /// crash, a freeze or an operator would.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+        }
+    }
+
     /// The binary's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -262,6 +262,8 @@ pub async fn misbehaving_worker(
         heartbeat_ms: 200,
         offers: Default::default(),
         degraded: vec![],
+        // It never acknowledges: callers wait for its answer until the deadline.
+        acks: false,
     };
     let announce = bytes::Bytes::from(sophia_proto::encode(&announce).unwrap());
     let mut sub = match how {

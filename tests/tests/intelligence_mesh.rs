@@ -32,6 +32,7 @@ async fn bus_chat(
             via: "test".into(),
         },
         trace: headers::Context::default(),
+        liveness: Default::default(),
     };
     bus.call(spec, None, &CancellationToken::new()).await
 }
@@ -264,6 +265,7 @@ async fn tools_go_to_the_provider_and_tool_calls_come_back_over_the_bus() {
         timeout: Duration::from_secs(10),
         caller: Caller::default(),
         trace: headers::Context::default(),
+        liveness: Default::default(),
     };
     let reply = bus
         .call(spec, None, &CancellationToken::new())

@@ -232,6 +232,11 @@ impl Runner {
             timeout: call.remaining(),
             caller: call.caller.clone(),
             trace: trace.clone(),
+            // Intelligence replicas acknowledge; a model call may run again.
+            liveness: sophia_kit::bus::Liveness {
+                acked: true,
+                retry: true,
+            },
         };
         let reply = call
             .bus()
@@ -454,6 +459,10 @@ impl Runner {
             timeout,
             caller: call.caller.clone(),
             trace: trace.clone(),
+            liveness: sophia_kit::bus::Liveness {
+                acked: false,
+                retry: spec.hints.read_only || spec.hints.idempotent,
+            },
         };
         match call.bus().call(cs, None, &call.cancellation()).await {
             Ok(reply) => {

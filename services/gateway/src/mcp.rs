@@ -284,6 +284,11 @@ impl McpGateway {
             timeout: self.inner.limits.default_timeout,
             caller: self.caller(context),
             trace: span.trace(),
+            // Reads of resources and prompts have no side effect.
+            liveness: sophia_kit::bus::Liveness {
+                acked: false,
+                retry: true,
+            },
         };
         let outcome = self.inner.bus.call(spec, None, &context.ct).await;
         if let Err(e) = &outcome {
@@ -405,6 +410,7 @@ impl McpGateway {
                 via: "sophia-gateway (REST)".into(),
             },
             trace: span.trace(),
+            liveness: liveness(&entry),
         };
         let outcome = self
             .inner
@@ -878,6 +884,7 @@ impl ServerHandler for McpGateway {
             timeout,
             caller: self.caller(&context),
             trace: span.trace(),
+            liveness: liveness(&entry),
         };
         span.set(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
         let _in_flight = self.inner.metrics.in_flight(spec);
@@ -930,6 +937,15 @@ impl ServerHandler for McpGateway {
             }
         };
         Ok(result.into())
+    }
+}
+
+/// What a call of `entry` does if its replica is lost: read-only and
+/// idempotent tools run once more elsewhere; others end with `worker_lost`.
+fn liveness(entry: &crate::registry::ToolEntry) -> sophia_kit::bus::Liveness {
+    sophia_kit::bus::Liveness {
+        acked: entry.acked,
+        retry: entry.spec.hints.read_only || entry.spec.hints.idempotent,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct ToolEntry {
     pub validator: jsonschema::Validator,
     /// How many live replicas announce it.
     pub replicas: usize,
+    /// Whether every one of them acknowledges requests (so an
+    /// unacknowledged call went to a replica that is gone).
+    pub acked: bool,
 }
 
 /// The tools on offer at one moment, sorted by name, and the resources,
@@ -73,6 +76,7 @@ struct Instance {
     tools: Vec<ToolSpec>,
     offers: sophia_proto::Offers,
     degraded: Vec<String>,
+    acks: bool,
     last_seen: Instant,
     ttl: Duration,
 }
@@ -208,6 +212,7 @@ impl Registry {
                 tools: a.tools,
                 offers: a.offers,
                 degraded: a.degraded,
+                acks: a.acks,
                 last_seen: Instant::now(),
                 ttl,
             };
@@ -335,7 +340,7 @@ fn version_key(v: &str) -> Vec<u64> {
 fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
     // For each name, the spec from the newest version (ties: smallest instance
     // id, so the choice is deterministic), and the replica count.
-    let mut chosen: BTreeMap<String, (Vec<u64>, &str, &ToolSpec, usize)> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, (Vec<u64>, &str, &ToolSpec, usize, bool)> = BTreeMap::new();
     for (id, inst) in instances {
         for spec in &inst.tools {
             if subject::validate_tool_name(&spec.name).is_err() {
@@ -346,18 +351,19 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
                 .entry(spec.name.clone())
                 .and_modify(|c| {
                     c.3 += 1;
+                    c.4 &= inst.acks;
                     if (&key, std::cmp::Reverse(id.as_str())) > (&c.0, std::cmp::Reverse(c.1)) {
                         c.0 = key.clone();
                         c.1 = id;
                         c.2 = spec;
                     }
                 })
-                .or_insert((key, id, spec, 1));
+                .or_insert((key, id, spec, 1, inst.acks));
         }
     }
     let mut view = ToolView::default();
-    for (name, (_, _, spec, replicas)) in chosen {
-        match entry(spec.clone(), replicas) {
+    for (name, (_, _, spec, replicas, acked)) in chosen {
+        match entry(spec.clone(), replicas, acked) {
             Ok(e) => {
                 view.tools.insert(name, Arc::new(e));
             }
@@ -398,7 +404,7 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
     view
 }
 
-fn entry(spec: ToolSpec, replicas: usize) -> Result<ToolEntry, String> {
+fn entry(spec: ToolSpec, replicas: usize, acked: bool) -> Result<ToolEntry, String> {
     let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| e.to_string())?;
     let schema: rmcp::model::JsonObject = match &spec.input_schema {
         serde_json::Value::Object(o) => o.clone(),
@@ -423,6 +429,7 @@ fn entry(spec: ToolSpec, replicas: usize) -> Result<ToolEntry, String> {
         mcp: tool,
         validator,
         replicas,
+        acked,
     })
 }
 
@@ -454,6 +461,7 @@ mod tests {
             heartbeat_ms: 1000,
             offers: Default::default(),
             degraded: vec![],
+            acks: true,
         }
     }
 

@@ -317,6 +317,11 @@ async fn forward(call: &Call, router: &Router, op: &'static str) -> Result<ToolO
         timeout: call.remaining(),
         caller: call.caller.clone(),
         trace: call.trace.clone(),
+        // Kit replicas acknowledge; a model call has no side effect to repeat.
+        liveness: sophia_kit::bus::Liveness {
+            acked: true,
+            retry: true,
+        },
     };
     let cancel = call.cancellation();
     let pending = bus.call(

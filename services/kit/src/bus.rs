@@ -74,6 +74,21 @@ pub enum CallError {
     /// The caller cancelled.
     #[error("the call was cancelled")]
     Cancelled,
+    /// The replica running the call died, froze, or the bus went away,
+    /// before it answered.
+    #[error(
+        "the worker running `{tool}` was lost before it answered: {why}. The call may or may \
+         not have run; check its effect before retrying{}",
+        if *.pulumi { " (for Pulumi, see pulumi_job or pulumi_history)" } else { "" }
+    )]
+    WorkerLost {
+        /// The tool.
+        tool: String,
+        /// What happened to the replica.
+        why: String,
+        /// Whether the tool is Pulumi's (the message says where to check).
+        pulumi: bool,
+    },
 }
 
 impl CallError {
@@ -86,6 +101,7 @@ impl CallError {
             CallError::Payload(_) => ErrorCode::TooLarge,
             CallError::Worker(e) => e.code,
             CallError::Cancelled => ErrorCode::Cancelled,
+            CallError::WorkerLost { .. } => ErrorCode::WorkerLost,
         }
     }
 }
@@ -174,6 +190,38 @@ pub struct RouteTarget {
     pub questions: ClientCan,
 }
 
+/// How often a caller asks a replica running its call whether it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// Unanswered asks in a row after which that replica counts as stuck.
+const ALIVE_MISSES: u32 = 3;
+/// How long a replica that acknowledges requests may take to do so.
+const ACK_WITHIN: Duration = Duration::from_secs(2);
+/// How long the bus link may be down before the calls in flight end (their
+/// replies, if any, would be lost with it).
+const LINK_GRACE: Duration = Duration::from_secs(1);
+
+/// What a call does about the replica running it: it always watches the
+/// replica that acknowledged it (see [`headers::ACK_TO`]) and ends with
+/// [`CallError::WorkerLost`] once that replica is gone or stuck, or once the
+/// bus link has been down for a second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// Every replica serving the subject acknowledges requests: one not
+    /// acknowledged within two seconds went to a replica that is gone.
+    pub acked: bool,
+    /// Run the call once more if its replica is lost (the queue group picks
+    /// another): only for read-only or idempotent tools.
+    pub retry: bool,
+}
+
+type AckWaiters = Arc<Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<String>>>>;
+
+/// Asks one replica whether it is alive, for as long as calls wait on it;
+/// `lost` says why once it is not.
+struct Watcher {
+    lost: tokio::sync::watch::Receiver<Option<String>>,
+}
+
 /// A caller's connection to the bus, shared by all its calls.
 #[derive(Clone)]
 pub struct Bus {
@@ -182,6 +230,10 @@ pub struct Bus {
     instance: String,
     routes: ProgressRoutes,
     questions: QuestionRoutes,
+    acks: AckWaiters,
+    watchers: Arc<Mutex<HashMap<String, std::sync::Weak<Watcher>>>>,
+    /// True once the link has been down for [`LINK_GRACE`].
+    link_lost: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One call to make.
@@ -202,6 +254,8 @@ pub struct CallSpec<'a> {
     pub caller: Caller,
     /// Trace context to propagate.
     pub trace: headers::Context,
+    /// What to do if the replica running the call is lost.
+    pub liveness: Liveness,
 }
 
 impl std::fmt::Debug for Bus {
@@ -220,10 +274,23 @@ impl Bus {
         max_payload_bytes: usize,
     ) -> Result<Self, async_nats::SubscribeError> {
         let routes: ProgressRoutes = Default::default();
+        let acks: AckWaiters = Default::default();
         let mut inbox = client.subscribe(subject::progress_inbox(&instance)).await?;
-        let r = routes.clone();
+        let (r, a) = (routes.clone(), acks.clone());
         tokio::spawn(async move {
             while let Some(msg) = inbox.next().await {
+                if let Some(by) = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(headers::ACCEPTED_BY))
+                {
+                    let id = headers::Context::from_headers(msg.headers.as_ref()).request_id;
+                    let waiter = id.and_then(|id| a.lock().expect("ack waiters").remove(&id));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(by.as_str().to_owned());
+                    }
+                    continue;
+                }
                 let Ok(p) = sophia_proto::decode::<Progress>(&msg.payload) else {
                     tracing::debug!(subject = %msg.subject, "ignoring malformed progress");
                     continue;
@@ -282,11 +349,110 @@ impl Bus {
         });
         Ok(Self {
             payloads: PayloadStore::new(client.clone()).with_max_bytes(max_payload_bytes),
+            link_lost: watch_link(client.clone()),
             client,
             instance,
             routes,
             questions,
+            acks,
+            watchers: Default::default(),
         })
+    }
+
+    /// The watcher of replica `instance`, shared by every call waiting on it.
+    fn watcher(&self, instance: &str) -> Arc<Watcher> {
+        let mut watchers = self.watchers.lock().expect("watchers");
+        if let Some(w) = watchers.get(instance).and_then(std::sync::Weak::upgrade) {
+            return w;
+        }
+        watchers.retain(|_, w| w.strong_count() > 0);
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let watcher = Arc::new(Watcher { lost: rx });
+        watchers.insert(instance.to_owned(), Arc::downgrade(&watcher));
+        let (client, target, weak) = (
+            self.client.clone(),
+            subject::alive(instance),
+            Arc::downgrade(&watcher),
+        );
+        tokio::spawn(async move {
+            let mut misses = 0;
+            let mut tick = tokio::time::interval(ALIVE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if weak.strong_count() == 0 {
+                    return; // no call waits on this replica any more
+                }
+                let ask = async_nats::Request::new().timeout(Some(ALIVE_EVERY));
+                match client.send_request(target.clone(), ask).await {
+                    Ok(_) => misses = 0,
+                    Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                        let _ = tx.send(Some("its process is gone (it left NATS)".into()));
+                        return;
+                    }
+                    Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                        misses += 1;
+                        if misses >= ALIVE_MISSES {
+                            let _ = tx.send(Some(format!(
+                                "it stopped answering ({misses} liveness checks missed, \
+                                 {ALIVE_EVERY:?} apart)"
+                            )));
+                            return;
+                        }
+                    }
+                    // The link is down: that is watched on its own.
+                    Err(_) => {}
+                }
+            }
+        });
+        watcher
+    }
+
+    /// Resolves with why the call with request id `id` can no longer be
+    /// answered; pending while all is well.
+    async fn lost(
+        &self,
+        ack: tokio::sync::oneshot::Receiver<String>,
+        liveness: Liveness,
+    ) -> String {
+        let mut link = self.link_lost.clone();
+        let link_lost = async move {
+            let _ = link.wait_for(|lost| *lost).await;
+            "the connection to the bus (NATS) was lost while it ran".to_owned()
+        };
+        let replica = async {
+            let by = if liveness.acked {
+                match tokio::time::timeout(ACK_WITHIN, ack).await {
+                    Ok(Ok(by)) => by,
+                    Ok(Err(_)) => return std::future::pending().await,
+                    Err(_) => {
+                        return format!(
+                            "no replica acknowledged the request within {ACK_WITHIN:?}"
+                        );
+                    }
+                }
+            } else {
+                match ack.await {
+                    Ok(by) => by,
+                    // A replica that does not acknowledge: wait for its answer.
+                    Err(_) => return std::future::pending().await,
+                }
+            };
+            let watcher = self.watcher(&by);
+            let mut lost = watcher.lost.clone();
+            let why = lost
+                .wait_for(Option::is_some)
+                .await
+                .map(|why| why.clone().unwrap_or_default());
+            let Ok(why) = why else {
+                return std::future::pending().await;
+            };
+            format!("replica {by}: {why}")
+        };
+        tokio::select! {
+            why = link_lost => why,
+            why = replica => why,
+        }
     }
 
     /// The NATS client underneath.
@@ -394,7 +560,14 @@ impl Bus {
             trace: span.trace(),
             ..spec
         };
-        let result = self.send_traced(request, spec, cancel).await;
+        let mut result = self.send_traced(&request, &spec, cancel).await;
+        if spec.liveness.retry
+            && let Err(CallError::WorkerLost { why, .. }) = &result
+        {
+            tracing::info!(tool = %spec.tool, request_id = %request.id, cause = %why,
+                "the replica running a read-only or idempotent call was lost; running it once more");
+            result = self.send_traced(&request, &spec, cancel).await;
+        }
         if let Err(e) = &result {
             // The code only: a worker's message is not vetted for spans.
             span.fail_code(e.code());
@@ -404,8 +577,8 @@ impl Bus {
 
     async fn send_traced(
         &self,
-        request: ToolRequest,
-        spec: CallSpec<'_>,
+        request: &ToolRequest,
+        spec: &CallSpec<'_>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
         if !self.is_up() {
@@ -414,14 +587,23 @@ impl Bus {
         let id = request.id;
         let mut hdrs = headers::Context {
             request_id: Some(id),
-            ..spec.trace
+            ..spec.trace.clone()
         }
         .to_headers();
-        let encoded = sophia_proto::encode(&request).map_err(|e| CallError::BadReply {
+        let encoded = sophia_proto::encode(request).map_err(|e| CallError::BadReply {
             tool: spec.tool.to_owned(),
             cause: e.to_string(),
         })?;
         let body = self.payloads.pack(encoded, &mut hdrs).await?;
+        // The replica that takes the request says so at once; then it is
+        // watched until it answers.
+        hdrs.insert(
+            headers::ACK_TO,
+            subject::progress(&self.instance, id).as_str(),
+        );
+        let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+        self.acks.lock().expect("ack waiters").insert(id, ack_tx);
+        let _forget = AckGuard(&self.acks, id);
         // The worker enforces the deadline and says so; wait a little longer so
         // its answer, not ours, is what the caller sees.
         let wait = spec.timeout + Duration::from_secs(1);
@@ -441,6 +623,17 @@ impl Bus {
             _ = cancel.cancelled() => {
                 self.cancel_on_worker(spec.category, id, "cancelled by the client").await;
                 return Err(CallError::Cancelled);
+            }
+            why = self.lost(ack_rx, spec.liveness) => {
+                // A retry takes the same id; a cancel now would stop it.
+                if !spec.liveness.retry {
+                    self.cancel_on_worker(spec.category, id, "its caller stopped waiting").await;
+                }
+                return Err(CallError::WorkerLost {
+                    tool: spec.tool.to_owned(),
+                    why,
+                    pulumi: spec.tool.starts_with("pulumi_"),
+                });
             }
         };
         let msg = match reply {
@@ -505,6 +698,36 @@ impl Bus {
             tracing::warn!(cause = %e, request_id = %id, "could not forward a cancel to the worker");
         }
     }
+}
+
+/// Forgets a call's acknowledgement waiter when the call is over.
+struct AckGuard<'a>(&'a AckWaiters, Uuid);
+
+impl Drop for AckGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("ack waiters").remove(&self.1);
+    }
+}
+
+/// Watches `client`'s link: true once it has been down for [`LINK_GRACE`],
+/// false again once it is up. The task ends with the last receiver.
+fn watch_link(client: async_nats::Client) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut down_since: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !tx.is_closed() {
+            tick.tick().await;
+            if client.connection_state() == State::Connected {
+                down_since = None;
+            } else {
+                down_since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            let lost = down_since.is_some_and(|t| t.elapsed() >= LINK_GRACE);
+            tx.send_if_modified(|v| std::mem::replace(v, lost) != lost);
+        }
+    });
+    rx
 }
 
 /// One call's progress, routed from the gateway's progress inbox. The route

@@ -107,6 +107,7 @@ impl Shared {
 
 pub(crate) async fn dispatch(shared: &Arc<Shared>, limit: &Arc<Semaphore>, req: service::Request) {
     let received = Instant::now();
+    acknowledge(shared, &req).await;
     let Ok(permit) = limit.clone().acquire_owned().await else {
         return;
     };
@@ -115,6 +116,66 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, limit: &Arc<Semaphore>, req: 
         serve_request(&shared, req, received).await;
         drop(permit);
     });
+}
+
+/// Tells the caller at once which replica took the request (if it asked,
+/// with [`headers::ACK_TO`]), before any queueing, so that it can watch this
+/// replica's liveness while it waits. A subject that is not a caller's reply
+/// subject is ignored.
+async fn acknowledge(shared: &Shared, req: &service::Request) {
+    let Some(h) = req.message.headers.as_ref() else {
+        return;
+    };
+    let Some(to) = h.get(headers::ACK_TO).map(|v| v.as_str()) else {
+        return;
+    };
+    if !subject::is_reply_subject(to) {
+        tracing::debug!(
+            len = to.len(),
+            "ignoring an invalid acknowledgement subject"
+        );
+        return;
+    }
+    let mut ack = async_nats::HeaderMap::new();
+    ack.insert(headers::ACCEPTED_BY, shared.instance.as_str());
+    if let Some(id) = h.get(headers::REQUEST_ID) {
+        ack.insert(headers::REQUEST_ID, id.as_str());
+    }
+    if let Err(e) = shared
+        .client
+        .publish_with_headers(to.to_owned(), ack, bytes::Bytes::new())
+        .await
+    {
+        tracing::debug!(cause = %e, "could not acknowledge a request");
+    }
+}
+
+/// Answers [`subject::alive`] for this replica until dropped (at the end of
+/// its drain, or when its serving task is aborted).
+pub(crate) struct AliveResponder(tokio::task::JoinHandle<()>);
+
+impl AliveResponder {
+    pub(crate) async fn start(
+        client: &async_nats::Client,
+        instance: &str,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        use futures::StreamExt;
+        let mut asks = client.subscribe(subject::alive(instance)).await?;
+        let client = client.clone();
+        Ok(Self(tokio::spawn(async move {
+            while let Some(ask) = asks.next().await {
+                if let Some(reply) = ask.reply {
+                    let _ = client.publish(reply, bytes::Bytes::new()).await;
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for AliveResponder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves one request from start to reply. Never panics on bad input: every
@@ -268,13 +329,18 @@ async fn run_tool(
             deadline,
             trace,
             cancel: token.clone(),
-            progress: request.progress_to.map(|subject| ProgressSink {
-                client: shared.client.clone(),
-                subject,
-            }),
+            // Subjects from the envelope are used only if they are a
+            // caller's reply subjects (see `subject::is_reply_subject`).
+            progress: request
+                .progress_to
+                .filter(|s| subject::is_reply_subject(s))
+                .map(|subject| ProgressSink {
+                    client: shared.client.clone(),
+                    subject,
+                }),
             progress_sent: progress_sent.clone(),
             bus: shared.bus.clone(),
-            ask: request.ask,
+            ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
         };
         let in_flight = shared.metrics.in_flight(tool.spec());
         let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();

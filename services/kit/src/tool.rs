@@ -435,6 +435,11 @@ impl Call {
             timeout: self.remaining(),
             caller: self.caller.clone(),
             trace: self.trace.clone(),
+            // A forwarded agent run is not run twice.
+            liveness: crate::bus::Liveness {
+                acked: true,
+                retry: false,
+            },
         };
         let reply = self.bus.send(request, spec, &self.cancel).await?;
         // The caller counts progress per request id: what the forwarded

@@ -355,7 +355,11 @@ impl Worker {
             heartbeat_ms: config.heartbeat_ms,
             offers: self.offers.announced(),
             degraded: Vec::new(),
+            acks: true,
         };
+        let alive = crate::serve::AliveResponder::start(&conn.client, &instance)
+            .await
+            .map_err(|e| KitError::Register(e.to_string()))?;
         let registered = CancellationToken::new();
         let background = CancellationToken::new();
         let categories: Vec<Category> = {
@@ -420,6 +424,7 @@ impl Worker {
 
         let task = tokio::spawn(
             Serving {
+                _alive: alive,
                 name: self.name.clone(),
                 shared,
                 limit: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -446,6 +451,8 @@ impl Worker {
 
 /// Everything the serving task owns, from first request to drained.
 struct Serving {
+    /// Answers liveness asks until the drain is over (dropped with this).
+    _alive: crate::serve::AliveResponder,
     name: String,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
