@@ -42,10 +42,16 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     Ok(buf)
 }
 
+/// The deepest nesting of maps and arrays accepted in an envelope. Deeper
+/// input is refused before any of it is built, so no peer can make a
+/// decoder, or whoever walks the value afterwards, overflow its stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// Decodes an envelope encoded by [`encode`] (or by any MessagePack library
-/// following `docs/protocol.md`).
+/// following `docs/protocol.md`), nested at most [`MAX_DEPTH`] deep.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
+    de.set_max_depth(MAX_DEPTH);
     serde::Deserialize::deserialize(&mut de).map_err(|source| DecodeError {
         what: short_name::<T>(),
         len: bytes.len(),

@@ -50,7 +50,8 @@ async fn every_service_serves_health_readiness_and_metrics() {
         json!({"status": "degraded", "bus": "connected",
             "categories": {"code_generation": {"tools": 1}},
             "replicas": {"echo-worker": 1},
-            "degraded": [no_worker("business_intelligence"), no_worker("infrastructure")]}),
+            "degraded": [no_worker("business_intelligence"), no_worker("infrastructure")],
+            "refused": []}),
         "the gateway's health sums up the mesh, and what it cannot do"
     );
     assert_eq!(get(format!("{gateway}/ready")).await.0, 200);

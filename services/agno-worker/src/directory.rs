@@ -67,8 +67,11 @@ impl Directory {
         Ok(dir)
     }
 
-    fn add(&self, a: Announce) {
-        let alive = Instant::now() + Duration::from_millis(a.heartbeat_ms.max(1) * 3);
+    fn add(&self, mut a: Announce) {
+        // Tools whose schemas could not be used (or compiled safely) are left out.
+        sophia_kit::vetting::vet(&mut a);
+        // Bounded: a garbage interval must not overflow the clock.
+        let alive = Instant::now() + Duration::from_millis(a.heartbeat_ms.clamp(1, 3_600_000) * 3);
         self.state
             .lock()
             .expect("directory lock")

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use rmcp::transport::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -65,8 +66,11 @@ async fn session_end_is_204(req: Request, next: Next) -> Response {
     response
 }
 
-#[derive(Clone, Copy)]
-struct BodyLimit(usize);
+#[derive(Clone)]
+struct BodyLimit {
+    max: usize,
+    in_flight: InFlightIds,
+}
 
 /// A JSON-RPC error response with no id (the request could not be read).
 fn json_rpc_error(status: StatusCode, code: i64, message: String) -> Response {
@@ -91,7 +95,7 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit.0).await {
+    let bytes = match axum::body::to_bytes(body, limit.max).await {
         Ok(b) => b,
         Err(_) => {
             return json_rpc_error(
@@ -100,20 +104,147 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
                 format!(
                     "request body is larger than {} bytes (SOPHIA_MAX_BODY_BYTES); send less, \
                      e.g. pass a reference to large data instead of the data",
-                    limit.0
+                    limit.max
                 ),
             );
         }
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return json_rpc_error(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            format!("parse error: the body is not valid JSON ({e})"),
-        );
+    let message = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            return json_rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                format!("parse error: the body is not valid JSON ({e})"),
+            );
+        }
+    };
+    // A request whose id is already in flight on its session is refused at
+    // once: its answer could not be told from the other's.
+    let session = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let claim = match (session, message.get("id"), message.get("method")) {
+        (Some(session), Some(id), Some(_)) if !id.is_null() => {
+            match limit.in_flight.claim(session, id.to_string()) {
+                Some(claim) => Some(claim),
+                None => {
+                    return json_rpc_error_for(
+                        id.clone(),
+                        StatusCode::CONFLICT,
+                        -32600,
+                        format!(
+                            "request id {} is already in use by a request in flight on this \
+                             session; give every concurrent request its own id",
+                            sophia_kit::vetting::shown(&id.to_string())
+                        ),
+                    );
+                }
+            }
+        }
+        _ => None,
+    };
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    match claim {
+        // Released when the answer (possibly a stream) is over or dropped.
+        Some(claim) => response.map(|body| {
+            axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _held = &claim;
+                chunk
+            }))
+        }),
+        None => response,
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+}
+
+/// The session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// The longest session id accepted (the gateway's are 36-character UUIDs).
+const MAX_SESSION_ID_LEN: usize = 128;
+
+/// A session id must look like one before anything looks it up: at most
+/// [`MAX_SESSION_ID_LEN`] characters of `[A-Za-z0-9_-]`. Anything else gets
+/// 400 here, so it never becomes a store key or part of a NATS subject.
+async fn session_id_guard(req: Request, next: Next) -> Response {
+    if let Some(value) = req.headers().get(SESSION_HEADER) {
+        let ok = value.to_str().is_ok_and(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_SESSION_ID_LEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if !ok {
+            return json_rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                format!(
+                    "invalid Mcp-Session-Id: it must be the id this gateway gave at initialize \
+                     (at most {MAX_SESSION_ID_LEN} letters, digits, '-' or '_'); start a new \
+                     session with initialize"
+                ),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Request ids in flight, per session.
+#[derive(Clone, Default)]
+struct InFlightIds(Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>);
+
+/// Holds one (session, id) while its request is served.
+struct IdClaim {
+    ids: InFlightIds,
+    key: (String, String),
+}
+
+impl InFlightIds {
+    fn claim(&self, session: String, id: String) -> Option<IdClaim> {
+        let key = (session, id);
+        let fresh = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        fresh.then(|| IdClaim {
+            ids: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        self.ids
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// A JSON-RPC error response to request `id`.
+fn json_rpc_error_for(
+    id: serde_json::Value,
+    status: StatusCode,
+    code: i64,
+    message: String,
+) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// `POST /mcp/pulumi/deploy`, the seed's shortcut: `{"stack": "...",
@@ -308,9 +439,13 @@ pub fn mcp_router(
     Router::new()
         .nest_service("/mcp", service)
         .layer(middleware::from_fn_with_state(
-            BodyLimit(config.max_body_bytes),
+            BodyLimit {
+                max: config.max_body_bytes,
+                in_flight: InFlightIds::default(),
+            },
             json_rpc_guard,
         ))
+        .layer(middleware::from_fn(session_id_guard))
         .layer(middleware::from_fn(session_end_is_204))
         .merge(rest)
         .layer(middleware::from_fn_with_state(auth, require_bearer))

@@ -7,6 +7,7 @@
 //!   progress, `list_changed`.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
 //!   body limit.
+//!   Announcements are vetted first ([`sophia_kit::vetting`]).
 //!
 //! # How a call flows
 //! Cursor sends `tools/call` → rmcp decodes it ([`http`] or stdio) →
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod paging;
 pub mod registry;
 pub mod sessions;
 
@@ -219,6 +221,7 @@ fn mesh_health(
             "categories": categories,
             "replicas": registry.replicas(),
             "degraded": degraded,
+            "refused": registry.refused(),
         })
     })
 }

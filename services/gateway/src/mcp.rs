@@ -122,7 +122,10 @@ impl McpGateway {
             .map(str::to_owned)
             .ok_or_else(|| {
                 McpError::resource_not_found(
-                    format!("no live worker offers resource {uri}: see resources/list and resources/templates/list"),
+                    format!(
+                        "no live worker offers resource {}: see resources/list and resources/templates/list",
+                        sophia_kit::vetting::shown(uri)
+                    ),
                     None,
                 )
             })
@@ -371,7 +374,7 @@ impl McpGateway {
             .inner
             .registry
             .get(name)
-            .ok_or_else(|| DirectCallError::UnknownTool(name.to_owned()))?;
+            .ok_or_else(|| DirectCallError::UnknownTool(sophia_kit::vetting::shown(name)))?;
         let problems = sophia_kit::schema::problems(&entry.validator, &args);
         if !problems.is_empty() {
             return Err(DirectCallError::InvalidArguments {
@@ -455,14 +458,23 @@ fn trace_context(context: &RequestContext<RoleServer>) -> headers::Context {
     }
 }
 
-/// An MCP list result (`{"<key>": [...]}`) of the offers in `offers`, as
-/// their workers announced them.
+/// One page of an MCP list result (`{"<key>": [...], "nextCursor"?}`) of
+/// the offers in `offers`, as their workers announced them.
 fn offers_list<T: serde::de::DeserializeOwned>(
     key: &str,
     offers: &std::collections::BTreeMap<String, (String, Value)>,
+    request: Option<PaginatedRequestParams>,
 ) -> Result<T, McpError> {
-    let items: Vec<&Value> = offers.values().map(|(_, item)| item).collect();
-    from_json(json!({ key: items }))
+    let cursor = request.and_then(|r| r.cursor);
+    let (items, next) = crate::paging::page(
+        offers.iter().map(|(k, (_, item))| (k.as_str(), item)),
+        cursor.as_deref(),
+    )?;
+    let mut list = json!({ key: items });
+    if let Some(next) = next {
+        list["nextCursor"] = json!(next);
+    }
+    from_json(list)
 }
 
 /// The gateway's span for one MCP request (`<method> <target>`, kind
@@ -632,18 +644,22 @@ impl ServerHandler for McpGateway {
 
     async fn list_resources(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, McpError> {
-        offers_list("resources", &self.inner.registry.view().resources)
+        offers_list("resources", &self.inner.registry.view().resources, request)
     }
 
     async fn list_resource_templates(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
-        offers_list("resourceTemplates", &self.inner.registry.view().templates)
+        offers_list(
+            "resourceTemplates",
+            &self.inner.registry.view().templates,
+            request,
+        )
     }
 
     async fn read_resource(
@@ -692,10 +708,10 @@ impl ServerHandler for McpGateway {
 
     async fn list_prompts(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, McpError> {
-        offers_list("prompts", &self.inner.registry.view().prompts)
+        offers_list("prompts", &self.inner.registry.view().prompts, request)
     }
 
     async fn get_prompt(
@@ -706,7 +722,10 @@ impl ServerHandler for McpGateway {
         let view = self.inner.registry.view();
         let Some((service, _)) = view.prompts.get(&request.name) else {
             return Err(McpError::invalid_params(
-                format!("unknown prompt {:?}: see prompts/list", request.name),
+                format!(
+                    "unknown prompt {:?}: see prompts/list",
+                    sophia_kit::vetting::shown(&request.name)
+                ),
                 None,
             ));
         };
@@ -789,7 +808,7 @@ impl ServerHandler for McpGateway {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         // Replicas starting together join one after another: answer once
@@ -807,9 +826,14 @@ impl ServerHandler for McpGateway {
                 None,
             ));
         }
-        Ok(ListToolsResult::with_all_items(
-            view.tools.values().map(|e| e.mcp.clone()).collect(),
-        ))
+        let cursor = request.and_then(|r| r.cursor);
+        let (tools, next) = crate::paging::page(
+            view.tools.iter().map(|(name, e)| (name.as_str(), &e.mcp)),
+            cursor.as_deref(),
+        )?;
+        let mut result = ListToolsResult::with_all_items(tools.into_iter().cloned().collect());
+        result.next_cursor = next;
+        Ok(result)
     }
 
     async fn call_tool(
@@ -820,10 +844,10 @@ impl ServerHandler for McpGateway {
         let started = Instant::now();
         let span = server_span(
             "tools/call",
-            Some(&request.name),
+            Some(&sophia_kit::vetting::shown(&request.name)),
             &context,
             vec![
-                KeyValue::new(attr::TOOL_NAME, request.name.to_string()),
+                KeyValue::new(attr::TOOL_NAME, sophia_kit::vetting::shown(&request.name)),
                 KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
             ],
         );
@@ -836,7 +860,7 @@ impl ServerHandler for McpGateway {
             return Err(McpError::invalid_params(
                 format!(
                     "unknown tool `{}`: no live worker offers it. Call tools/list for the tools on offer now",
-                    request.name
+                    sophia_kit::vetting::shown(&request.name)
                 ),
                 None,
             ));

@@ -47,6 +47,9 @@ pub struct ToolView {
     pub prompts: BTreeMap<String, (String, serde_json::Value)>,
     /// Services that answer `completion/complete`.
     pub completers: std::collections::BTreeSet<String>,
+    /// Tools announced with a schema other than the one served: name →
+    /// the announcing service.
+    pub conflicts: BTreeMap<String, String>,
 }
 
 impl ToolView {
@@ -77,6 +80,11 @@ struct Instance {
     offers: sophia_proto::Offers,
     degraded: Vec<String>,
     acks: bool,
+    /// What the announcement held that is not offered, and why.
+    refused: Vec<sophia_kit::vetting::Refusal>,
+    /// When this replica first announced (the earliest serves a contested
+    /// tool's schema).
+    since: Instant,
     last_seen: Instant,
     ttl: Duration,
 }
@@ -90,6 +98,8 @@ pub struct Registry {
     offer_changes: watch::Sender<u64>,
     /// When the set of replicas last changed (or the registry was made).
     last_change: Arc<std::sync::Mutex<Instant>>,
+    /// Announcements that could not be decoded: how many, and the last cause.
+    malformed: Arc<std::sync::Mutex<(u64, String)>>,
 }
 
 impl Default for Registry {
@@ -107,7 +117,19 @@ impl Registry {
             changes: watch::channel(0).0,
             offer_changes: watch::channel(0).0,
             last_change: Arc::new(std::sync::Mutex::new(Instant::now())),
+            malformed: Default::default(),
         }
+    }
+
+    /// Counts an announcement that could not be decoded (logged the first
+    /// time and every hundredth, not at every heartbeat of its sender).
+    pub fn malformed(&self, cause: String) {
+        let mut m = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
+        m.0 += 1;
+        if m.0 % 100 == 1 {
+            tracing::warn!(count = m.0, cause = %cause, "ignoring an announcement that is not a valid envelope");
+        }
+        m.1 = cause;
     }
 
     /// Waits until no replica has joined or left for `quiet` (replicas that
@@ -203,9 +225,12 @@ impl Registry {
 
     /// Records an announcement. Returns nothing; the change (if any) is seen
     /// through [`Registry::subscribe`].
-    pub fn announce(&self, a: Announce) {
-        let ttl = Duration::from_millis(a.heartbeat_ms.max(10) * 3);
+    pub fn announce(&self, mut a: Announce) {
+        // Bounded: a garbage interval must not overflow the clock.
+        let ttl = Duration::from_millis(a.heartbeat_ms.clamp(10, 3_600_000) * 3);
+        let refused = sophia_kit::vetting::vet(&mut a);
         self.apply(|instances| {
+            let now = Instant::now();
             let fresh = Instance {
                 service: a.service,
                 version: a.version,
@@ -213,7 +238,9 @@ impl Registry {
                 offers: a.offers,
                 degraded: a.degraded,
                 acks: a.acks,
-                last_seen: Instant::now(),
+                refused,
+                since: now,
+                last_seen: now,
                 ttl,
             };
             match instances.get_mut(&a.instance) {
@@ -223,13 +250,49 @@ impl Registry {
                     existing.degraded = fresh.degraded;
                     false
                 }
-                _ => {
+                existing => {
+                    let since = existing.map_or(now, |e| e.since);
+                    // Logged once per change of the announcement, not per heartbeat.
+                    for r in &fresh.refused {
+                        tracing::warn!(service = %fresh.service, instance = %a.instance, refused = %r.what, why = %r.why, "not offering part of an announcement");
+                    }
                     tracing::info!(instance = %a.instance, service = %fresh.service, tools = fresh.tools.len(), "worker joined");
-                    instances.insert(a.instance, fresh);
+                    instances.insert(a.instance, Instance { since, ..fresh });
                     true
                 }
             }
         });
+    }
+
+    /// What live replicas announced that is not offered, and why: refused
+    /// entries, and tools whose schema conflicts with the one already
+    /// served. For `/health`.
+    pub fn refused(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        for i in self.instances.lock().expect("registry lock").values() {
+            for r in &i.refused {
+                out.push(serde_json::json!({"service": i.service, "what": r.what, "why": r.why}));
+            }
+        }
+        for (name, service) in &self.view().conflicts {
+            out.push(
+                serde_json::json!({"service": service, "what": format!("tool {name}"),
+                "why": "another replica already serves this tool with a different schema; \
+                        it keeps it until that replica leaves"}),
+            );
+        }
+        let (count, cause) = self
+            .malformed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if count > 0 {
+            out.push(serde_json::json!({"service": null, "what": "announcements that are not valid envelopes",
+                "count": count, "why": cause}));
+        }
+        out.sort_by_key(|v| v.to_string());
+        out.dedup();
+        out
     }
 
     /// Forgets a replica that said it is leaving.
@@ -301,7 +364,7 @@ impl Registry {
                     Some(msg) = announces.next() => match sophia_proto::decode::<Announce>(&msg.payload) {
                         Ok(a) if a.v == PROTOCOL_VERSION => registry.announce(a),
                         Ok(a) => tracing::warn!(instance = %a.instance, v = a.v, "ignoring a worker speaking another protocol version"),
-                        Err(e) => tracing::warn!(cause = %e, "ignoring a malformed announcement"),
+                        Err(e) => registry.malformed(e.to_string()),
                     },
                     Some(msg) = leaves.next() => match sophia_proto::decode::<Leave>(&msg.payload) {
                         Ok(l) => registry.leave(&l.instance),
@@ -338,12 +401,28 @@ fn version_key(v: &str) -> Vec<u64> {
 }
 
 fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
-    // For each name, the spec from the newest version (ties: smallest instance
-    // id, so the choice is deterministic), and the replica count.
+    // A tool's schema is the one of the replica that has served it longest:
+    // a later announcement with another schema does not displace it (it is
+    // a conflict, shown on /health). Among replicas with that schema, the
+    // newest version describes the tool (ties: smallest instance id).
+    let mut incumbent: BTreeMap<&str, (Instant, &str, &ToolSpec)> = BTreeMap::new();
+    for (id, inst) in instances {
+        for spec in &inst.tools {
+            let e = incumbent
+                .entry(spec.name.as_str())
+                .or_insert((inst.since, id, spec));
+            if (inst.since, id.as_str()) < (e.0, e.1) {
+                *e = (inst.since, id, spec);
+            }
+        }
+    }
+    let mut conflicts = BTreeMap::new();
     let mut chosen: BTreeMap<String, (Vec<u64>, &str, &ToolSpec, usize, bool)> = BTreeMap::new();
     for (id, inst) in instances {
         for spec in &inst.tools {
-            if subject::validate_tool_name(&spec.name).is_err() {
+            let (_, _, first) = incumbent[spec.name.as_str()];
+            if !same_schema(first, spec) {
+                conflicts.insert(spec.name.clone(), inst.service.clone());
                 continue;
             }
             let key = version_key(&inst.version);
@@ -361,7 +440,10 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
                 .or_insert((key, id, spec, 1, inst.acks));
         }
     }
-    let mut view = ToolView::default();
+    let mut view = ToolView {
+        conflicts,
+        ..Default::default()
+    };
     for (name, (_, _, spec, replicas, acked)) in chosen {
         match entry(spec.clone(), replicas, acked) {
             Ok(e) => {
@@ -402,6 +484,14 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
         }
     }
     view
+}
+
+/// Whether two announcements of a tool take the same arguments and give
+/// the same results (descriptions may differ, as in a rolling upgrade).
+fn same_schema(a: &ToolSpec, b: &ToolSpec) -> bool {
+    a.category == b.category
+        && a.input_schema == b.input_schema
+        && a.output_schema == b.output_schema
 }
 
 fn entry(spec: ToolSpec, replicas: usize, acked: bool) -> Result<ToolEntry, String> {

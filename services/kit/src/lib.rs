@@ -11,6 +11,9 @@
 //! 5. serves `/health`, `/ready` and `/metrics` ([`ops`], [`metrics`]);
 //! 6. on SIGTERM, leaves the mesh and drains calls in flight.
 //!
+//! Whoever follows announcements (gateways, the agent runtime) vets them
+//! first with [`vetting`].
+//!
 //! See `examples/echo-worker` for a complete worker in about 30 lines.
 #![forbid(unsafe_code)]
 
@@ -23,6 +26,7 @@ pub mod schema;
 mod serve;
 pub mod telemetry;
 pub mod tool;
+pub mod vetting;
 pub mod worker;
 
 pub use sophia_proto::headers::Context as TraceContext;
