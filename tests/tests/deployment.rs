@@ -716,13 +716,15 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
     for (path, obj) in &objects {
         let file = path.file_name().unwrap().to_str().unwrap();
         assert!(listed.contains(file), "kustomization.yaml lists {file}");
-        assert_eq!(
-            obj["metadata"]["namespace"]
-                .as_str()
-                .or(obj["metadata"]["name"].as_str()),
-            Some("sophia"),
-            "{file} is in namespace sophia"
-        );
+        if obj["kind"].as_str() != Some("PriorityClass") {
+            assert_eq!(
+                obj["metadata"]["namespace"]
+                    .as_str()
+                    .or(obj["metadata"]["name"].as_str()),
+                Some("sophia"),
+                "{file} is in namespace sophia"
+            );
+        }
         if obj["kind"].as_str() != Some("Deployment") {
             continue;
         }
@@ -817,7 +819,18 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
         ),
         "an agno-worker Deployment per category"
     );
-    let gpu = &deployments["intelligence-worker-gpu"]["spec"];
+    assert!(
+        !deployments.contains_key("intelligence-worker-gpu"),
+        "the GPU Deployment is opt-in (ops/k8s/gpu), not in the base"
+    );
+    let overlay = yaml_file("ops/k8s/gpu/kustomization.yaml");
+    assert_eq!(overlay["resources"][0].as_str(), Some("../base"));
+    let gpu_objects = k8s_objects("ops/k8s/gpu");
+    let gpu = &gpu_objects
+        .iter()
+        .find(|(_, o)| o["kind"].as_str() == Some("Deployment"))
+        .expect("the GPU Deployment")
+        .1["spec"]["template"]["spec"];
     assert_eq!(
         gpu["nodeSelector"]["nvidia.com/gpu.present"].as_str(),
         Some("true")
@@ -827,10 +840,16 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
         format!("{gpu:?}").contains("nvidia.com/gpu"),
         "requests a GPU"
     );
-    // Every profile scales every Deployment, and nothing else.
+    // Every profile scales every Deployment of the base, and nothing else.
     let profiles = files_under("ops/k8s/profiles", "yaml");
-    assert!(profiles.len() >= 3, "{profiles:?}");
+    assert!(profiles.len() >= 4, "{profiles:?}");
     for path in profiles {
+        if !yaml_docs(&path)
+            .iter()
+            .all(|d| d["kind"].as_str() == Some("HorizontalPodAutoscaler"))
+        {
+            continue; // the agent profile's disruption budgets
+        }
         let targets: BTreeSet<String> = yaml_docs(&path)
             .iter()
             .map(|hpa| {
@@ -981,4 +1000,111 @@ fn the_kubernetes_intelligence_config_is_one_the_worker_accepts() {
             }
         }
     }
+}
+
+/// The rows of the markdown table in `text` whose header row starts with
+/// `header`: each row's cells, trimmed, without backticks.
+fn md_table(text: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(header));
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("a table headed {header:?}"));
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().replace('`', ""))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every number of the seed's tables (docs/operations.md) is in the
+/// manifests: each Cursor mode's profile, and each category's resources and
+/// priority.
+#[test]
+fn the_seeds_tables_are_what_the_manifests_run() {
+    let doc = read("docs/operations.md");
+    let modes = md_table(&doc, "| Cursor mode | profile |");
+    assert_eq!(
+        modes.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["chat", "composer", "agent"]
+    );
+    for row in &modes {
+        let (lo, hi) = row[2].split_once('–').expect("min–max");
+        let cpu: u64 = row[3].trim_end_matches('%').parse().unwrap();
+        let hpas: Vec<Value> = yaml_docs(&root().join(format!("ops/k8s/{}/hpa.yaml", row[1])));
+        assert!(!hpas.is_empty());
+        for hpa in &hpas {
+            let at = format!("{} {}", row[1], hpa["metadata"]["name"].as_str().unwrap());
+            assert_eq!(hpa["spec"]["minReplicas"].as_u64(), lo.parse().ok(), "{at}");
+            assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), hi.parse().ok(), "{at}");
+            assert_eq!(
+                hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"].as_u64(),
+                Some(cpu),
+                "{at}"
+            );
+        }
+    }
+    // `agent`: one instance, kept available (a disruption budget each).
+    let budgets = yaml_docs(&root().join("ops/k8s/profiles/agent/pdb.yaml"));
+    for hpa in yaml_docs(&root().join("ops/k8s/profiles/agent/hpa.yaml")) {
+        let name = hpa["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
+        let covered = name == "gateway" // ops/k8s/base/gateway-pdb.yaml
+            || budgets.iter().any(|b| {
+                b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                    == Some(name)
+                    && b["spec"]["minAvailable"].as_u64() == Some(1)
+            });
+        assert!(
+            covered,
+            "{name} has a disruption budget in the agent profile"
+        );
+    }
+
+    let categories = md_table(&doc, "| category | Deployment |");
+    assert_eq!(categories.len(), 3);
+    let classes: BTreeMap<String, u64> =
+        yaml_docs(&root().join("ops/k8s/base/priorityclasses.yaml"))
+            .iter()
+            .map(|c| {
+                (
+                    c["metadata"]["name"].as_str().unwrap().to_owned(),
+                    c["value"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+    for row in &categories {
+        let [category, deployment, cpu, memory, priority, class] = &row[..] else {
+            panic!("{row:?}")
+        };
+        let d = &yaml_docs(&root().join(format!("ops/k8s/base/{deployment}.yaml")))[0];
+        let pod = &d["spec"]["template"]["spec"];
+        let env = format!("{:?}", pod["containers"][0]["env"]);
+        assert!(
+            env.contains(category.as_str()),
+            "{deployment} serves {category}"
+        );
+        let resources = &pod["containers"][0]["resources"];
+        for side in ["requests", "limits"] {
+            assert_eq!(
+                resources[side]["cpu"].as_str(),
+                Some(cpu.as_str()),
+                "{deployment} {side}"
+            );
+            assert_eq!(
+                resources[side]["memory"].as_str(),
+                Some(memory.as_str()),
+                "{deployment} {side}"
+            );
+        }
+        assert_eq!(pod["priorityClassName"].as_str(), Some(class.as_str()));
+        assert_eq!(class, &format!("sophia-{priority}"));
+        assert!(classes.contains_key(class.as_str()), "{class} is defined");
+    }
+    // critical > high > medium.
+    assert!(classes["sophia-critical"] > classes["sophia-high"]);
+    assert!(classes["sophia-high"] > classes["sophia-medium"]);
 }

@@ -367,6 +367,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.targets("claude").len(), 2);
         assert_eq!(c.targets("local")[0].provider, "ollama");
+        assert_eq!(
+            c.targets(DEFAULT_MODEL).len(),
+            3,
+            "the example names `default`"
+        );
     }
 
     #[test]
