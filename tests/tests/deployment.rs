@@ -192,12 +192,17 @@ fn compose_runs_the_whole_mesh_on_the_seed_ports() {
         );
     }
     // Only loopback on the host: the gateway is reached through its token, NATS not at all from outside.
-    let published = format!("{:?}", s["gateway"]["ports"]);
-    assert!(published.contains("127.0.0.1:8000:8000"), "{published}");
-    assert!(
-        s["agno-worker"]["deploy"]["replicas"].as_u64().unwrap() >= 2,
-        "workers run replicas"
-    );
+    // Every service's seed port is published, on loopback only, so the
+    // seed's `curl 127.0.0.1:<port>/health` works from the host. (A
+    // published port belongs to one container: replicas are added with
+    // `--scale` after dropping it, as the file says.)
+    for (name, _, port) in [("gateway", "", 8000)].into_iter().chain(ports) {
+        let published = format!("{:?}", s[name]["ports"]);
+        assert!(
+            published.contains(&format!("\"127.0.0.1:{port}:{port}\"")),
+            "{name} publishes {port} on loopback: {published}"
+        );
+    }
 }
 
 #[test]
@@ -277,6 +282,18 @@ const PASSTHROUGH: [&str; 8] = [
     "OTEL_RESOURCE_ATTRIBUTES",
 ];
 
+/// The API-key variables the shipped intelligence config names
+/// (`api_key_env`): compose passes them through to the intelligence-worker.
+fn provider_keys() -> BTreeSet<String> {
+    let example: toml::Value = toml::from_str(&read("ops/intelligence/example.toml")).unwrap();
+    example["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.get("api_key_env")?.as_str().map(str::to_owned))
+        .collect()
+}
+
 #[test]
 fn every_environment_variable_is_one_the_services_read() {
     let known = config_env_keys();
@@ -288,7 +305,9 @@ fn every_environment_variable_is_one_the_services_read() {
         }
         for key in env_of(&svc).keys() {
             assert!(
-                known.contains(key) || PASSTHROUGH.contains(&key.as_str()),
+                known.contains(key)
+                    || PASSTHROUGH.contains(&key.as_str())
+                    || provider_keys().contains(key),
                 "{name} sets {key}, which no service reads (typo?)"
             );
         }
@@ -1107,4 +1126,27 @@ fn the_seeds_tables_are_what_the_manifests_run() {
     // critical > high > medium.
     assert!(classes["sophia-critical"] > classes["sophia-high"]);
     assert!(classes["sophia-high"] > classes["sophia-medium"]);
+}
+
+/// The sample Pulumi project is a Pulumi YAML program whose every
+/// `${...}` names a config key or a resource (or a resource's output), so
+/// its preview needs nothing but the `random` provider.
+#[test]
+fn the_sample_pulumi_project_refers_only_to_what_it_defines() {
+    let project = yaml_file("pulumi/hello/Pulumi.yaml");
+    assert_eq!(project["runtime"].as_str(), Some("yaml"));
+    let mut defined: BTreeSet<String> = BTreeSet::new();
+    for section in ["config", "resources"] {
+        for (k, _) in project[section].as_mapping().unwrap() {
+            defined.insert(k.as_str().unwrap().to_owned());
+        }
+    }
+    for (_, r) in project["resources"].as_mapping().unwrap() {
+        assert!(r["type"].as_str().unwrap().starts_with("random:"), "{r:?}");
+    }
+    let text = read("pulumi/hello/Pulumi.yaml");
+    let reference = regex_lite::Regex::new(r"\$\{([A-Za-z]+)").unwrap();
+    for c in reference.captures_iter(&text) {
+        assert!(defined.contains(&c[1]), "${{{}}} is defined", &c[1]);
+    }
 }

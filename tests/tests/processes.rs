@@ -949,13 +949,11 @@ async fn every_services_metrics_parse_and_move_after_calls() {
             c.tool
         );
     }
-    // The gateway's view of the mesh: replicas per service, tools per category.
-    for (service, replicas) in [
-        ("agno-worker", 2.0),
-        ("pulumi-worker", 1.0),
-        ("intelligence-worker", 2.0),
-        ("echo-worker", 1.0),
-    ] {
+    // The gateway's view of the mesh: replicas per service (as many as the
+    // compose file runs), tools per category.
+    let expected = mesh.expected_replicas();
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    for (service, replicas) in expected.iter().map(|(s, n)| (s.as_str(), *n as f64)) {
         assert_eq!(
             sum(
                 &after[GATEWAY],
