@@ -690,3 +690,46 @@ async fn a_person_who_does_not_confirm_changes_nothing() {
     assert_eq!(structured(&history)["updates"], json!([]), "no update ran");
     assert!(!setup.command_lines().contains("up --yes"));
 }
+
+#[tokio::test]
+async fn an_empty_workspace_without_the_cli_says_the_cli_is_missing() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let empty = tempfile::tempdir().unwrap();
+    let mut args = setup.args("/nonexistent/pulumi", 30_000);
+    args.workspace = empty.path().to_owned();
+    let _r = replica(&mesh, args).await;
+    let client = connected(&mesh).await;
+    // Not `{"projects": []}`: the missing CLI is what to fix first.
+    let r = call(&client, "pulumi_list_stacks", json!({})).await;
+    assert_eq!(error_code(&r).as_deref(), Some("unavailable"));
+    assert!(text_of(&r).contains("PULUMI_BINARY"), "{}", text_of(&r));
+    // The gateway's /health names it too.
+    eventually("the gateway reports the missing CLI", WAIT, || async {
+        let h: Value = reqwest::get(format!("{}/health", mesh.http_base()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        h["degraded"]
+            .as_array()?
+            .iter()
+            .any(|d| {
+                d["what"] == "pulumi-worker" && d["problem"].to_string().contains("PULUMI_BINARY")
+            })
+            .then_some(())
+    })
+    .await;
+
+    // With the CLI and no project, the answer says where projects go.
+    let mut args = setup.args(STANDIN, 30_000);
+    args.workspace = empty.path().to_owned();
+    let _r2 = replica(&mesh, args).await;
+    let r = eventually("a replica with the CLI answers", WAIT, || async {
+        let r = call(&client, "pulumi_list_stacks", json!({})).await;
+        (r.is_error != Some(true)).then_some(r)
+    })
+    .await;
+    assert!(text_of(&r).contains("no Pulumi project"), "{}", text_of(&r));
+}
