@@ -40,6 +40,31 @@ pub struct ObjectRef {
     pub size: u64,
 }
 
+/// The [`ObjectRef`] a received message carries instead of its body, if its
+/// headers say it was offloaded. Only an object of this mesh's [`BUCKET`],
+/// named as senders name them (a UUID), is ever fetched: a reference a peer
+/// makes up cannot make the receiver read (and then delete) anything else.
+pub fn reference(
+    headers: Option<&HeaderMap>,
+    body: &[u8],
+) -> Result<Option<ObjectRef>, PayloadError> {
+    let offloaded = headers
+        .and_then(|h| h.get(headers::PAYLOAD))
+        .is_some_and(|v| v.as_str() == headers::OFFLOADED);
+    if !offloaded {
+        return Ok(None);
+    }
+    let reference: ObjectRef = codec::decode(body)?;
+    if reference.bucket != BUCKET || uuid::Uuid::parse_str(&reference.name).is_err() {
+        return Err(PayloadError::FetchFailed {
+            bucket: reference.bucket.chars().take(64).collect(),
+            name: reference.name.chars().take(64).collect(),
+            cause: format!("only objects of bucket {BUCKET} named by a UUID are collected"),
+        });
+    }
+    Ok(Some(reference))
+}
+
 /// Why a payload could not be carried.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -188,13 +213,9 @@ impl PayloadStore {
         headers: Option<&HeaderMap>,
         body: Bytes,
     ) -> Result<Bytes, PayloadError> {
-        let offloaded = headers
-            .and_then(|h| h.get(headers::PAYLOAD))
-            .is_some_and(|v| v.as_str() == headers::OFFLOADED);
-        if !offloaded {
+        let Some(reference) = reference(headers, &body)? else {
             return Ok(body);
-        }
-        let reference: ObjectRef = codec::decode(&body)?;
+        };
         let fetch_failed = |cause: String| PayloadError::FetchFailed {
             bucket: reference.bucket.clone(),
             name: reference.name.clone(),

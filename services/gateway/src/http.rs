@@ -450,3 +450,66 @@ pub fn mcp_router(
         .merge(rest)
         .layer(middleware::from_fn_with_state(auth, require_bearer))
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The JSON-RPC guard in front of rmcp (body limit, JSON check, session
+    //! ids, ids in flight), fed arbitrary bodies and headers: it answers
+    //! every one with a status it documents, and never panics.
+    use super::*;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    fn guarded() -> Router {
+        Router::new()
+            .route("/mcp", axum::routing::any(|| async { "passed" }))
+            .layer(middleware::from_fn_with_state(
+                BodyLimit {
+                    max: 4096,
+                    in_flight: InFlightIds::default(),
+                },
+                json_rpc_guard,
+            ))
+            .layer(middleware::from_fn(session_id_guard))
+            .layer(middleware::from_fn(session_end_is_204))
+    }
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..6000),
+            ("\\PC{0,200}", any::<i64>(), "[a-z/]{0,20}").prop_map(|(s, id, m)| {
+                serde_json::json!({"jsonrpc": "2.0", "id": id, "method": m, "params": {"s": s}})
+                    .to_string()
+                    .into_bytes()
+            }),
+            "\\PC{0,300}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_048))]
+
+        #[test]
+        fn every_body_and_session_id_gets_a_documented_answer(
+            body in message(),
+            session in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+            method in prop_oneof![Just("POST"), Just("GET"), Just("DELETE")],
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let status = runtime.block_on(async {
+                let mut req = axum::http::Request::builder().method(method).uri("/mcp");
+                if let Some(id) = session
+                    && let Ok(v) = axum::http::HeaderValue::from_bytes(&id)
+                {
+                    req = req.header(SESSION_HEADER, v);
+                }
+                let req = req.body(axum::body::Body::from(body)).unwrap();
+                guarded().oneshot(req).await.unwrap().status()
+            });
+            prop_assert!(
+                [200, 400, 409, 413].contains(&status.as_u16()),
+                "status {status}"
+            );
+        }
+    }
+}
