@@ -65,6 +65,22 @@ pub fn reference(
     Ok(Some(reference))
 }
 
+/// How many copies JetStream keeps of each of the mesh's streams, KV and
+/// object-store buckets: three on a NATS cluster of three or more servers
+/// (so losing one server loses nothing), one on a single server. Read from
+/// the connected server's INFO; call it once connected.
+pub fn replicas(client: &async_nats::Client) -> usize {
+    let info = client.server_info();
+    if info.cluster.is_none() {
+        return 1;
+    }
+    // The cluster's client URLs, this server's among them or not.
+    let mut servers: Vec<&str> = info.connect_urls.iter().map(String::as_str).collect();
+    servers.sort_unstable();
+    servers.dedup();
+    servers.len().clamp(1, 3)
+}
+
 /// Why a payload could not be carried.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -162,6 +178,7 @@ impl PayloadStore {
                     bucket: BUCKET.to_owned(),
                     description: Some("Sophia Mesh payloads too large for one message".into()),
                     max_age: OBJECT_TTL,
+                    num_replicas: replicas(&self.client),
                     ..Default::default()
                 };
                 Ok::<_, async_nats::Error>(self.js.create_object_store(config).await?)

@@ -133,6 +133,11 @@ impl NatsServer {
         self.port.expect("the server has started")
     }
 
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     /// Kills the server, as a crash or a network cut would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -189,19 +194,136 @@ impl NatsServer {
     }
 }
 
-/// The client port in the ports file `nats-server` writes once it listens:
-/// `{"nats":["nats://127.0.0.1:41234"],...}`.
-fn bound_port(dir: &Path) -> Option<u16> {
-    #[derive(serde::Deserialize)]
-    struct Ports {
-        nats: Vec<String>,
-    }
+/// What `nats-server` wrote to its ports file once it listened:
+/// `{"nats":["nats://127.0.0.1:41234"],"cluster":[...],"monitoring":[...]}`.
+#[derive(Default, serde::Deserialize)]
+struct Ports {
+    #[serde(default)]
+    nats: Vec<String>,
+    #[serde(default)]
+    cluster: Vec<String>,
+    #[serde(default)]
+    monitoring: Vec<String>,
+}
+
+fn ports(dir: &Path) -> Option<Ports> {
     let file = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
         .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
-    let ports: Ports = serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
-    ports.nats.first()?.rsplit(':').next()?.parse().ok()
+    serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()
+}
+
+/// The client port in the ports file.
+fn bound_port(dir: &Path) -> Option<u16> {
+    ports(dir)?.nats.first()?.rsplit(':').next()?.parse().ok()
+}
+
+impl NatsServer {
+    /// The route URL of a clustered server (`nats://127.0.0.1:<port>`).
+    pub fn cluster_url(&self) -> Option<String> {
+        ports(&self.store.path().join("ports"))?
+            .cluster
+            .into_iter()
+            .next()
+    }
+
+    /// The monitoring base URL, if the server serves one (`-m`).
+    pub fn monitoring_url(&self) -> Option<String> {
+        ports(&self.store.path().join("ports"))?
+            .monitoring
+            .into_iter()
+            .next()
+    }
+}
+
+/// `n` nats-servers in one cluster on loopback, JetStream clustered across
+/// them, each with monitoring; killed and cleaned up on drop. Every server
+/// binds its own ports (client, route, monitoring) and the others learn
+/// them from its ports file: the first server's route is seeded with a
+/// port that never listens (JetStream clustering wants one configured),
+/// the others route to the first, and gossip joins them all.
+pub struct NatsCluster {
+    /// The servers.
+    pub nodes: Vec<NatsServer>,
+    _seed: crate::DeadPort,
+}
+
+impl NatsCluster {
+    /// Starts the cluster and waits until it can hold replicated streams.
+    pub async fn start(n: usize) -> Self {
+        let seed = crate::DeadPort::new();
+        let args = |name: String, route: String| {
+            [
+                "--cluster_name",
+                "sophia",
+                "--cluster",
+                "nats://127.0.0.1:-1",
+                "--routes",
+                &route,
+                "-n",
+                &name,
+                "-m",
+                "-1",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let first = NatsServer::start(args("node0".into(), format!("nats://{}", seed.addr())));
+        let route = first.cluster_url().expect("the first node's route port");
+        let mut nodes = vec![first];
+        for i in 1..n {
+            nodes.push(NatsServer::start(args(format!("node{i}"), route.clone())));
+        }
+        let cluster = Self { nodes, _seed: seed };
+        cluster.wait_for_replication(n.min(3)).await;
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated (as `NATS_URL` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A plain client that may use any node.
+    pub async fn client(&self) -> async_nats::Client {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .map(|n| n.url().parse().expect("a server address"))
+            .collect();
+        async_nats::connect(servers)
+            .await
+            .expect("connect to the cluster")
+    }
+
+    async fn wait_for_replication(&self, replicas: usize) {
+        let client = self.client().await;
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = js
+                .create_key_value(async_nats::jetstream::kv::Config {
+                    bucket: "cluster_probe".into(),
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await;
+            if probe.is_ok() {
+                let _ = js.delete_key_value("cluster_probe").await;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster holds no R{replicas} bucket within 30 s: {probe:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for NatsServer {

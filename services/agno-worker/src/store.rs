@@ -110,6 +110,7 @@ async fn bucket(
                 description: description.into(),
                 history: 1,
                 max_age,
+                num_replicas: sophia_proto::payload::replicas(&js.client()),
                 ..Default::default()
             })
             .await

@@ -38,6 +38,7 @@ impl KvSessions {
                     description: "Sophia Mesh MCP sessions (initialize parameters)".into(),
                     history: 1,
                     max_age: ttl,
+                    num_replicas: sophia_proto::payload::replicas(&js.client()),
                     ..Default::default()
                 })
                 .await

@@ -193,7 +193,8 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(move |attempts| {
             let delay = backoff(attempts);
-            if attempts > 0 {
+            // `attempts` counts this one: from the second on, one has failed.
+            if attempts > 1 {
                 let cause = retry_error
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -242,8 +243,21 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
                 }
             }
         });
+    // Several servers (a cluster), comma separated: the client picks one
+    // and moves to another if it goes away.
+    let servers = config
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KitError::Config {
+            key: "NATS_URL",
+            message: format!("{}: {e}", redact(&config.url)),
+        })?;
     let client = options
-        .connect(config.url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| KitError::Config {
             key: "NATS_URL",

@@ -162,6 +162,7 @@ async fn bucket(
                 bucket: name.to_owned(),
                 description: description.to_owned(),
                 history: 1,
+                num_replicas: sophia_proto::payload::replicas(&js.client()),
                 ..Default::default()
             })
             .await

@@ -103,6 +103,7 @@ impl Ctx {
                     bucket: PLANS_BUCKET.into(),
                     description: Some("Pulumi update plans from previews".into()),
                     max_age: Duration::from_secs(24 * 3600),
+                    num_replicas: sophia_proto::payload::replicas(&js.client()),
                     ..Default::default()
                 })
                 .await
