@@ -9,9 +9,13 @@
 #   - ops/prometheus: the configuration, the rules, and the rules' unit tests
 #     (promtool, taken out of Debian's `prometheus` package: the daemon is
 #     not installed);
-#   - ops/k8s: every manifest against the Kubernetes API schemas
-#     (kubernetes-validate, PyPI; kustomization files and Helm values are not
-#     Kubernetes objects and are left out);
+#   - ops/k8s: every manifest against the Kubernetes API schemas, directory
+#     by directory (base, the GPU overlay, each profile; kubernetes-validate,
+#     PyPI; kustomization files and Helm values are not Kubernetes objects
+#     and are left out); the kustomizations as kustomize would build them
+#     (no object twice, no GPU request outside the GPU overlay); the
+#     profiles against the base's Deployments;
+#   - pulumi/: the Pulumi projects parse, with a name and a runtime;
 #   - ops/grafana: the dashboards parse as JSON, their queries as PromQL
 #     (promtool), and the provisioning as YAML.
 #
@@ -123,16 +127,23 @@ check "ops/prometheus/alerts.yml (promtool check rules)" \
 check "ops/prometheus/alerts.test.yml (promtool test rules)" \
   "$promtool" test rules ops/prometheus/alerts.test.yml
 
-# Every manifest under ops/k8s but the kustomization files and Helm values.
-manifests=()
-while IFS= read -r f; do manifests+=("$f"); done < <(
-  find ops/k8s -name '*.yaml' ! -name 'kustomization.yaml' ! -path 'ops/k8s/nats/*' | sort
+# Every manifest under ops/k8s but the kustomization files and Helm values,
+# directory by directory: the base, the GPU overlay, each profile.
+k8s_dirs=()
+while IFS= read -r d; do k8s_dirs+=("$d"); done < <(
+  find ops/k8s -name '*.yaml' ! -name 'kustomization.yaml' ! -path 'ops/k8s/nats/*' -printf '%h\n' | sort -u
 )
-[ "${#manifests[@]}" -gt 0 ] || die "no manifests under ops/k8s"
-check "${#manifests[@]} Kubernetes manifests under ops/k8s (kubernetes-validate $KUBERNETES_VALIDATE_VERSION, Kubernetes $KUBERNETES_VERSION, strict)" \
-  kubernetes-validate --quiet --strict --kubernetes-version "$KUBERNETES_VERSION" "${manifests[@]}"
+[ "${#k8s_dirs[@]}" -gt 0 ] || die "no manifests under ops/k8s"
+for d in "${k8s_dirs[@]}"; do
+  manifests=()
+  while IFS= read -r f; do manifests+=("$f"); done < <(
+    find "$d" -maxdepth 1 -name '*.yaml' ! -name 'kustomization.yaml' | sort
+  )
+  check "$d: ${#manifests[@]} Kubernetes manifest file(s) (kubernetes-validate $KUBERNETES_VALIDATE_VERSION, Kubernetes $KUBERNETES_VERSION, strict)" \
+    kubernetes-validate --quiet --strict --kubernetes-version "$KUBERNETES_VERSION" "${manifests[@]}"
+done
 
-# The kustomization and the Helm values: YAML, and every resource a
+# The kustomizations and the Helm values: YAML, and every resource a
 # kustomization lists exists.
 check "ops/k8s kustomizations list files that exist, Helm values parse" \
   "$venv/bin/python" - <<'PY'
@@ -145,6 +156,116 @@ for k in sorted(pathlib.Path("ops/k8s").rglob("kustomization.yaml")):
             bad.append(f"{k}: {r} does not exist")
 for v in sorted(pathlib.Path("ops/k8s/nats").glob("*.yaml")):
     yaml.safe_load(v.read_text())
+if bad:
+    sys.exit("\n".join(bad))
+PY
+
+# What `kubectl apply -k` would build from each kustomization (its
+# resources, and those of the kustomizations it includes), as kustomize
+# checks it: no object twice. And what the base leaves out: nothing in
+# `-k ops/k8s/base` asks for a GPU (the GPU Deployment would stay Pending on
+# clusters without one; it is the opt-in overlay ops/k8s/gpu).
+check "ops/k8s kustomizations build without duplicates; only the GPU overlay requests GPUs" \
+  "$venv/bin/python" - <<'PY'
+import pathlib, sys, yaml
+def objects(directory, seen=()):
+    directory = directory.resolve()
+    if directory in seen:
+        sys.exit(f"{directory}: kustomizations include each other")
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    out = []
+    for r in k.get("resources", []):
+        path = directory / r
+        if path.is_dir():
+            out += objects(path, seen + (directory,))
+        else:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    if k.get("namespace") and doc["kind"] not in ("Namespace", "PriorityClass"):
+                        doc.setdefault("metadata", {})["namespace"] = k["namespace"]
+                    out.append((path, doc))
+    return out
+def wants_gpu(doc):
+    return "nvidia.com/gpu" in yaml.safe_dump(doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []) + doc.get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", []))
+bad = []
+built = {}
+for k in sorted(pathlib.Path("ops/k8s").rglob("kustomization.yaml")):
+    ids = {}
+    for path, doc in objects(k.parent):
+        key = (doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"])
+        if key in ids:
+            bad.append(f"{k.parent}: {'/'.join(key)} in both {ids[key]} and {path}")
+        ids[key] = path
+    built[k.parent.as_posix()] = ids
+gpu_in_base = [f"{p}" for p, d in objects(pathlib.Path("ops/k8s/base")) if wants_gpu(d)]
+if gpu_in_base:
+    bad.append(f"ops/k8s/base requests GPUs in {gpu_in_base}: that belongs in the gpu overlay")
+if not any(wants_gpu(d) for _, d in objects(pathlib.Path("ops/k8s/gpu"))):
+    bad.append("ops/k8s/gpu requests no GPU")
+if bad:
+    sys.exit("\n".join(bad))
+PY
+
+# The profiles (`kubectl apply -f ops/k8s/profiles/<name>/`, on top of the
+# base or the GPU overlay): each is one autoscaler per Deployment of the
+# base, and their disruption budgets select a Deployment's pods.
+check "ops/k8s/profiles: an autoscaler per Deployment of the base; budgets select its pods" \
+  "$venv/bin/python" - <<'PY'
+import pathlib, sys, yaml
+base = {}
+for f in sorted(pathlib.Path("ops/k8s/base").glob("*.yaml")):
+    for d in yaml.safe_load_all(f.read_text()):
+        if d and d["kind"] == "Deployment":
+            base[d["metadata"]["name"]] = d["spec"]["template"]["metadata"]["labels"]
+bad = []
+profiles = sorted(p for p in pathlib.Path("ops/k8s/profiles").iterdir() if p.is_dir())
+if not profiles:
+    bad.append("no profiles under ops/k8s/profiles")
+for profile in profiles:
+    targets = []
+    for f in sorted(profile.glob("*.yaml")):
+        for d in yaml.safe_load_all(f.read_text()):
+            if not d:
+                continue
+            if d["kind"] == "HorizontalPodAutoscaler":
+                ref = d["spec"]["scaleTargetRef"]
+                if ref["kind"] != "Deployment" or ref["name"] not in base:
+                    bad.append(f"{f}: {d['metadata']['name']} scales {ref['kind']}/{ref['name']}, not a Deployment of the base")
+                if d["metadata"]["name"] != ref["name"]:
+                    bad.append(f"{f}: the autoscaler of {ref['name']} is named {d['metadata']['name']} (profiles replace each other by name)")
+                targets.append(ref["name"])
+            elif d["kind"] == "PodDisruptionBudget":
+                sel = d["spec"]["selector"]["matchLabels"]
+                if not any(all(labels.get(k) == v for k, v in sel.items()) for labels in base.values()):
+                    bad.append(f"{f}: {d['metadata']['name']} selects no Deployment's pods ({sel})")
+            else:
+                bad.append(f"{f}: a {d['kind']} in a profile")
+    if sorted(targets) != sorted(base):
+        bad.append(f"{profile}: autoscalers for {sorted(targets)}, Deployments {sorted(base)}")
+if bad:
+    sys.exit("\n".join(bad))
+PY
+
+# The Pulumi projects compose and up.sh serve (pulumi/<project>/Pulumi.yaml):
+# YAML, with a name and a runtime, and a Pulumi YAML program's resources
+# and outputs where that runtime has them.
+check "pulumi/*/Pulumi.yaml: Pulumi projects with a name and a runtime" \
+  "$venv/bin/python" - <<'PY'
+import pathlib, sys, yaml
+bad = []
+projects = sorted(pathlib.Path("pulumi").glob("*/Pulumi.yaml"))
+if not projects:
+    bad.append("no project under pulumi/")
+for p in projects:
+    doc = yaml.safe_load(p.read_text())
+    runtime = doc.get("runtime")
+    runtime = runtime.get("name") if isinstance(runtime, dict) else runtime
+    if not isinstance(doc.get("name"), str) or not doc["name"]:
+        bad.append(f"{p}: no name")
+    if runtime not in ("yaml", "nodejs", "python", "go", "dotnet", "java"):
+        bad.append(f"{p}: runtime {runtime!r}")
+    if runtime == "yaml" and not isinstance(doc.get("resources"), dict):
+        bad.append(f"{p}: a Pulumi YAML program without resources")
 if bad:
     sys.exit("\n".join(bad))
 PY

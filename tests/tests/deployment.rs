@@ -193,16 +193,68 @@ fn compose_runs_the_whole_mesh_on_the_seed_ports() {
     }
     // Only loopback on the host: the gateway is reached through its token, NATS not at all from outside.
     // Every service's seed port is published, on loopback only, so the
-    // seed's `curl 127.0.0.1:<port>/health` works from the host. (A
-    // published port belongs to one container: replicas are added with
-    // `--scale` after dropping it, as the file says.)
+    // seed's `curl 127.0.0.1:<port>/health` works from the host.
+    let published = |name: &str, shell: &BTreeMap<String, String>| -> Vec<String> {
+        s[name]["ports"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} publishes ports"))
+            .iter()
+            .map(|p| interpolate(p.as_str().expect("short port syntax"), shell))
+            .collect()
+    };
+    let no_shell = BTreeMap::new();
     for (name, _, port) in [("gateway", "", 8000)].into_iter().chain(ports) {
-        let published = format!("{:?}", s[name]["ports"]);
+        let by_default = published(name, &no_shell);
         assert!(
-            published.contains(&format!("\"127.0.0.1:{port}:{port}\"")),
-            "{name} publishes {port} on loopback: {published}"
+            by_default.contains(&format!("127.0.0.1:{port}:{port}")),
+            "{name} publishes {port} on loopback: {by_default:?}"
+        );
+        assert!(
+            by_default.iter().all(|p| p.starts_with("127.0.0.1:")),
+            "{name} publishes on loopback only: {by_default:?}"
         );
     }
+    // A fixed host port belongs to one container. Each worker's host port
+    // is a variable whose default is the seed's port; set to nothing, every
+    // replica of `--scale` gets a free loopback port of its own.
+    for (name, _, port) in ports.into_iter().filter(|(n, _, _)| *n != "gateway") {
+        let spec = format!("{:?}", s[name]["ports"]);
+        let var = regex_lite::Regex::new(r"\$\{([A-Z_]+)-[0-9]+\}")
+            .unwrap()
+            .captures(&spec)
+            .unwrap_or_else(|| panic!("{name}'s host port is a ${{VAR-{port}}}: {spec}"))[1]
+            .to_owned();
+        let scaled = published(name, &BTreeMap::from([(var.clone(), String::new())]));
+        assert_eq!(
+            scaled,
+            [format!("127.0.0.1::{port}")],
+            "{name} with {var} set to nothing publishes a free port per replica"
+        );
+        let operations = read("docs/operations.md");
+        assert!(
+            operations.contains(&var),
+            "docs/operations.md explains {var}"
+        );
+    }
+}
+
+/// Compose's interpolation of `${VAR}`, `${VAR:-default}` and
+/// `${VAR-default}` from `shell` (`tests/tests/processes.rs` has the whole
+/// specification; this is what the port and URL checks here need).
+fn interpolate(text: &str, shell: &BTreeMap<String, String>) -> String {
+    let re = regex_lite::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}").unwrap();
+    re.replace_all(text, |c: &regex_lite::Captures| {
+        let value = shell.get(&c[1]);
+        match c.get(2).map(|m| m.as_str()) {
+            Some(":-") => value
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| c[3].to_owned()),
+            Some(_) => value.cloned().unwrap_or_else(|| c[3].to_owned()),
+            None => value.cloned().unwrap_or_default(),
+        }
+    })
+    .into_owned()
 }
 
 #[test]
@@ -312,6 +364,222 @@ fn every_environment_variable_is_one_the_services_read() {
             );
         }
     }
+}
+
+/// The text of the Dockerfile stage `name`, up to the next `FROM`.
+fn dockerfile_stage(name: &str) -> String {
+    let dockerfile = read("ops/docker/Dockerfile");
+    let start = dockerfile
+        .lines()
+        .position(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}")))
+        .unwrap_or_else(|| panic!("a Dockerfile stage {name}"));
+    dockerfile
+        .lines()
+        .skip(start)
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.starts_with("FROM "))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect()
+}
+
+/// The pulumi-worker can write where Pulumi writes: the projects of the
+/// bind-mounted `./pulumi` (each stack's `Pulumi.<stack>.yaml`), the state
+/// volume, and `$HOME`; and its image has the runtimes of TypeScript and
+/// Python programs.
+#[test]
+fn the_pulumi_worker_writes_its_workspace_and_state_and_runs_node_and_python() {
+    let c = compose();
+    let svc = &services(&c)["pulumi-worker"];
+    let env = env_of(svc);
+    assert_eq!(
+        env.get("SOPHIA_PULUMI_WORKSPACE").map(String::as_str),
+        Some("/workspace")
+    );
+    let volumes = format!("{:?}", svc["volumes"]);
+    assert!(volumes.contains("./pulumi:/workspace"), "{volumes}");
+    assert!(volumes.contains("pulumi-state:/state"), "{volumes}");
+    assert!(
+        c["volumes"]
+            .as_mapping()
+            .unwrap()
+            .contains_key(Value::from("pulumi-state")),
+        "pulumi-state is a named volume"
+    );
+    assert_eq!(
+        interpolate(
+            &env["PULUMI_BACKEND_URL"],
+            &BTreeMap::from([("PULUMI_BACKEND_URL".to_owned(), String::new())])
+        ),
+        "file:///state",
+        "by default the state is on the volume"
+    );
+    // The uid is the checkout's owner's when set (the bind mount keeps the
+    // host's owners), the image's otherwise; the group is 0 either way.
+    let user = svc["user"].as_str().expect("pulumi-worker sets `user`");
+    assert_eq!(interpolate(user, &BTreeMap::new()), "10001:0");
+    assert_eq!(
+        interpolate(
+            user,
+            &BTreeMap::from([("SOPHIA_PULUMI_UID".to_owned(), "1000".to_owned())])
+        ),
+        "1000:0"
+    );
+    assert!(read("docs/operations.md").contains("SOPHIA_PULUMI_UID=$(id -u)"));
+    // Docker creates a named volume from the image's directory, with its
+    // owner and mode: the image's /state (and /workspace and $HOME) belong to
+    // uid 10001 and group 0, which may write them.
+    let stage = dockerfile_stage("pulumi-worker");
+    for dir in ["/workspace", "/state", "/home/sophia"] {
+        for step in ["chown 10001:0 ", "chmod 0775 "] {
+            let line = stage
+                .lines()
+                .find(|l| l.contains(step))
+                .unwrap_or_else(|| panic!("the pulumi-worker stage runs {step}"));
+            assert!(
+                line.split_whitespace().any(|w| w == dir),
+                "{step}{dir}: {line}"
+            );
+        }
+    }
+    assert!(stage.contains("mkdir -p /workspace /state"), "{stage}");
+    assert!(
+        stage.contains("USER 10001:10001"),
+        "runs as 10001 by default"
+    );
+    // Node.js (the Pulumi Node.js SDK wants 20 or newer; its current
+    // releases 22) from a pinned official image, and Python with venv and
+    // pip (Pulumi creates a virtualenv per Python program).
+    let dockerfile = read("ops/docker/Dockerfile");
+    let node_version =
+        regex_lite::Regex::new(r"(?m)^ARG NODE_VERSION=([0-9]+)\.([0-9]+)\.([0-9]+)$")
+            .unwrap()
+            .captures(&dockerfile)
+            .expect("a pinned ARG NODE_VERSION=x.y.z")[1]
+            .parse::<u32>()
+            .unwrap();
+    assert!(node_version >= 22, "Node.js {node_version}");
+    assert!(
+        dockerfile.contains("FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS node"),
+        "the node stage"
+    );
+    for copied in ["/usr/local/bin/node", "/usr/local/lib/node_modules/npm"] {
+        assert!(
+            stage.contains(&format!("COPY --from=node {copied} ")),
+            "copies {copied}"
+        );
+    }
+    for link in ["/usr/local/bin/npm", "/usr/local/bin/npx"] {
+        assert!(stage.contains(link), "links {link}");
+    }
+    let install = stage
+        .lines()
+        .find(|l| l.contains("apt-get install"))
+        .expect("apt-get install");
+    for package in ["git", "python3", "python3-venv", "python3-pip"] {
+        assert!(
+            install.split_whitespace().any(|w| w == package),
+            "installs {package}: {install}"
+        );
+    }
+    for check in [
+        "node --version",
+        "npm --version",
+        "python3 -m venv",
+        "pulumi version",
+    ] {
+        assert!(stage.contains(check), "the build runs `{check}`");
+    }
+}
+
+/// A first run needs no API key: the ollama service pulls the model named
+/// once, in SOPHIA_OLLAMA_MODEL, and the intelligence-worker asks it;
+/// a config file and the keys it names come from the shell.
+#[test]
+fn the_intelligence_worker_uses_the_ollama_service_or_the_shells_config_and_keys() {
+    let c = compose();
+    let all = services(&c);
+    let ollama = &all["ollama"];
+    let model_default = regex_lite::Regex::new(r"^\$\{SOPHIA_OLLAMA_MODEL:-([^}]+)\}$").unwrap();
+    let model = env_of(ollama)["SOPHIA_OLLAMA_MODEL"].clone();
+    let model = model_default
+        .captures(&model)
+        .unwrap_or_else(|| panic!("SOPHIA_OLLAMA_MODEL from the shell, with a default: {model}"))
+        [1]
+    .to_owned();
+    let command = ollama["command"][0].as_str().expect("a shell command");
+    assert!(
+        command.contains("ollama pull \"$${SOPHIA_OLLAMA_MODEL}\""),
+        "the ollama service pulls $SOPHIA_OLLAMA_MODEL: {command}"
+    );
+    assert!(command.contains("ollama serve"), "{command}");
+    let named_once = read("docker-compose.mcp.yml")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.matches(&model).count())
+        .sum::<usize>();
+    assert_eq!(
+        named_once, 1,
+        "the model {model} is named once in the compose file (comments aside)"
+    );
+    let models = format!("{:?}", ollama["volumes"]);
+    assert!(models.contains("ollama-models:/root/.ollama"), "{models}");
+    assert!(
+        c["volumes"]
+            .as_mapping()
+            .unwrap()
+            .contains_key(Value::from("ollama-models")),
+        "ollama-models is a named volume"
+    );
+
+    let worker = &all["intelligence-worker"];
+    let env = &worker["environment"];
+    let url = env["SOPHIA_OLLAMA_URL"].as_str().unwrap();
+    assert_eq!(
+        interpolate(url, &BTreeMap::new()),
+        "http://ollama:11434/v1",
+        "the ollama service, OpenAI-compatible"
+    );
+    assert_eq!(
+        interpolate(
+            url,
+            &BTreeMap::from([(
+                "SOPHIA_OLLAMA_URL".to_owned(),
+                "http://gpu:8000/v1".to_owned()
+            )])
+        ),
+        "http://gpu:8000/v1",
+        "overridable from the shell"
+    );
+    assert!(
+        format!("{:?}", worker["depends_on"]).contains("ollama"),
+        "starts after ollama"
+    );
+    // Passed through when set, left unset otherwise: an empty
+    // SOPHIA_INTELLIGENCE_CONFIG would be an empty path, which the worker
+    // refuses.
+    let keys = provider_keys();
+    for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY"] {
+        assert!(
+            keys.contains(key),
+            "ops/intelligence/example.toml names {key}"
+        );
+    }
+    for var in keys
+        .iter()
+        .map(String::as_str)
+        .chain(["SOPHIA_INTELLIGENCE_CONFIG"])
+    {
+        assert!(
+            matches!(env.get(var), Some(Value::Null)),
+            "intelligence-worker passes {var} through from the shell: {:?}",
+            env.get(var)
+        );
+    }
+    let volumes = format!("{:?}", worker["volumes"]);
+    assert!(
+        volumes.contains("./ops/intelligence:/etc/sophia/intelligence:ro"),
+        "{volumes}"
+    );
 }
 
 #[test]
@@ -1041,70 +1309,184 @@ fn md_table(text: &str, header: &str) -> Vec<Vec<String>> {
 }
 
 /// Every number of the seed's tables (docs/operations.md) is in the
-/// manifests: each Cursor mode's profile, and each category's resources and
-/// priority.
+/// manifests, and every manifest number of those kinds is in the tables:
+/// each Cursor mode's profile (replicas, CPU target), and each category's
+/// resources (requests and limits) and priority (PriorityClass and value).
 #[test]
 fn the_seeds_tables_are_what_the_manifests_run() {
     let doc = read("docs/operations.md");
+    let base: BTreeMap<String, Value> = k8s_objects("ops/k8s/base")
+        .into_iter()
+        .filter(|(_, o)| o["kind"].as_str() == Some("Deployment"))
+        .map(|(_, o)| (o["metadata"]["name"].as_str().unwrap().to_owned(), o))
+        .collect();
+
     let modes = md_table(&doc, "| Cursor mode | profile |");
     assert_eq!(
         modes.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
         ["chat", "composer", "agent"]
     );
     for row in &modes {
-        let (lo, hi) = row[2].split_once('–').expect("min–max");
-        let cpu: u64 = row[3].trim_end_matches('%').parse().unwrap();
-        let hpas: Vec<Value> = yaml_docs(&root().join(format!("ops/k8s/{}/hpa.yaml", row[1])));
-        assert!(!hpas.is_empty());
+        let [mode, profile, replicas, target] = &row[..] else {
+            panic!("{row:?}")
+        };
+        let (lo, hi) = replicas.split_once('–').expect("min–max");
+        let (lo, hi): (u64, u64) = (lo.parse().unwrap(), hi.parse().unwrap());
+        // A percentage, or no metric at all ("none: no autoscaling").
+        let cpu: Option<u64> = target.strip_suffix('%').map(|p| p.parse().unwrap());
+        assert_eq!(
+            cpu.is_none(),
+            target.starts_with("none"),
+            "{mode}: {target:?} is a percentage or none"
+        );
+        if mode == "agent" {
+            assert_eq!((lo, hi, cpu), (1, 1, None), "the seed's agent mode");
+        }
+        let hpas = yaml_docs(&root().join(format!("ops/k8s/{profile}/hpa.yaml")));
+        let targets: BTreeSet<String> = hpas
+            .iter()
+            .map(|h| {
+                h["spec"]["scaleTargetRef"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            base.keys().cloned().collect(),
+            "{profile} scales every Deployment of the base"
+        );
         for hpa in &hpas {
-            let at = format!("{} {}", row[1], hpa["metadata"]["name"].as_str().unwrap());
-            assert_eq!(hpa["spec"]["minReplicas"].as_u64(), lo.parse().ok(), "{at}");
-            assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), hi.parse().ok(), "{at}");
+            let at = format!("{profile} {}", hpa["metadata"]["name"].as_str().unwrap());
             assert_eq!(
-                hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"].as_u64(),
-                Some(cpu),
+                hpa["metadata"]["labels"]["sophia.dev/profile"].as_str(),
+                Some(mode.as_str()),
                 "{at}"
             );
+            assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(lo), "{at}");
+            assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), Some(hi), "{at}");
+            match cpu {
+                Some(cpu) => {
+                    let metrics = hpa["spec"]["metrics"].as_sequence().expect("metrics");
+                    assert_eq!(metrics.len(), 1, "{at}: CPU only");
+                    let r = &metrics[0]["resource"];
+                    assert_eq!(r["name"].as_str(), Some("cpu"), "{at}");
+                    assert_eq!(r["target"]["type"].as_str(), Some("Utilization"), "{at}");
+                    assert_eq!(
+                        r["target"]["averageUtilization"].as_u64(),
+                        Some(cpu),
+                        "{at}"
+                    );
+                }
+                None => assert!(
+                    hpa["spec"]["metrics"].is_null() && hpa["spec"]["behavior"].is_null(),
+                    "{at}: no autoscaling, so no metric"
+                ),
+            }
         }
     }
-    // `agent`: one instance, kept available (a disruption budget each).
+
+    // `agent`: one instance, kept available. No voluntary eviction takes it
+    // (a disruption budget each, which a broken pod does not hold), rollouts
+    // surge before they stop, and a failed node is left after 30 s.
     let budgets = yaml_docs(&root().join("ops/k8s/profiles/agent/pdb.yaml"));
-    for hpa in yaml_docs(&root().join("ops/k8s/profiles/agent/hpa.yaml")) {
-        let name = hpa["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
-        let covered = name == "gateway" // ops/k8s/base/gateway-pdb.yaml
-            || budgets.iter().any(|b| {
+    let gateway_budget = yaml_file("ops/k8s/base/gateway-pdb.yaml");
+    for (name, deployment) in &base {
+        let budget = budgets
+            .iter()
+            .chain(std::iter::once(&gateway_budget))
+            .find(|b| {
                 b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
-                    == Some(name)
-                    && b["spec"]["minAvailable"].as_u64() == Some(1)
-            });
-        assert!(
-            covered,
-            "{name} has a disruption budget in the agent profile"
+                    == Some(name.as_str())
+            })
+            .unwrap_or_else(|| panic!("{name} has a disruption budget in the agent profile"));
+        assert_eq!(budget["spec"]["minAvailable"].as_u64(), Some(1), "{name}");
+        assert_eq!(
+            budget["spec"]["unhealthyPodEvictionPolicy"].as_str(),
+            Some("AlwaysAllow"),
+            "{name}: a broken pod does not hold a drain up"
+        );
+        let rollout = &deployment["spec"]["strategy"]["rollingUpdate"];
+        assert_eq!(rollout["maxUnavailable"].as_u64(), Some(0), "{name}");
+        assert_eq!(rollout["maxSurge"].as_u64(), Some(1), "{name}");
+        let pod = &deployment["spec"]["template"]["spec"];
+        for taint in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            let t = pod["tolerations"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|t| t["key"].as_str() == Some(taint))
+                .unwrap_or_else(|| panic!("{name} tolerates {taint} for a while"));
+            assert_eq!(t["effect"].as_str(), Some("NoExecute"), "{name}");
+            assert_eq!(t["tolerationSeconds"].as_u64(), Some(30), "{name}: {taint}");
+        }
+        let spread = &pod["topologySpreadConstraints"][0];
+        assert_eq!(
+            spread["topologyKey"].as_str(),
+            Some("kubernetes.io/hostname"),
+            "{name}"
+        );
+        assert_eq!(
+            spread["labelSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+            Some(name.as_str()),
+            "{name} spreads its own replicas"
         );
     }
+    assert!(
+        doc.contains("tolerationSeconds") && doc.contains("30 s"),
+        "the doc says what keeps the agent profile's instance available"
+    );
 
     let categories = md_table(&doc, "| category | Deployment |");
-    assert_eq!(categories.len(), 3);
     let classes: BTreeMap<String, u64> =
         yaml_docs(&root().join("ops/k8s/base/priorityclasses.yaml"))
             .iter()
             .map(|c| {
+                assert_eq!(c["globalDefault"].as_bool(), Some(false));
                 (
                     c["metadata"]["name"].as_str().unwrap().to_owned(),
                     c["value"].as_u64().unwrap(),
                 )
             })
             .collect();
+    let seed = regex_lite::Regex::new(r"^([0-9]+) GB, ([0-9]+) cores?$").unwrap();
+    let mut tabled_classes = BTreeMap::new();
+    let mut tabled_agno = BTreeSet::new();
     for row in &categories {
-        let [category, deployment, cpu, memory, priority, class] = &row[..] else {
+        let [
+            category,
+            deployment,
+            seeded,
+            resources,
+            priority,
+            class,
+            value,
+        ] = &row[..]
+        else {
             panic!("{row:?}")
         };
-        let d = &yaml_docs(&root().join(format!("ops/k8s/base/{deployment}.yaml")))[0];
+        let c = seed
+            .captures(seeded)
+            .unwrap_or_else(|| panic!("{category}: the seed's \"N GB, M cores\": {seeded:?}"));
+        let (memory, cpu) = (format!("{}Gi", &c[1]), c[2].to_owned());
+        assert_eq!(
+            resources,
+            &format!("cpu: {cpu}, memory: {memory}"),
+            "{category}: the seed's GB as Gi and cores as CPUs"
+        );
+        let d = base
+            .get(deployment.as_str())
+            .unwrap_or_else(|| panic!("{deployment} is a Deployment of the base"));
+        tabled_agno.insert(deployment.clone());
         let pod = &d["spec"]["template"]["spec"];
         let env = format!("{:?}", pod["containers"][0]["env"]);
         assert!(
-            env.contains(category.as_str()),
-            "{deployment} serves {category}"
+            env.contains(&format!("String(\"{category}\")")),
+            "{deployment} serves {category}: {env}"
         );
         let resources = &pod["containers"][0]["resources"];
         for side in ["requests", "limits"] {
@@ -1121,11 +1503,31 @@ fn the_seeds_tables_are_what_the_manifests_run() {
         }
         assert_eq!(pod["priorityClassName"].as_str(), Some(class.as_str()));
         assert_eq!(class, &format!("sophia-{priority}"));
-        assert!(classes.contains_key(class.as_str()), "{class} is defined");
+        let value: u64 = value.parse().unwrap();
+        assert_eq!(classes.get(class.as_str()), Some(&value), "{class}'s value");
+        tabled_classes.insert(class.clone(), value);
     }
+    assert_eq!(
+        tabled_agno,
+        base.keys()
+            .filter(|n| n.starts_with("agno-worker-"))
+            .cloned()
+            .collect(),
+        "a row per agno-worker Deployment"
+    );
+    assert_eq!(
+        tabled_classes, classes,
+        "every PriorityClass is in the table"
+    );
     // critical > high > medium.
     assert!(classes["sophia-critical"] > classes["sophia-high"]);
     assert!(classes["sophia-high"] > classes["sophia-medium"]);
+    assert_eq!(
+        base["agno-worker-infrastructure"]["spec"]["template"]["spec"]["priorityClassName"]
+            .as_str(),
+        Some("sophia-critical"),
+        "infrastructure is the seed's critical category"
+    );
 }
 
 /// The sample Pulumi project is a Pulumi YAML program whose every
