@@ -81,7 +81,8 @@ pub struct Cli {
 /// finds none (so an Ollama started, or a model pulled, after this worker
 /// still serves agents).
 pub async fn load_config(args: &InferenceArgs) -> Result<config::Config, KitError> {
-    if let Some(path) = &args.config {
+    // An empty SOPHIA_INTELLIGENCE_CONFIG (compose's `${VAR:-}`) means none.
+    if let Some(path) = args.config.as_ref().filter(|p| !p.as_os_str().is_empty()) {
         return config::Config::load(path).map_err(|e| KitError::Config {
             key: "SOPHIA_INTELLIGENCE_CONFIG",
             message: e.to_string(),
@@ -148,4 +149,21 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         .await
         .map_err(|e| KitError::Register(e.to_string()))?;
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_config_path_means_no_config_file() {
+        let args = InferenceArgs {
+            config: Some(PathBuf::new()),
+            ollama_url: "http://127.0.0.1:9/v1".into(),
+            max_prompt_bytes: 1024,
+        };
+        let config = load_config(&args).await.expect("no file is read");
+        assert_eq!(config.providers.len(), 1);
+        assert!(config.providers[0].discover, "the local Ollama, asked");
+    }
 }
