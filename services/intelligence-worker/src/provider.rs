@@ -105,14 +105,37 @@ fn excerpt(body: &str) -> String {
     s
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is treated as absent).
+/// The longest `Retry-After` honoured: a provider's number is not trusted
+/// to hold a provider back (or overflow a clock) for longer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as seconds (the HTTP-date form is treated as absent),
+/// capped at [`MAX_RETRY_AFTER`]; `inf`, `NaN` or `1e300` never panic.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let secs = v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn any_retry_after_a_provider_sends_is_bounded() {
+        let with = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(with("1.5"), Some(Duration::from_millis(1500)));
+        for huge in ["inf", "1e300", "18446744073709551616"] {
+            assert_eq!(with(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(with("NaN"), None);
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
 }
 
 impl Provider {
