@@ -200,6 +200,17 @@ impl Mesh {
         .await
     }
 
+    /// The gateway's `/health`, if it answers with JSON.
+    pub async fn health(&self) -> Option<serde_json::Value> {
+        crate::install_crypto();
+        reqwest::get(format!("{}/health", self.http_base()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
     /// A plain NATS client on the mesh's server.
     pub async fn nats_client(&self) -> async_nats::Client {
         async_nats::connect(self.nats.url())

@@ -28,6 +28,18 @@ pub async fn call(client: &McpClient, name: &str, arguments: Value) -> CallToolR
         .expect("tools/call answers")
 }
 
+/// Starts `tools/call` of `name` in the background (for calls a test acts
+/// on while they run); the task yields the result.
+pub fn spawn_call(
+    client: &McpClient,
+    name: &str,
+    arguments: Value,
+) -> tokio::task::JoinHandle<CallToolResult> {
+    let peer = client.peer().clone();
+    let params = CallToolRequestParams::new(name.to_owned()).with_arguments(object(arguments));
+    tokio::spawn(async move { peer.call_tool(params).await.expect("tools/call answers") })
+}
+
 /// `v` as a JSON object (panics if it is not one).
 pub fn object(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().cloned().expect("arguments are a JSON object")

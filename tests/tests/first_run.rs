@@ -189,12 +189,7 @@ async fn with_no_model_provider_the_error_says_how_to_get_one() {
         "the gateway's health reports the missing provider",
         Duration::from_secs(10),
         || async {
-            let h: Value = reqwest::get(format!("{}/health", mesh.http_base()))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let h = mesh.health().await?;
             h["degraded"]
                 .as_array()?
                 .iter()

@@ -60,12 +60,7 @@ async fn announce(mesh: &Mesh, instance: &str, tools: Vec<ToolSpec>, offers: Val
 }
 
 async fn health(mesh: &Mesh) -> Value {
-    reqwest::get(format!("{}/health", mesh.http_base()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    mesh.health().await.expect("the gateway's /health")
 }
 
 /// Waits until the gateway's health lists `n` refused entries.

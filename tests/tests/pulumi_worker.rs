@@ -706,12 +706,7 @@ async fn an_empty_workspace_without_the_cli_says_the_cli_is_missing() {
     assert!(text_of(&r).contains("PULUMI_BINARY"), "{}", text_of(&r));
     // The gateway's /health names it too.
     eventually("the gateway reports the missing CLI", WAIT, || async {
-        let h: Value = reqwest::get(format!("{}/health", mesh.http_base()))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let h = mesh.health().await?;
         h["degraded"]
             .as_array()?
             .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sophia_tests::procs::{ANY_PORT, Process};
-use sophia_tests::tools::{call, error_code, text_of, wait_for_tool};
+use sophia_tests::tools::{call, error_code, spawn_call, text_of, wait_for_tool};
 use sophia_tests::{Mesh, eventually};
 
 /// `n` slow-worker replicas, logging their executions to one file.
@@ -86,20 +86,11 @@ async fn mesh_with(n: usize) -> (Mesh, Replicas, sophia_tests::McpClient) {
 #[tokio::test]
 async fn a_read_only_call_whose_replica_is_killed_is_answered_by_another() {
     let (_mesh, replicas, client) = mesh_with(2).await;
-    let pending = tokio::spawn({
-        let peer = client.peer().clone();
-        async move {
-            peer.call_tool(
-                rmcp::model::CallToolRequestParams::new("slow_read")
-                    .with_arguments(json!({"ms": 1500}).as_object().cloned().unwrap()),
-            )
-            .await
-        }
-    });
+    let pending = spawn_call(&client, "slow_read", json!({"ms": 1500}));
     let victim = replicas.running(1).await;
     let victim_pid = victim.pid().unwrap();
     victim.signal("KILL");
-    let r = pending.await.unwrap().expect("tools/call");
+    let r = pending.await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text_of(&r));
     let survivor = replicas
         .procs
@@ -118,18 +109,9 @@ async fn a_read_only_call_whose_replica_is_killed_is_answered_by_another() {
 #[tokio::test]
 async fn a_call_that_is_not_idempotent_is_never_run_twice_when_its_replica_dies() {
     let (_mesh, replicas, client) = mesh_with(2).await;
-    let pending = tokio::spawn({
-        let peer = client.peer().clone();
-        async move {
-            peer.call_tool(
-                rmcp::model::CallToolRequestParams::new("slow_write")
-                    .with_arguments(json!({"ms": 30_000}).as_object().cloned().unwrap()),
-            )
-            .await
-        }
-    });
+    let pending = spawn_call(&client, "slow_write", json!({"ms": 30_000}));
     replicas.running(1).await.signal("KILL");
-    let r = pending.await.unwrap().expect("tools/call");
+    let r = pending.await.unwrap();
     assert_eq!(
         error_code(&r).as_deref(),
         Some("worker_lost"),
@@ -146,19 +128,10 @@ async fn a_call_that_is_not_idempotent_is_never_run_twice_when_its_replica_dies(
 #[tokio::test]
 async fn a_frozen_replica_is_given_up_on_after_three_missed_checks() {
     let (_mesh, replicas, client) = mesh_with(1).await;
-    let pending = tokio::spawn({
-        let peer = client.peer().clone();
-        async move {
-            peer.call_tool(
-                rmcp::model::CallToolRequestParams::new("slow_write")
-                    .with_arguments(json!({"ms": 30_000}).as_object().cloned().unwrap()),
-            )
-            .await
-        }
-    });
+    let pending = spawn_call(&client, "slow_write", json!({"ms": 30_000}));
     let frozen = replicas.running(1).await;
     frozen.signal("STOP");
-    let r = pending.await.unwrap().expect("tools/call");
+    let r = pending.await.unwrap();
     frozen.signal("CONT");
     assert_eq!(
         error_code(&r).as_deref(),
@@ -177,19 +150,10 @@ async fn a_frozen_replica_is_given_up_on_after_three_missed_checks() {
 #[tokio::test]
 async fn calls_in_flight_when_nats_dies_end_with_worker_lost() {
     let (mut mesh, replicas, client) = mesh_with(1).await;
-    let pending = tokio::spawn({
-        let peer = client.peer().clone();
-        async move {
-            peer.call_tool(
-                rmcp::model::CallToolRequestParams::new("slow_write")
-                    .with_arguments(json!({"ms": 30_000}).as_object().cloned().unwrap()),
-            )
-            .await
-        }
-    });
+    let pending = spawn_call(&client, "slow_write", json!({"ms": 30_000}));
     replicas.running(1).await;
     mesh.nats.stop();
-    let r = pending.await.unwrap().expect("tools/call");
+    let r = pending.await.unwrap();
     assert_eq!(
         error_code(&r).as_deref(),
         Some("worker_lost"),
@@ -207,20 +171,11 @@ async fn calls_in_flight_when_nats_dies_end_with_worker_lost() {
 #[tokio::test]
 async fn a_draining_replica_still_finishes_its_calls() {
     let (_mesh, replicas, client) = mesh_with(1).await;
-    let pending = tokio::spawn({
-        let peer = client.peer().clone();
-        async move {
-            peer.call_tool(
-                rmcp::model::CallToolRequestParams::new("slow_write")
-                    .with_arguments(json!({"ms": 2_500}).as_object().cloned().unwrap()),
-            )
-            .await
-        }
-    });
+    let pending = spawn_call(&client, "slow_write", json!({"ms": 2_500}));
     let draining = replicas.running(1).await;
     let pid = draining.pid().unwrap();
     draining.signal("TERM");
-    let r = pending.await.unwrap().expect("tools/call");
+    let r = pending.await.unwrap();
     assert_eq!(text_of(&r), format!("done by {pid}"), "drained, not lost");
     assert_eq!(replicas.executions().len(), 1);
 }

@@ -74,17 +74,7 @@ struct BodyLimit {
 
 /// A JSON-RPC error response with no id (the request could not be read).
 fn json_rpc_error(status: StatusCode, code: i64, message: String) -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": code, "message": message },
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json_rpc_error_for(serde_json::Value::Null, status, code, message)
 }
 
 /// Reads POST bodies up to the limit and checks they are JSON, so that an

@@ -117,27 +117,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
-#[cfg(test)]
-mod retry_after_tests {
-    use super::*;
-
-    #[test]
-    fn any_retry_after_a_provider_sends_is_bounded() {
-        let with = |v: &str| {
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
-            retry_after(&h)
-        };
-        assert_eq!(with("1.5"), Some(Duration::from_millis(1500)));
-        for huge in ["inf", "1e300", "18446744073709551616"] {
-            assert_eq!(with(huge), Some(MAX_RETRY_AFTER), "{huge}");
-        }
-        assert_eq!(with("NaN"), None);
-        assert_eq!(with("-1"), None);
-        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    }
-}
-
 impl Provider {
     /// A provider; its API key is read from the environment now.
     pub fn new(config: ProviderConfig) -> Self {
@@ -318,5 +297,26 @@ impl Provider {
             provider: self.name(),
             detail: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn any_retry_after_a_provider_sends_is_bounded() {
+        let with = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(with("1.5"), Some(Duration::from_millis(1500)));
+        for huge in ["inf", "1e300", "18446744073709551616"] {
+            assert_eq!(with(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(with("NaN"), None);
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }
