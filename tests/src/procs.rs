@@ -152,6 +152,7 @@ impl Process {
     /// Waits until `url` answers 200 (e.g. the service's `/ready`). Panics
     /// with the process's log if it exits or does not get there in time.
     pub async fn wait_ready(&mut self, url: &str) {
+        crate::install_crypto();
         let http = reqwest::Client::new();
         for _ in 0..300 {
             self.assert_running();
