@@ -195,7 +195,7 @@ const ALIVE_EVERY: Duration = Duration::from_secs(1);
 /// Unanswered asks in a row after which that replica counts as stuck.
 const ALIVE_MISSES: u32 = 3;
 /// How long a replica that acknowledges requests may take to do so.
-const ACK_WITHIN: Duration = Duration::from_secs(2);
+const ACK_WITHIN: Duration = Duration::from_secs(5);
 /// How long the bus link may be down before the calls in flight end (their
 /// replies, if any, would be lost with it).
 const LINK_GRACE: Duration = Duration::from_secs(1);
@@ -207,7 +207,7 @@ const LINK_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Liveness {
     /// Every replica serving the subject acknowledges requests: one not
-    /// acknowledged within two seconds went to a replica that is gone.
+    /// acknowledged within five seconds went to a replica that is gone.
     pub acked: bool,
     /// Run the call once more if its replica is lost (the queue group picks
     /// another): only for read-only or idempotent tools.
