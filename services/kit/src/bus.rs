@@ -376,7 +376,10 @@ impl Bus {
         );
         tokio::spawn(async move {
             let mut misses = 0;
-            let mut tick = tokio::time::interval(ALIVE_EVERY);
+            // The first ask a second after the ack: calls shorter than that
+            // (most) never cost one.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + ALIVE_EVERY, ALIVE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
