@@ -90,6 +90,15 @@ pub struct StandIn {
 impl StandIn {
     /// Starts a stand-in on a free loopback port.
     pub async fn start() -> Self {
+        let (standin, serve) = Self::bound().await;
+        serve();
+        standin
+    }
+
+    /// A stand-in whose port is bound (its URL known) but that answers
+    /// nothing until `serve` is called: a model server that starts after
+    /// whoever uses it (connections wait in the listen queue meanwhile).
+    pub async fn bound() -> (Self, impl FnOnce()) {
         crate::install_crypto();
         let inner: Arc<Mutex<Inner>> = Default::default();
         let app = Router::new()
@@ -97,11 +106,16 @@ impl StandIn {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let addr = crate::serve_on_free_port(app).await;
-        Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = move || {
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        };
+        let standin = Self {
             base_url: format!("http://{addr}/v1"),
             inner,
-        }
+        };
+        (standin, serve)
     }
 
     /// Queues behaviours for the next requests, in order.

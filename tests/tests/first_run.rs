@@ -202,6 +202,42 @@ async fn with_no_model_provider_the_error_says_how_to_get_one() {
 }
 
 #[tokio::test]
+async fn a_model_server_started_after_the_worker_is_found_without_a_restart() {
+    let mesh = Mesh::start().await;
+    let _agno = sophia_tests::agno::replica(&mesh, &sophia_kit::Category::AGENTS).await;
+    // The worker starts first: its look at the model server gets no answer.
+    let (model, serve) = StandIn::bound().await;
+    let _intelligence = sophia_tests::intelligence::replica(&mesh, None, &model.base_url).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "model_chat").await;
+    let before = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "code_agent", "task": "write a haiku"}),
+    )
+    .await;
+    assert!(
+        text_of(&before).contains("no model provider"),
+        "{}",
+        text_of(&before)
+    );
+
+    // Then the model server comes up (as `ollama serve` would): the next
+    // run finds its model and finishes, the worker untouched.
+    serve();
+    model.script([Behavior::Say("An old silent pond".into())]);
+    let after = call(
+        &client,
+        "agno_create_agent",
+        json!({"agent_type": "code_agent", "task": "write a haiku"}),
+    )
+    .await;
+    let out = after.structured_content.clone().unwrap_or_default();
+    assert_eq!(out["status"], "completed", "{}", text_of(&after));
+    assert_eq!(out["answer"], "An old silent pond");
+}
+
+#[tokio::test]
 async fn the_seeds_commands_answer_where_the_seed_sends_them() {
     let nats = nats_server();
     let model = StandIn::start().await;
