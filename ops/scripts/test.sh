@@ -2,10 +2,11 @@
 # Runs every test of the Sophia Mesh against a real nats-server (installed
 # here if missing): unit tests, end-to-end tests through the gateway, the
 # stdio binary, the official MCP conformance suite (installed here with npm
-# if missing), and a smoke pass of the benchmarks. First, the static checks
-# of the deployment files (ops/scripts/check-ops.sh: compose schema, hadolint,
-# promtool, Kubernetes schemas, dashboards); SOPHIA_SKIP_OPS_CHECKS=1 skips
-# them.
+# if missing), the official MCP Python SDK as a client (installed here into
+# a venv if missing), and a smoke pass of the benchmarks. First, the static
+# checks of the deployment files (ops/scripts/check-ops.sh: compose schema,
+# hadolint, promtool, Kubernetes schemas, dashboards);
+# SOPHIA_SKIP_OPS_CHECKS=1 skips them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 if [ "${SOPHIA_SKIP_OPS_CHECKS:-0}" != "1" ]; then
@@ -16,6 +17,9 @@ export SOPHIA_NATS_SERVER
 # The official MCP conformance suite (npm, pinned), run by tests/tests/conformance.rs.
 SOPHIA_CONFORMANCE="$("$root/ops/scripts/install-conformance.sh")"  # a directory of pinned versions
 export SOPHIA_CONFORMANCE
+# The official MCP Python SDK (PyPI, pinned), run by tests/tests/python_sdk.rs.
+SOPHIA_PYTHON_SDK="$("$root/ops/scripts/install-python-sdk.sh")"  # its venv
+export SOPHIA_PYTHON_SDK
 echo "test: using $SOPHIA_NATS_SERVER ($("$SOPHIA_NATS_SERVER" --version))" >&2
 cd "$root"
 # Some tests start the services as processes, as compose does: build them first.

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agno;
+pub mod announce;
 pub mod client;
 pub mod intelligence;
 pub mod mesh;
@@ -21,6 +22,7 @@ pub mod openai;
 pub mod otlp;
 pub mod procs;
 pub mod pulumi;
+pub mod python;
 pub mod raw;
 pub mod tools;
 pub mod workers;

@@ -152,6 +152,14 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Starts a [`NatsServer::stop`]ped server again, on the same port with
+    /// the same JetStream store (the end of an outage).
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     fn spawn(&mut self) {
         let ports_dir = self.store.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);

@@ -98,3 +98,34 @@ pub async fn call_with_progress(
         .collect();
     (result, progress)
 }
+
+/// The links in `result` to parts of a large result
+/// (`sophia://results/...`, see `docs/mcp.md`), in order.
+pub fn part_links(result: &CallToolResult) -> Vec<String> {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_resource_link())
+        .filter(|l| l.uri.starts_with("sophia://results/"))
+        .map(|l| l.uri.clone())
+        .collect()
+}
+
+/// Reads every part `result` links to with `resources/read` and joins
+/// them, as a client of a large result does (text parts).
+pub async fn read_parts(client: &McpClient, result: &CallToolResult) -> String {
+    let mut joined = String::new();
+    for uri in part_links(result) {
+        let read = client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("resources/read {uri}: {e}"));
+        match &read.contents[..] {
+            [rmcp::model::ResourceContents::TextResourceContents { text, .. }] => {
+                joined.push_str(text)
+            }
+            other => panic!("part {uri} is not one text: {other:?}"),
+        }
+    }
+    joined
+}

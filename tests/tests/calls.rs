@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
-use sophia_tests::tools::{WAIT, call, call_with_progress, text_of, wait_for_tool};
+use sophia_tests::tools::{
+    WAIT, call, call_with_progress, part_links, read_parts, text_of, wait_for_tool,
+};
 use sophia_tests::workers::{
     CancelProbe, asking_worker, big_result_worker, cancellable_worker, client_asking_worker,
     pattern, progress_worker, trace_worker, whoami_worker,
@@ -97,22 +99,77 @@ async fn cancelling_a_call_stops_it_on_the_worker() {
 }
 
 #[tokio::test]
-async fn a_multi_megabyte_result_is_delivered_intact() {
+async fn a_multi_megabyte_result_is_delivered_intact_in_parts() {
     let mut mesh = Mesh::start().await;
     mesh.worker(big_result_worker()).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "big_result").await;
 
-    // 5 MiB: five times NATS's default max_payload of 1 MiB.
+    // 5 MiB: five times NATS's default max_payload of 1 MiB, and five times
+    // the SSE event the official Python SDK accepts: over HTTP it comes as
+    // links to parts, each read with resources/read.
     let size = 5 * 1024 * 1024;
     let result = call(&client, "big_result", json!({"bytes": size})).await;
     assert_eq!(result.is_error, Some(false), "{:?}", text_of(&result));
-    let text = text_of(&result);
+    let links = part_links(&result);
+    assert!(links.len() >= 10, "{} parts", links.len());
+    assert!(
+        text_of(&result).contains("resources/read"),
+        "the result says how to read it: {}",
+        text_of(&result)
+    );
+    let text = read_parts(&client, &result).await;
     assert_eq!(text.len(), size + 2);
     assert!(
         text == format!("0:{}", pattern(size)),
         "content differs from what the worker sent"
     );
+
+    // A result under the limit stays whole.
+    let small = call(&client, "big_result", json!({"bytes": 500 * 1024})).await;
+    assert!(part_links(&small).is_empty());
+    assert_eq!(text_of(&small), format!("0:{}", pattern(500 * 1024)));
+}
+
+#[tokio::test]
+async fn result_parts_are_read_only_by_the_caller_and_at_any_gateway() {
+    let mut mesh = Mesh::start().await;
+    mesh.worker(big_result_worker()).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "big_result").await;
+    let result = call(&client, "big_result", json!({"bytes": 2 * 1024 * 1024})).await;
+    let links = part_links(&result);
+    assert!(!links.is_empty());
+
+    // A second gateway replica serves the parts too.
+    let mut other = mesh.gateway_config();
+    other.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let second = sophia_gateway::run(other, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let elsewhere =
+        sophia_tests::client::connect_http(&second.mcp_url(), sophia_tests::mesh::TEST_TOKEN).await;
+    assert_eq!(
+        read_parts(&elsewhere, &result).await,
+        format!("0:{}", pattern(2 * 1024 * 1024))
+    );
+
+    // Another principal does not: the part is "not found".
+    let mut stranger = mesh.gateway_config();
+    stranger.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    stranger.principal = "someone-else".into();
+    let third = sophia_gateway::run(stranger, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let them =
+        sophia_tests::client::connect_http(&third.mcp_url(), sophia_tests::mesh::TEST_TOKEN).await;
+    let denied = them
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            links[0].clone(),
+        ))
+        .await
+        .expect_err("another principal cannot read the part");
+    assert!(denied.to_string().contains("no result part"), "{denied}");
 }
 
 #[tokio::test]

@@ -6,58 +6,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use sophia_proto::{Announce, Category, Hints, PROTOCOL_VERSION, ToolRequest, ToolSpec, subject};
+use sophia_proto::{Category, ToolRequest, subject};
+use sophia_tests::announce::{abyss, announce, announce_bytes, deep, spec};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::raw::RawSession;
 use sophia_tests::tools::{call, text_of, wait_for_tool};
 use sophia_tests::{Mesh, eventually};
-
-fn spec(name: &str, schema: Value) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        title: None,
-        description: format!("{name}, announced by the test"),
-        category: Category::CodeGeneration,
-        input_schema: schema,
-        output_schema: None,
-        hints: Hints::default(),
-        timeout_ms: None,
-    }
-}
-
-/// A schema `levels` deep through `key`, with `"type": "object"` at its root.
-fn deep(key: &str, levels: usize) -> Value {
-    let mut v = json!({"type": "string"});
-    for _ in 0..levels {
-        v = json!({ key: v });
-    }
-    v["type"] = json!("object");
-    v
-}
-
-/// Publishes an announcement as a (fake) worker would; it stays live for a
-/// minute without heartbeats.
-async fn announce(mesh: &Mesh, instance: &str, tools: Vec<ToolSpec>, offers: Value) {
-    let a = Announce {
-        v: PROTOCOL_VERSION,
-        instance: instance.into(),
-        service: format!("fake-{instance}"),
-        version: "999.0.0".into(),
-        tools,
-        heartbeat_ms: 60_000,
-        offers: serde_json::from_value(offers).unwrap(),
-        degraded: vec![],
-        acks: false,
-    };
-    let nats = mesh.nats_client().await;
-    nats.publish(
-        subject::REGISTRY_ANNOUNCE,
-        sophia_proto::encode(&a).unwrap().into(),
-    )
-    .await
-    .unwrap();
-    nats.flush().await.unwrap();
-}
 
 async fn health(mesh: &Mesh) -> Value {
     mesh.health().await.expect("the gateway's /health")
@@ -81,47 +35,13 @@ async fn refused(mesh: &Mesh, n: usize) -> Vec<String> {
     .await
 }
 
-/// Publishes raw bytes on the announcement subject.
-async fn announce_bytes(mesh: &Mesh, bytes: Vec<u8>) {
-    let nats = mesh.nats_client().await;
-    nats.publish(subject::REGISTRY_ANNOUNCE, bytes.into())
-        .await
-        .unwrap();
-    nats.flush().await.unwrap();
-}
-
 #[tokio::test]
 async fn bad_schemas_are_refused_one_by_one_and_the_gateway_lives() {
     let mut mesh = Mesh::start().await;
     mesh.worker(echo_worker::echo_worker()).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "echo").await;
-    // 1,000 levels deep: built and encoded on a thread with room for it.
-    let abyss = std::thread::Builder::new()
-        .stack_size(256 << 20)
-        .spawn(|| {
-            let a = Announce {
-                v: PROTOCOL_VERSION,
-                instance: "abyss".into(),
-                service: "fake-abyss".into(),
-                version: "1.0.0".into(),
-                tools: vec![
-                    spec("deep_not", deep("not", 1_000)),
-                    spec("deep_items", deep("items", 1_000)),
-                ],
-                heartbeat_ms: 60_000,
-                offers: Default::default(),
-                degraded: vec![],
-                acks: false,
-            };
-            let bytes = sophia_proto::encode(&a).unwrap();
-            std::mem::forget(a); // dropping it would recurse 1,000 deep too
-            bytes
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    announce_bytes(&mesh, abyss).await;
+    announce_bytes(&mesh, abyss("abyss")).await;
     announce(
         &mesh,
         "junk",

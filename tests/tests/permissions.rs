@@ -58,6 +58,7 @@ async fn the_mesh_works_with_per_service_users_including_large_payloads() {
     assert_eq!(echo.content[0].as_text().unwrap().text, "least privilege");
 
     // 2 MiB goes through the object store, which both roles may use.
+    // The SSE events of these calls are kept in the gateway's event stream.
     let big = client
         .call_tool(
             CallToolRequestParams::new("big_result").with_arguments(
@@ -70,10 +71,22 @@ async fn the_mesh_works_with_per_service_users_including_large_payloads() {
         .await
         .unwrap();
     assert_eq!(big.is_error, Some(false), "{:?}", big.content);
+    // Over HTTP it comes in parts, kept in the gateway's result bucket.
     assert_eq!(
-        big.content[0].as_text().unwrap().text.len(),
+        sophia_tests::tools::read_parts(&client, &big).await.len(),
         2 * 1024 * 1024 + 2
     );
+    // and the calls' SSE events were kept, so their streams can resume.
+    let js = async_nats::jetstream::new(
+        connect_as(&mesh.nats.url(), "gateway", GATEWAY_PASSWORD)
+            .await
+            .unwrap(),
+    );
+    let mut events = js
+        .get_stream(sophia_gateway::events::EVENTS_STREAM)
+        .await
+        .unwrap();
+    assert!(events.info().await.unwrap().state.messages >= 4);
 }
 
 #[tokio::test]

@@ -75,3 +75,145 @@ async fn a_session_goes_on_at_another_gateway_replica_and_after_a_restart() {
     let r = first.moved_to(&third.mcp_url()).post(echo(5, "x")).await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+/// The events of an SSE body as they arrive: `(id, JSON-RPC message)`.
+struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    fn new(resp: reqwest::Response) -> Self {
+        use futures::StreamExt;
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event carrying a message, with its id.
+    async fn next(&mut self) -> Option<(Option<String>, Value)> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in event.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Ok(message) = serde_json::from_str(&data) {
+                    return Some((id, message));
+                }
+            }
+            let chunk = tokio::time::timeout(sophia_tests::tools::WAIT, self.body.next())
+                .await
+                .expect("the stream goes on")?
+                .ok()?;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+}
+
+/// A tool that reports steps 1–3, waits for the test to open `gate`, then
+/// reports 4–6 and answers.
+fn gated_worker(gate: std::sync::Arc<tokio::sync::Notify>) -> sophia_kit::Worker {
+    use sophia_kit::{Category, Tool, ToolOutput, Worker};
+    Worker::new("gated-worker", "1.0.0").tool(
+        Tool::new(
+            "gated_steps",
+            Category::Infrastructure,
+            "Six steps with a pause.",
+        )
+        .input_schema(json!({"type": "object"}))
+        .handler(move |call| {
+            let gate = gate.clone();
+            async move {
+                for i in 1..=6 {
+                    if i == 4 {
+                        gate.notified().await;
+                    }
+                    call.progress(i as f64, Some(6.0), Some(format!("step {i}")))
+                        .await;
+                }
+                Ok(ToolOutput::text("six steps done"))
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_broken_sse_stream_resumes_at_another_gateway_replica_with_no_event_lost() {
+    let mut mesh = Mesh::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    mesh.worker(gated_worker(gate.clone())).await;
+    let (second, _stop_second) = gateway(&mesh).await;
+    for url in [mesh.mcp_url(), second.mcp_url()] {
+        let client = sophia_tests::connect_http(&url, TEST_TOKEN).await;
+        wait_for_tool(&client, "gated_steps").await;
+    }
+    let mut session = RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
+    session.initialize().await;
+    let sid = session.session.clone().expect("a session id");
+    let http = reqwest::Client::new();
+
+    // The call starts on the first replica; its stream breaks after step 2.
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "gated_steps", "arguments": {}, "_meta": {"progressToken": "p9"}}});
+    let resp = http
+        .post(mesh.mcp_url())
+        .bearer_auth(TEST_TOKEN)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .header("Mcp-Session-Id", &sid)
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut first = SseReader::new(resp);
+    let mut steps = Vec::new();
+    let mut last_id = None;
+    while !steps.contains(&2) {
+        let (id, message) = first.next().await.expect("events before the break");
+        assert_eq!(message["method"], "notifications/progress", "{message}");
+        steps.push(message["params"]["progress"].as_f64().unwrap() as u32);
+        last_id = id;
+    }
+    drop(first); // the connection breaks
+    let last_id = last_id.expect("events carry ids to resume from");
+
+    // The client reconnects through the load balancer to the other replica.
+    let resp = http
+        .get(second.mcp_url())
+        .bearer_auth(TEST_TOKEN)
+        .header("Accept", "text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .header("Mcp-Session-Id", &sid)
+        .header("Last-Event-ID", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut resumed = SseReader::new(resp);
+    gate.notify_one(); // the work goes on at the first replica
+    let result = loop {
+        let (_, message) = resumed
+            .next()
+            .await
+            .expect("the resumed stream reaches the result");
+        if message["id"] == 9 {
+            break message;
+        }
+        assert_eq!(message["method"], "notifications/progress", "{message}");
+        steps.push(message["params"]["progress"].as_f64().unwrap() as u32);
+    };
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6], "every step once, in order");
+    assert_eq!(result["result"]["content"][0]["text"], "six steps done");
+}

@@ -71,6 +71,21 @@ pub struct GatewayConfig {
     /// gateway replicas.
     #[arg(long, env = "SOPHIA_SESSION_TTL_S", default_value_t = 86_400)]
     pub session_ttl_s: u64,
+    /// How long the parts of a large result stay readable, in seconds. HTTP
+    /// clients get results over 768 KiB as resource links to parts
+    /// (`docs/mcp.md`, "Large results").
+    #[arg(long, env = "SOPHIA_RESULT_TTL_S", default_value_t = 900)]
+    pub result_ttl_s: u64,
+    /// The largest result (as JSON) sent whole to an HTTP client, in bytes;
+    /// larger ones go in parts. The default stays under the 1 MiB SSE event
+    /// the official Python SDK accepts.
+    #[arg(long, env = "SOPHIA_INLINE_RESULT_BYTES", default_value_t = crate::results::INLINE_LIMIT)]
+    pub inline_result_bytes: usize,
+    /// How long SSE events are kept on JetStream so that a client whose
+    /// stream broke resumes it (`Last-Event-ID`) at any gateway replica, in
+    /// seconds; 0 keeps them only in this replica's memory.
+    #[arg(long, env = "SOPHIA_SSE_REPLAY_S", default_value_t = 300)]
+    pub sse_replay_s: u64,
 }
 
 impl GatewayConfig {

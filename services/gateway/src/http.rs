@@ -394,6 +394,7 @@ pub fn mcp_router(
     config: &GatewayConfig,
     token: String,
     sessions: Arc<dyn rmcp::transport::streamable_http_server::session::SessionStore>,
+    events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>>,
     stop: CancellationToken,
 ) -> Router {
     let mut http_config = StreamableHttpServerConfig::default()
@@ -407,10 +408,15 @@ pub fn mcp_router(
     // restart) continues them.
     http_config.session_store = Some(sessions);
     let gateway_for_rest = gateway.clone();
+    // SSE events on the bus, so a broken stream resumes at any replica.
+    let manager = match events {
+        Some(events) => LocalSessionManager::default().with_event_store(events),
+        None => LocalSessionManager::default(),
+    };
     let service: StreamableHttpService<McpGateway, LocalSessionManager> =
         StreamableHttpService::new(
             move || Ok(gateway.for_session()),
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(manager),
             http_config,
         );
     let auth = Auth {

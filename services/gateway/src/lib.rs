@@ -7,6 +7,8 @@
 //!   progress, `list_changed`.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
 //!   body limit.
+//! - [`sessions`], [`results`], [`events`]: MCP sessions, large results and
+//!   SSE events on JetStream, shared by the gateway replicas.
 //!   Announcements are vetted first ([`sophia_kit::vetting`]).
 //!
 //! # How a call flows
@@ -18,10 +20,13 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod events;
+pub mod faults;
 pub mod http;
 pub mod mcp;
 pub mod paging;
 pub mod registry;
+pub mod results;
 pub mod sessions;
 
 use std::net::SocketAddr;
@@ -78,6 +83,7 @@ impl GatewayHandle {
 struct Core {
     conn: nats::Connection,
     registry: registry::Registry,
+    faults: faults::Faults,
     gateway: mcp::McpGateway,
     prometheus: prometheus_client::registry::Registry,
     instance: String,
@@ -92,6 +98,7 @@ async fn start_core(
     let mut prometheus = prometheus_client::registry::Registry::default();
     sophia_kit::metrics::register_connection(&mut prometheus, &conn);
     let metrics = sophia_kit::metrics::ToolCallMetrics::register(&mut prometheus, "sophia_gateway");
+    let faults = faults::Faults::register(&mut prometheus);
     let registry = registry::Registry::new();
     registry
         .follow(&conn, instance.clone(), stop.child_token())
@@ -114,10 +121,12 @@ async fn start_core(
         },
         config.principal.clone(),
         metrics,
+        faults.clone(),
     );
     Ok(Core {
         conn,
         registry,
+        faults,
         gateway,
         prometheus,
         instance,
@@ -180,10 +189,12 @@ impl prometheus_client::collector::Collector for MeshGauges {
 
 /// The gateway's `/health` detail: the bus link, and per category the live
 /// tools and the replicas of each worker service offering them, so an SRE
-/// sees at a glance which categories have live workers.
+/// sees at a glance which categories have live workers; and the recent
+/// replica faults ([`faults`]).
 fn mesh_health(
     registry: registry::Registry,
     conn: sophia_kit::nats::Connection,
+    faults: faults::Faults,
 ) -> ops::HealthDetail {
     Arc::new(move || {
         let view = registry.view();
@@ -222,6 +233,7 @@ fn mesh_health(
             "replicas": registry.replicas(),
             "degraded": degraded,
             "refused": registry.refused(),
+            "faults": faults.health(),
         })
     })
 }
@@ -253,17 +265,41 @@ pub async fn run(
     )
     .await
     .map_err(|e| KitError::Register(format!("the session store (JetStream KV): {e}")))?;
+    let results = results::LargeResults::open(
+        core.conn.client.clone(),
+        Duration::from_secs(config.result_ttl_s),
+        config.inline_result_bytes,
+    )
+    .await
+    .map_err(|e| KitError::Register(format!("the result store (JetStream KV): {e}")))?;
+    let events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>> =
+        if config.sse_replay_s > 0 {
+            let store =
+                events::JsEvents::open(core.conn.clone(), Duration::from_secs(config.sse_replay_s))
+                    .await
+                    .map_err(|e| {
+                        KitError::Register(format!("the SSE event stream (JetStream): {e}"))
+                    })?;
+            Some(Arc::new(store))
+        } else {
+            None
+        };
     let app = http::mcp_router(
-        core.gateway,
+        core.gateway.with_large_results(results),
         &config,
         token,
         Arc::new(sessions),
+        events,
         shutdown.child_token(),
     )
     .merge(ops::router_with(
         Arc::new(core.prometheus),
         ready,
-        Some(mesh_health(core.registry.clone(), core.conn.clone())),
+        Some(mesh_health(
+            core.registry.clone(),
+            core.conn.clone(),
+            core.faults.clone(),
+        )),
     ));
     let stop = shutdown.clone();
     let (http_addr, server) = ops::serve(

@@ -63,6 +63,9 @@ pub struct McpGateway {
     log_level: Arc<std::sync::atomic::AtomicU8>,
     /// This session's key for its resource subscriptions.
     session_key: u64,
+    /// Where results too large for one HTTP response go in parts; `None`
+    /// over stdio, where results stay whole.
+    results: Option<crate::results::LargeResults>,
 }
 
 /// No `logging/setLevel` yet.
@@ -94,6 +97,8 @@ struct Inner {
     local_principal: String,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     metrics: ToolCallMetrics,
+    /// Calls that ended because of a replica, for /health.
+    faults: crate::faults::Faults,
     /// Resource subscriptions: URI → the sessions subscribed (by session key).
     subscriptions: Mutex<HashMap<String, Subscribers>>,
 }
@@ -139,6 +144,7 @@ impl McpGateway {
         limits: CallLimits,
         local_principal: String,
         metrics: ToolCallMetrics,
+        faults: crate::faults::Faults,
     ) -> Self {
         let gw = Self {
             inner: Arc::new(Inner {
@@ -149,10 +155,12 @@ impl McpGateway {
                 local_principal,
                 peers: Mutex::new(Vec::new()),
                 metrics,
+                faults,
                 subscriptions: Mutex::new(HashMap::new()),
             }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
             session_key: 0,
+            results: None,
         };
         gw.spawn_list_changed();
         gw.spawn_offers_changed();
@@ -209,7 +217,15 @@ impl McpGateway {
             inner: self.inner.clone(),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
             session_key: SESSION_KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            results: self.results.clone(),
         }
+    }
+
+    /// This handler, sending results over [`crate::results::INLINE_LIMIT`]
+    /// in parts kept in `results` (for HTTP clients).
+    pub fn with_large_results(mut self, results: crate::results::LargeResults) -> Self {
+        self.results = Some(results);
+        self
     }
 
     fn log_threshold(&self) -> Option<u8> {
@@ -426,6 +442,7 @@ impl McpGateway {
         };
         if let Err(e) = &outcome {
             span.fail_code(e.code());
+            self.inner.faults.note(&entry.service, e);
         }
         self.inner.metrics.record(spec, label, started);
         Ok(outcome?.output)
@@ -667,6 +684,14 @@ impl ServerHandler for McpGateway {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        if let Some(results) = self
+            .results
+            .as_ref()
+            .filter(|_| crate::results::is_part(&request.uri))
+        {
+            let reader = self.caller(&context).principal;
+            return Ok(results.read(&request.uri, &reader).await?.into());
+        }
         let service = self.resource_owner(&request.uri)?;
         let result = self
             .ask_service(
@@ -953,12 +978,17 @@ impl ServerHandler for McpGateway {
                 span.fail_code(code);
                 self.inner.metrics.record(spec, code.as_str(), started);
                 tracing::info!(tool = %spec.name, code = %code, cause = %e, "tool call failed");
+                self.inner.faults.note(&entry.service, &e);
                 let data = match &e {
                     CallError::Worker(w) => w.data.clone(),
                     _ => None,
                 };
                 error_result(code, e.to_string(), data)
             }
+        };
+        let result = match &self.results {
+            Some(results) => results.fit(result, &self.caller(&context).principal).await,
+            None => result,
         };
         Ok(result.into())
     }

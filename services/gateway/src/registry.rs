@@ -31,6 +31,8 @@ pub struct ToolEntry {
     /// Whether every one of them acknowledges requests (so an
     /// unacknowledged call went to a replica that is gone).
     pub acked: bool,
+    /// The worker service whose announcement describes it.
+    pub service: String,
 }
 
 /// The tools on offer at one moment, sorted by name, and the resources,
@@ -444,8 +446,9 @@ fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
         conflicts,
         ..Default::default()
     };
-    for (name, (_, _, spec, replicas, acked)) in chosen {
-        match entry(spec.clone(), replicas, acked) {
+    for (name, (_, id, spec, replicas, acked)) in chosen {
+        let service = instances[id].service.clone();
+        match entry(spec.clone(), replicas, acked, service) {
             Ok(e) => {
                 view.tools.insert(name, Arc::new(e));
             }
@@ -494,7 +497,12 @@ fn same_schema(a: &ToolSpec, b: &ToolSpec) -> bool {
         && a.output_schema == b.output_schema
 }
 
-fn entry(spec: ToolSpec, replicas: usize, acked: bool) -> Result<ToolEntry, String> {
+fn entry(
+    spec: ToolSpec,
+    replicas: usize,
+    acked: bool,
+    service: String,
+) -> Result<ToolEntry, String> {
     let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| e.to_string())?;
     let schema: rmcp::model::JsonObject = match &spec.input_schema {
         serde_json::Value::Object(o) => o.clone(),
@@ -520,6 +528,7 @@ fn entry(spec: ToolSpec, replicas: usize, acked: bool) -> Result<ToolEntry, Stri
         validator,
         replicas,
         acked,
+        service,
     })
 }
 

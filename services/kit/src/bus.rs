@@ -41,14 +41,28 @@ pub enum CallError {
     },
     /// The worker did not answer in time.
     #[error(
-        "tool `{tool}` did not answer within {timeout:?}; the worker may be overloaded or stuck. \
-         The call was cancelled on the worker; retry later"
+        "tool `{tool}` did not answer within {timeout:?}{}. The call was cancelled on the \
+         worker; retry later{}",
+        match replica {
+            Some(r) => format!(
+                "; replica {r} took it and still answers liveness checks, so it is stuck on it"
+            ),
+            None => "; the worker may be overloaded or stuck".to_owned(),
+        },
+        if replica.is_some() {
+            ", and if it keeps happening read that replica's logs or restart it \
+             (the gateway's /health lists stuck replicas)"
+        } else {
+            ""
+        }
     )]
     Timeout {
         /// The tool.
         tool: String,
         /// How long the gateway waited.
         timeout: Duration,
+        /// The replica that acknowledged the call and stayed alive, if any.
+        replica: Option<String>,
     },
     /// The bus is not reachable.
     #[error(
@@ -77,7 +91,7 @@ pub enum CallError {
     /// The replica running the call died, froze, or the bus went away,
     /// before it answered.
     #[error(
-        "the worker running `{tool}` was lost before it answered: {why}. The call may or may \
+        "the worker running `{tool}` was lost before it answered: {loss}. The call may or may \
          not have run; check its effect before retrying{}",
         if *.pulumi { " (for Pulumi, see pulumi_job or pulumi_history)" } else { "" }
     )]
@@ -85,9 +99,29 @@ pub enum CallError {
         /// The tool.
         tool: String,
         /// What happened to the replica.
-        why: String,
+        loss: Loss,
         /// Whether the tool is Pulumi's (the message says where to check).
         pulumi: bool,
+    },
+}
+
+/// How the replica running a call was lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Loss {
+    /// The caller's own bus link went down.
+    #[error("the connection to the bus (NATS) was lost while it ran")]
+    Link,
+    /// No replica acknowledged the request: the one the queue group chose
+    /// is gone, or takes requests and drops them.
+    #[error("no replica acknowledged the request within {0:?}")]
+    Unacknowledged(Duration),
+    /// The replica that acknowledged it died or froze.
+    #[error("replica {replica}: {why}")]
+    Replica {
+        /// Its instance id.
+        replica: String,
+        /// What happened to it.
+        why: String,
     },
 }
 
@@ -417,22 +451,19 @@ impl Bus {
         &self,
         ack: tokio::sync::oneshot::Receiver<String>,
         liveness: Liveness,
-    ) -> String {
+        acked_by: &Mutex<Option<String>>,
+    ) -> Loss {
         let mut link = self.link_lost.clone();
         let link_lost = async move {
             let _ = link.wait_for(|lost| *lost).await;
-            "the connection to the bus (NATS) was lost while it ran".to_owned()
+            Loss::Link
         };
         let replica = async {
             let by = if liveness.acked {
                 match tokio::time::timeout(ACK_WITHIN, ack).await {
                     Ok(Ok(by)) => by,
                     Ok(Err(_)) => return std::future::pending().await,
-                    Err(_) => {
-                        return format!(
-                            "no replica acknowledged the request within {ACK_WITHIN:?}"
-                        );
-                    }
+                    Err(_) => return Loss::Unacknowledged(ACK_WITHIN),
                 }
             } else {
                 match ack.await {
@@ -441,6 +472,7 @@ impl Bus {
                     Err(_) => return std::future::pending().await,
                 }
             };
+            *acked_by.lock().expect("acked by") = Some(by.clone());
             let watcher = self.watcher(&by);
             let mut lost = watcher.lost.clone();
             let why = lost
@@ -450,7 +482,7 @@ impl Bus {
             let Ok(why) = why else {
                 return std::future::pending().await;
             };
-            format!("replica {by}: {why}")
+            Loss::Replica { replica: by, why }
         };
         tokio::select! {
             why = link_lost => why,
@@ -565,9 +597,9 @@ impl Bus {
         };
         let mut result = self.send_traced(&request, &spec, cancel).await;
         if spec.liveness.retry
-            && let Err(CallError::WorkerLost { why, .. }) = &result
+            && let Err(CallError::WorkerLost { loss, .. }) = &result
         {
-            tracing::info!(tool = %spec.tool, request_id = %request.id, cause = %why,
+            tracing::info!(tool = %spec.tool, request_id = %request.id, cause = %loss,
                 "the replica running a read-only or idempotent call was lost; running it once more");
             result = self.send_traced(&request, &spec, cancel).await;
         }
@@ -621,20 +653,21 @@ impl Bus {
                 .headers(hdrs)
                 .timeout(Some(wait)),
         );
+        let acked_by = Mutex::new(None);
         let reply = tokio::select! {
             r = send => r,
             _ = cancel.cancelled() => {
                 self.cancel_on_worker(spec.category, id, "cancelled by the client").await;
                 return Err(CallError::Cancelled);
             }
-            why = self.lost(ack_rx, spec.liveness) => {
+            loss = self.lost(ack_rx, spec.liveness, &acked_by) => {
                 // A retry takes the same id; a cancel now would stop it.
                 if !spec.liveness.retry {
                     self.cancel_on_worker(spec.category, id, "its caller stopped waiting").await;
                 }
                 return Err(CallError::WorkerLost {
                     tool: spec.tool.to_owned(),
-                    why,
+                    loss,
                     pulumi: spec.tool.starts_with("pulumi_"),
                 });
             }
@@ -654,6 +687,7 @@ impl Bus {
                             CallError::Timeout {
                                 tool: spec.tool.to_owned(),
                                 timeout: wait,
+                                replica: acked_by.lock().expect("acked by").take(),
                             }
                         } else {
                             CallError::BusDown("the connection was lost during the call".into())

@@ -155,8 +155,10 @@ impl Drop for InFlight {
 }
 
 /// Registers `sophia_nats_connected` and `sophia_nats_reconnects_total` and
-/// keeps them current from the connection's state.
+/// keeps them current from the connection's state; and the process gauges
+/// ([`register_process`]), which every service on a connection has too.
 pub fn register_connection(registry: &mut Registry, conn: &Connection) {
+    register_process(registry);
     let connected = Gauge::<i64>::default();
     let reconnects = Counter::<u64>::default();
     registry.register(
@@ -190,4 +192,68 @@ pub fn register_connection(registry: &mut Registry, conn: &Connection) {
             seen = now;
         }
     });
+}
+
+/// `process_resident_memory_bytes`, `process_open_fds` (from `/proc`, on
+/// Linux) and `sophia_runtime_alive_tasks` (tokio), read at each scrape: what
+/// an SRE watches to see a service's memory and tasks come back after a
+/// fault.
+pub fn register_process(registry: &mut Registry) {
+    registry.register_collector(Box::new(ProcessGauges));
+}
+
+#[derive(Debug)]
+struct ProcessGauges;
+
+/// The resident set size from `/proc/self/status` (`VmRSS`, in kB).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn open_fds() -> Option<i64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as i64)
+}
+
+impl prometheus_client::collector::Collector for ProcessGauges {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let tasks = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_alive_tasks() as i64)
+            .ok();
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                resident_bytes(),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                open_fds(),
+            ),
+            (
+                "sophia_runtime_alive_tasks",
+                "Tokio tasks alive in the service's runtime",
+                tasks,
+            ),
+        ] {
+            if let Some(v) = value {
+                let gauge = Gauge::<i64>::default();
+                gauge.set(v);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -47,6 +47,21 @@ pub(crate) struct Shared {
     pub(crate) instance: String,
 }
 
+/// The error of a call whose deadline passed on replica `instance` (alive,
+/// since it says so): it names the replica, in words and in `data`, so the
+/// caller can tell which one is stuck.
+fn stuck(instance: &str) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "the call's deadline passed before the tool finished on replica {instance}, which \
+             cancelled it. Retry later; if it keeps happening, that replica may be stuck: read \
+             its logs or restart it"
+        ),
+    )
+    .with_data(serde_json::json!({ "replica": instance }))
+}
+
 impl Shared {
     pub(crate) fn cancel(&self, id: Uuid) {
         let token = self
@@ -355,7 +370,7 @@ async fn run_tool(
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 token.cancel();
-                Ok(Err(WireError::new(ErrorCode::Timeout, "the call's deadline passed before the tool finished")))
+                Ok(Err(stuck(&shared.instance)))
             }
         };
         drop(in_flight);
