@@ -149,8 +149,21 @@ impl Tool {
         self
     }
 
+    /// The function that runs a call, with shared state: `run(ctx, call)`
+    /// gets its own `Arc` of `ctx` per call. A tool is then a named
+    /// `async fn run(ctx: Arc<Ctx>, call: Call) -> ToolResult`, with no
+    /// clones around a closure.
+    pub fn with_ctx<C, F, Fut>(self, ctx: &Arc<C>, run: F) -> Self
+    where
+        C: Send + Sync + 'static,
+        F: Fn(Arc<C>, Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ToolResult> + Send + 'static,
+    {
+        let ctx = ctx.clone();
+        self.handler(move |call| run(ctx.clone(), call))
+    }
+
     /// The announcement of this tool.
-    pub fn spec(&self) -> &ToolSpec {
         &self.spec
     }
 }
