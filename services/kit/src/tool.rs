@@ -164,6 +164,7 @@ impl Tool {
     }
 
     /// The announcement of this tool.
+    pub fn spec(&self) -> &ToolSpec {
         &self.spec
     }
 }
