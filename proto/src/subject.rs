@@ -152,15 +152,6 @@ pub fn tool(category: Category, tool: &str) -> String {
     format!("{ROOT}.tools.{category}.{tool}")
 }
 
-/// The subject prefix (NATS micro-service group) for a category's tools:
-/// `sophia.v1.tools.<category>`.
-pub fn tool_group(category: Category) -> String {
-    format!("{ROOT}.tools.{category}")
-}
-
-/// A wildcard matching every tool subject of every category.
-pub const ALL_TOOLS: &str = "sophia.v1.tools.>";
-
 /// A model name or alias as one subject token: bytes outside
 /// `[A-Za-z0-9_-]` are written `%XX` (upper-case hex), so `llama-3.1` becomes
 /// `llama-3%2E1` and `org/model` becomes `org%2Fmodel`. Reversible, and never

@@ -251,6 +251,42 @@ async fn main() {
     )
     .await;
 
+    // 5b. The same through a second gateway that keeps SSE events in its
+    // memory only (SOPHIA_SSE_REPLAY_S=0): what storing them on JetStream
+    // for resumption at any replica costs.
+    let no_replay = {
+        let mut config = mesh.gateway_config();
+        config.sse_replay_s = 0;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let gateway = sophia_gateway::run(config, stop.clone())
+            .await
+            .expect("a second gateway starts");
+        let probe = sophia_tests::connect_http(&gateway.mcp_url(), TEST_TOKEN).await;
+        sophia_tests::tools::wait_for_tool(&probe, "echo").await;
+        let mut session = sophia_tests::raw::RawSession::new(&gateway.mcp_url(), TEST_TOKEN);
+        session.initialize().await;
+        let session = Arc::new(session);
+        let params = json!({"name": "echo", "arguments": args});
+        let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let figures = measure(
+            "  same, SSE events not kept on JetStream",
+            &plan,
+            move || {
+                let (session, params) = (session.clone(), params.clone());
+                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                    let r = session.post(call).await;
+                    assert_eq!(r.status, 200);
+                    assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
+                }
+            },
+        )
+        .await;
+        stop.cancel();
+        figures
+    };
+
     // 6. The seed's create_agent through the gateway: the agent made from a
     // template and its record written to JetStream KV (no task, so no model).
     let _agno = {
@@ -324,7 +360,9 @@ async fn main() {
         }
     );
     println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
-    for f in [&raw, &bus, &http, &mcp, &mcp_raw, &create, &traced] {
+    for f in [
+        &raw, &bus, &http, &mcp, &mcp_raw, &no_replay, &create, &traced,
+    ] {
         println!(
             "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
             f.name,
@@ -348,6 +386,12 @@ async fn main() {
          throughput {:.2}x of tracing off (raw HTTP client)",
         (traced.p50.as_secs_f64() - mcp_raw.p50.as_secs_f64()) * 1e6,
         traced.throughput / mcp_raw.throughput
+    );
+    println!(
+        "SSE events kept on JetStream (resumable at any replica): p50 {:+.0} µs, throughput \
+         {:.2}x of keeping them in one gateway's memory (raw HTTP client)",
+        (mcp_raw.p50.as_secs_f64() - no_replay.p50.as_secs_f64()) * 1e6,
+        mcp_raw.throughput / no_replay.throughput
     );
     println!(
         "create_agent end to end: p50 {:.2} ms, p99 {:.2} ms (target: under 5 ms; the seed's: under 2 s)",

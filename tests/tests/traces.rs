@@ -145,6 +145,14 @@ fn hops(chain: &[&ReceivedSpan]) -> Vec<String> {
         .collect()
 }
 
+/// The services one agent run crosses, each exporting its spans.
+const SERVICES: [&str; 4] = [
+    "agno-worker",
+    "intelligence-worker",
+    "pulumi-worker",
+    "sophia-gateway",
+];
+
 #[tokio::test]
 async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services() {
     let nats = secured();
@@ -178,7 +186,12 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
     let mut spans = otlp.spans();
     for _ in 0..200 {
         let chats = spans.iter().filter(|s| s.name == "chat default").count();
-        if spans.iter().any(|s| s.name == "pulumi preview") && chats >= 2 {
+        let every_service = SERVICES.iter().all(|svc| {
+            spans
+                .iter()
+                .any(|s| s.service == *svc && s.trace_id == CLIENT_TRACE)
+        });
+        if spans.iter().any(|s| s.name == "pulumi preview") && chats >= 2 && every_service {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -204,15 +217,7 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
         ours.iter().map(|s| (s.span_id.as_str(), *s)).collect();
     let services: std::collections::BTreeSet<&str> =
         ours.iter().map(|s| s.service.as_str()).collect();
-    assert_eq!(
-        services.into_iter().collect::<Vec<_>>(),
-        [
-            "agno-worker",
-            "intelligence-worker",
-            "pulumi-worker",
-            "sophia-gateway"
-        ]
-    );
+    assert_eq!(services.into_iter().collect::<Vec<_>>(), SERVICES);
     let others: Vec<String> = spans
         .iter()
         .filter(|s| s.trace_id != CLIENT_TRACE && s.name.contains("pulumi"))

@@ -6,7 +6,7 @@
 //! - [`mcp`]: the rmcp `ServerHandler`: `tools/list`, `tools/call`,
 //!   progress, `list_changed`.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
-//!   body limit.
+//!   body limit; [`rest`]: the seed's REST shortcuts, as tool calls.
 //! - [`sessions`], [`results`], [`events`]: MCP sessions, large results and
 //!   SSE events on JetStream, shared by the gateway replicas.
 //!   Announcements are vetted first ([`sophia_kit::vetting`]).
@@ -26,6 +26,7 @@ pub mod http;
 pub mod mcp;
 pub mod paging;
 pub mod registry;
+pub mod rest;
 pub mod results;
 pub mod sessions;
 

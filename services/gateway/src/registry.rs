@@ -228,8 +228,7 @@ impl Registry {
     /// Records an announcement. Returns nothing; the change (if any) is seen
     /// through [`Registry::subscribe`].
     pub fn announce(&self, mut a: Announce) {
-        // Bounded: a garbage interval must not overflow the clock.
-        let ttl = Duration::from_millis(a.heartbeat_ms.clamp(10, 3_600_000) * 3);
+        let ttl = silence_allowed(a.heartbeat_ms);
         let refused = sophia_kit::vetting::vet(&mut a);
         self.apply(|instances| {
             let now = Instant::now();
@@ -384,6 +383,19 @@ impl Registry {
         });
         Ok(())
     }
+}
+
+/// Announced heartbeat intervals are taken within these bounds.
+const HEARTBEAT_BOUNDS_MS: (u64, u64) = (10, 3_600_000);
+/// Heartbeats a replica may miss before it is dropped.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// How long a replica announcing `heartbeat_ms` may stay silent: three
+/// intervals, the interval bounded so that a peer's garbage (0, or near
+/// `u64::MAX`) neither drops it at once nor overflows the clock.
+fn silence_allowed(heartbeat_ms: u64) -> Duration {
+    let (min, max) = HEARTBEAT_BOUNDS_MS;
+    Duration::from_millis(heartbeat_ms.clamp(min, max)) * MISSED_HEARTBEATS
 }
 
 fn same_tools(a: &ToolView, b: &ToolView) -> bool {
@@ -562,6 +574,19 @@ mod tests {
             degraded: vec![],
             acks: true,
         }
+    }
+
+    #[test]
+    fn a_peers_heartbeat_interval_is_bounded() {
+        assert_eq!(silence_allowed(u64::MAX), Duration::from_secs(3 * 3600));
+        assert_eq!(silence_allowed(0), Duration::from_millis(30));
+        assert_eq!(silence_allowed(5_000), Duration::from_secs(15));
+        // And an announcement carrying it is taken without a panic.
+        let r = Registry::new();
+        let mut a = announce("i1", "1.0.0", vec![spec("t", "x")]);
+        a.heartbeat_ms = u64::MAX;
+        r.announce(a);
+        assert_eq!(r.replicas().get("w"), Some(&1));
     }
 
     #[test]

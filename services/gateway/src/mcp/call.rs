@@ -1,0 +1,241 @@
+//! `tools/call`: one [`CallPlan`] for MCP calls and the REST shortcuts (the
+//! tool, its checked arguments, deadline and liveness), then the bus, with
+//! the same span, metrics and fault records either way.
+
+use super::*;
+use crate::registry::ToolEntry;
+
+/// Why a call was refused before it reached the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No live worker offers the tool.
+    #[error(
+        "unknown tool `{0}`: no live worker offers it. Call tools/list for the tools on offer now"
+    )]
+    UnknownTool(String),
+    /// The bus is down.
+    #[error("{0}")]
+    BusDown(String),
+    /// The arguments do not fit the tool's schema.
+    #[error(
+        "invalid arguments for `{tool}`: {}. Fix them to match the tool's input schema and call again",
+        problems.join("; ")
+    )]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        problems: Vec<String>,
+    },
+}
+
+impl Refusal {
+    /// The machine-readable code of the refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::UnknownTool(_) => ErrorCode::UnknownTool,
+            Refusal::BusDown(_) => ErrorCode::Unavailable,
+            Refusal::InvalidArguments { .. } => ErrorCode::InvalidArguments,
+        }
+    }
+}
+
+/// How a tool call made outside MCP (the REST shortcuts) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectCallError {
+    /// Refused before the bus.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The call itself failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// A call ready for the bus: the tool as the registry has it, arguments
+/// checked against its schema, and its deadline.
+pub(crate) struct CallPlan {
+    entry: Arc<ToolEntry>,
+    args: Value,
+    timeout: Duration,
+}
+
+/// Where a call comes from: its caller, trace and cancellation.
+struct Origin<'a> {
+    caller: Caller,
+    span: &'a Span,
+    cancel: &'a tokio_util::sync::CancellationToken,
+}
+
+impl McpGateway {
+    /// Checks a call of `name` with `args`: the bus is up, a live worker
+    /// offers the tool, the arguments fit its schema.
+    pub(crate) fn prepare(&self, name: &str, args: Value) -> Result<CallPlan, Refusal> {
+        if let Some(down) = self.inner.link.down_message() {
+            return Err(Refusal::BusDown(down));
+        }
+        let entry = self
+            .inner
+            .registry
+            .get(name)
+            .ok_or_else(|| Refusal::UnknownTool(sophia_kit::vetting::shown(name)))?;
+        let problems = sophia_kit::schema::problems(&entry.validator, &args);
+        if !problems.is_empty() {
+            self.inner
+                .metrics
+                .record(&entry.spec, "invalid_arguments", Instant::now());
+            return Err(Refusal::InvalidArguments {
+                tool: entry.spec.name.clone(),
+                problems,
+            });
+        }
+        let timeout = entry
+            .spec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.limits.default_timeout)
+            .min(self.inner.limits.max_timeout);
+        Ok(CallPlan {
+            entry,
+            args,
+            timeout,
+        })
+    }
+
+    /// Sends `plan` on the bus, with `route` for progress and questions;
+    /// records the outcome (metrics, span, faults).
+    async fn send(
+        &self,
+        plan: CallPlan,
+        origin: Origin<'_>,
+        route: Option<sophia_kit::bus::RouteTarget>,
+    ) -> Result<sophia_kit::bus::Reply, CallError> {
+        let started = Instant::now();
+        let spec = &plan.entry.spec;
+        origin
+            .span
+            .set(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
+        let call = CallSpec {
+            tool: &spec.name,
+            category: spec.category,
+            subject: None,
+            args: plan.args,
+            timeout: plan.timeout,
+            caller: origin.caller,
+            trace: origin.span.trace(),
+            liveness: liveness(&plan.entry),
+        };
+        let _in_flight = self.inner.metrics.in_flight(spec);
+        let outcome = self.inner.bus.call(call, route, origin.cancel).await;
+        let label = match &outcome {
+            Ok(reply) if reply.output.is_error => {
+                origin.span.fail("tool_error", "the tool reported an error");
+                "tool_error"
+            }
+            Ok(_) => "ok",
+            Err(e) => {
+                origin.span.fail_code(e.code());
+                self.inner.faults.note(&plan.entry.service, e);
+                tracing::info!(tool = %spec.name, code = %e.code(), cause = %e, "tool call failed");
+                e.code().as_str()
+            }
+        };
+        self.inner.metrics.record(spec, label, started);
+        outcome
+    }
+
+    /// Calls `name` as `tools/call` would (schema check, deadline, bus), for
+    /// callers that are not MCP clients, such as the REST shortcuts.
+    pub async fn call_direct(
+        &self,
+        name: &str,
+        args: Value,
+        principal: &str,
+    ) -> Result<ToolOutput, DirectCallError> {
+        let span = Span::start(
+            format!("tools/call {}", sophia_kit::vetting::shown(name)),
+            SpanKind::Server,
+            &headers::Context::default(),
+            vec![
+                KeyValue::new(attr::TOOL_NAME, sophia_kit::vetting::shown(name)),
+                KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+                KeyValue::new(attr::NETWORK_TRANSPORT, "tcp"),
+                KeyValue::new("sophia.via", "rest"),
+            ],
+        );
+        let plan = self.prepare(name, args).inspect_err(|r| {
+            span.fail(r.code().as_str(), "refused");
+        })?;
+        let origin = Origin {
+            caller: Caller {
+                principal: principal.to_owned(),
+                session: None,
+                via: "sophia-gateway (REST)".into(),
+            },
+            span: &span,
+            cancel: &tokio_util::sync::CancellationToken::new(),
+        };
+        Ok(self.send(plan, origin, None).await?.output)
+    }
+
+    /// `tools/call` from an MCP client: the plan, the call with progress,
+    /// logs and questions relayed, and the result in the form HTTP clients
+    /// accept (large ones in parts).
+    pub(super) async fn call_mcp(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let shown = sophia_kit::vetting::shown(&request.name);
+        let span = server_span(
+            "tools/call",
+            Some(&shown),
+            &context,
+            vec![
+                KeyValue::new(attr::TOOL_NAME, shown.clone()),
+                KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+            ],
+        );
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let plan = match self.prepare(&request.name, args) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                span.fail(refusal.code().as_str(), "refused");
+                return refusal.into_mcp().map(Into::into);
+            }
+        };
+        let timeout = plan.timeout;
+        let relay = Relay::open(self, &context);
+        let origin = Origin {
+            caller: self.caller(&context),
+            span: &span,
+            cancel: &context.ct,
+        };
+        let target = relay.target();
+        let call = self.send(plan, origin, target);
+        let outcome = relay.run_until(call, &context.peer, timeout).await;
+        let result = match outcome {
+            Ok(reply) => to_mcp(reply.output),
+            Err(e) => {
+                let data = match &e {
+                    CallError::Worker(w) => w.data.clone(),
+                    _ => None,
+                };
+                error_result(e.code(), e.to_string(), data)
+            }
+        };
+        let result = match &self.results {
+            Some(results) => results.fit(result, &self.caller(&context).principal).await,
+            None => result,
+        };
+        Ok(result.into())
+    }
+}
+
+/// What a call of `entry` does if its replica is lost: read-only and
+/// idempotent tools run once more elsewhere; others end with `worker_lost`.
+fn liveness(entry: &ToolEntry) -> sophia_kit::bus::Liveness {
+    sophia_kit::bus::Liveness {
+        acked: entry.acked,
+        retry: entry.spec.hints.read_only || entry.spec.hints.idempotent,
+    }
+}

@@ -1,0 +1,377 @@
+//! The MCP face of the gateway: an rmcp [`ServerHandler`] whose tools are the
+//! ones live workers announce. This module holds the handler and delegates:
+//! - [`call`]: `tools/call` (and the REST shortcuts) as one plan to the bus;
+//! - [`relay`]: progress, log records and questions during a call;
+//! - [`convert`]: worker outputs and refusals as MCP results;
+//! - [`offers`]: resources, prompts, completions, subscriptions;
+//! - [`notify`]: `list_changed` notifications; [`spans`]: server spans.
+//!
+//! `tools/list` reads the [`Registry`]. `tools/call` validates the arguments
+//! against the tool's schema, hands the call to the [`Bus`], relays progress
+//! as `notifications/progress`, and turns the outcome into a
+//! `CallToolResult`. Every session's peer is kept so that registry changes
+//! reach it as `notifications/tools/list_changed`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::future::BoxFuture;
+#[allow(deprecated)] // sampling: see relay_question
+use rmcp::model::CreateMessageRequestParams;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeRequestParams, InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::model::{ElicitRequestParams, ElicitationSchema};
+use rmcp::service::ElicitationMode;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use sophia_proto::subject::McpMethod;
+use sophia_proto::{
+    Caller, Content, ErrorCode, Progress, Question, ToolOutput, WireError, headers,
+};
+use tokio::sync::mpsc;
+
+use crate::registry::Registry;
+use opentelemetry::KeyValue;
+use sophia_kit::bus::{Bus, CallError, CallSpec, ClientCan, ClientQuestion, ProgressRoute};
+use sophia_kit::metrics::ToolCallMetrics;
+use sophia_kit::telemetry::{Span, SpanKind, attr};
+
+mod call;
+mod convert;
+mod notify;
+mod offers;
+mod relay;
+mod spans;
+
+pub use call::{DirectCallError, Refusal};
+use convert::{error_result, from_json, to_mcp};
+use relay::Relay;
+use spans::server_span;
+
+/// The authenticated principal of an HTTP request, put in the request's
+/// extensions by the auth layer.
+#[derive(Clone, Debug)]
+pub struct Principal(pub String);
+
+/// Limits on tool calls.
+#[derive(Clone, Copy, Debug)]
+pub struct CallLimits {
+    /// Deadline when a tool does not announce one.
+    pub default_timeout: Duration,
+    /// The longest deadline allowed.
+    pub max_timeout: Duration,
+}
+
+/// The MCP server handler. It is cheap to clone; [`McpGateway::for_session`]
+/// gives each session its own per-session state (the logging level).
+#[derive(Clone)]
+pub struct McpGateway {
+    inner: Arc<Inner>,
+    /// The lowest log level the session's client asked for
+    /// (`logging/setLevel`), as a rank; `None` until it asks, and until then
+    /// workers' log records are not relayed.
+    log_level: Arc<std::sync::atomic::AtomicU8>,
+    /// This session's key for its resource subscriptions.
+    session_key: u64,
+    /// Where results too large for one HTTP response go in parts; `None`
+    /// over stdio, where results stay whole.
+    results: Option<crate::results::LargeResults>,
+}
+
+/// No `logging/setLevel` yet.
+const NO_LOG_LEVEL: u8 = u8::MAX;
+
+/// MCP's log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
+}
+
+struct Inner {
+    registry: Registry,
+    bus: Bus,
+    /// The bus link, to say so when it is down.
+    link: sophia_kit::nats::Connection,
+    limits: CallLimits,
+    /// Principal for sessions without HTTP auth (stdio).
+    local_principal: String,
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+    metrics: ToolCallMetrics,
+    /// Calls that ended because of a replica, for /health.
+    faults: crate::faults::Faults,
+    /// Resource subscriptions: URI → the sessions subscribed (by session key).
+    subscriptions: Mutex<HashMap<String, Subscribers>>,
+}
+
+/// The sessions subscribed to one resource: (session key, its peer).
+type Subscribers = Vec<(u64, Peer<RoleServer>)>;
+
+/// Keys sessions for their resource subscriptions.
+static SESSION_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How long no replica must have joined before a `tools/list` is answered.
+const DISCOVERY_QUIET: Duration = Duration::from_millis(500);
+/// The longest a `tools/list` waits for that.
+const DISCOVERY_CAP: Duration = Duration::from_secs(5);
+
+/// How long to wait for progress still in transit after the reply.
+const PROGRESS_PATIENCE: Duration = Duration::from_millis(250);
+
+impl McpGateway {
+    /// A handler over `registry` and `bus`.
+    pub fn new(
+        registry: Registry,
+        bus: Bus,
+        link: sophia_kit::nats::Connection,
+        limits: CallLimits,
+        local_principal: String,
+        metrics: ToolCallMetrics,
+        faults: crate::faults::Faults,
+    ) -> Self {
+        let gw = Self {
+            inner: Arc::new(Inner {
+                registry,
+                bus,
+                link,
+                limits,
+                local_principal,
+                peers: Mutex::new(Vec::new()),
+                metrics,
+                faults,
+                subscriptions: Mutex::new(HashMap::new()),
+            }),
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
+            session_key: 0,
+            results: None,
+        };
+        gw.spawn_list_changed();
+        gw.spawn_offers_changed();
+        gw.spawn_resource_updates();
+        gw
+    }
+
+    /// The handler for a new session: shared state, fresh session state.
+    pub fn for_session(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
+            session_key: SESSION_KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            results: self.results.clone(),
+        }
+    }
+
+    /// This handler, sending results over [`crate::results::INLINE_LIMIT`]
+    /// in parts kept in `results` (for HTTP clients).
+    pub fn with_large_results(mut self, results: crate::results::LargeResults) -> Self {
+        self.results = Some(results);
+        self
+    }
+
+    fn log_threshold(&self) -> Option<u8> {
+        match self.log_level.load(std::sync::atomic::Ordering::Relaxed) {
+            NO_LOG_LEVEL => None,
+            rank => Some(rank),
+        }
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        let parts = context.extensions.get::<http::request::Parts>();
+        let principal = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .map(|p| p.0.clone())
+            .unwrap_or_else(|| self.inner.local_principal.clone());
+        let session = parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Caller {
+            principal,
+            session,
+            via: "sophia-gateway".into(),
+        }
+    }
+}
+
+impl ServerHandler for McpGateway {
+    #[allow(deprecated)] // logging: see relay_log
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            serde_json::from_value::<ServerCapabilities>(json!({
+                "tools": {"listChanged": true},
+                "logging": {},
+                "resources": {"subscribe": true, "listChanged": true},
+                "prompts": {"listChanged": true},
+                "completions": {},
+            }))
+            .expect("server capabilities"),
+        )
+        .with_server_info(Implementation::new(
+            "sophia-gateway",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Sophia Mesh: the tools listed are served by live workers on the mesh, \
+             grouped by category (business_intelligence, infrastructure, code_generation). \
+             The list changes as workers join and leave.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, McpError> {
+        self.offer_list_resources(request, _context).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        self.offer_list_resource_templates(request, _context).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        self.offer_read_resource(request, context).await
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.offer_subscribe(request, context).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.offer_unsubscribe(request, _context).await
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, McpError> {
+        self.offer_list_prompts(request, _context).await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        self.offer_get_prompt(request, context).await
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        self.offer_complete(request, context).await
+    }
+
+    #[allow(deprecated)] // logging: see relay_log
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let name = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let rank = log_rank(&name)
+            .ok_or_else(|| McpError::invalid_params(format!("unknown log level {name:?}"), None))?;
+        self.log_level
+            .store(rank, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        // Session-based revisions only for now; see docs/architecture.md.
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        self.inner
+            .peers
+            .lock()
+            .expect("peers lock")
+            .push(context.peer.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.registry.get(name).map(|e| e.mcp.clone())
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        // Replicas starting together join one after another: answer once
+        // they have (at once on a gateway that has been up a while).
+        self.inner
+            .registry
+            .settled(DISCOVERY_QUIET, DISCOVERY_CAP)
+            .await;
+        let view = self.inner.registry.view();
+        if view.tools.is_empty()
+            && let Some(down) = self.inner.link.down_message()
+        {
+            return Err(McpError::internal_error(
+                format!("no tools to list: {down}"),
+                None,
+            ));
+        }
+        let cursor = request.and_then(|r| r.cursor);
+        let (tools, next) = crate::paging::page(
+            view.tools.iter().map(|(name, e)| (name.as_str(), &e.mcp)),
+            cursor.as_deref(),
+        )?;
+        let mut result = ListToolsResult::with_all_items(tools.into_iter().cloned().collect());
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.call_mcp(request, context).await
+    }
+}

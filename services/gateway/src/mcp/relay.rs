@@ -1,0 +1,221 @@
+//! What travels to the client while a call runs: the worker's progress,
+//! its log records (at or above the level the session set), and its
+//! questions (elicitation, sampling, roots), answered on the side.
+
+use super::*;
+
+pub(super) async fn next_question(
+    questions: &mut Option<mpsc::Receiver<ClientQuestion>>,
+) -> Option<ClientQuestion> {
+    match questions {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the session's client can answer mid-call.
+pub(super) fn client_can(peer: &Peer<RoleServer>) -> ClientCan {
+    let capabilities = peer.peer_info().map(|i| i.capabilities.clone());
+    ClientCan {
+        elicit: peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form),
+        sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
+        roots: capabilities.as_ref().is_some_and(|c| c.roots.is_some()),
+    }
+}
+
+/// Puts a worker's question to the MCP client (elicitation, sampling or
+/// roots) and sends the client's answer back to the worker.
+pub(super) async fn ask(peer: Peer<RoleServer>, question: ClientQuestion, timeout: Duration) {
+    match relay_question(&peer, &question.ask.question, timeout).await {
+        Ok(result) => question.answer(result).await,
+        Err(e) => question.fail(e).await,
+    }
+}
+
+// Sampling and roots are deprecated by SEP-2577 in rmcp, but clients speaking
+// the 2025 revisions (Cursor among them) use them.
+#[allow(deprecated)]
+pub(super) async fn relay_question(
+    peer: &Peer<RoleServer>,
+    question: &Question,
+    timeout: Duration,
+) -> Result<Value, WireError> {
+    let unanswered = |e: &dyn std::fmt::Display| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("the client did not answer: {e}"),
+        )
+    };
+    let to_json =
+        |v: Result<Value, serde_json::Error>| v.map_err(|e| WireError::internal(e.to_string()));
+    match question {
+        Question::Elicit { message, schema } => {
+            let schema = schema
+                .as_object()
+                .cloned()
+                .ok_or_else(|| "the schema is not a JSON object".to_owned())
+                .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
+                .map_err(|why| {
+                    WireError::invalid_arguments(format!(
+                        "the question's schema is not one MCP elicitation allows (a flat object \
+                         of primitive properties): {why}"
+                    ))
+                })?;
+            let params = ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: message.clone(),
+                requested_schema: schema,
+            };
+            let result = peer
+                .create_elicitation_with_timeout(params, Some(timeout))
+                .await
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
+        }
+        Question::Sample { params } => {
+            let params: CreateMessageRequestParams = serde_json::from_value(params.clone())
+                .map_err(|e| {
+                    WireError::invalid_arguments(format!(
+                        "not MCP sampling parameters (messages, maxTokens, ...): {e}"
+                    ))
+                })?;
+            let result = tokio::time::timeout(timeout, peer.create_message(params))
+                .await
+                .map_err(|_| {
+                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
+                })?
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
+        }
+        Question::Roots => {
+            let result = tokio::time::timeout(timeout, peer.list_roots())
+                .await
+                .map_err(|_| {
+                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
+                })?
+                .map_err(|e| unanswered(&e))?;
+            to_json(serde_json::to_value(result))
+        }
+    }
+}
+
+pub(super) async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
+    match route {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Relays a worker's progress step (if the client sent a progress token) or
+/// log record (if it is at or above the level the client set).
+pub(super) async fn relay(
+    peer: &Peer<RoleServer>,
+    token: Option<&rmcp::model::ProgressToken>,
+    log_threshold: Option<u8>,
+    p: Progress,
+) {
+    if let Some(record) = p.log {
+        if let (Some(rank), Some(threshold)) = (log_rank(&record.level), log_threshold)
+            && rank >= threshold
+        {
+            relay_log(peer, record).await;
+        }
+        return;
+    }
+    let Some(token) = token else { return };
+    let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
+    if let Some(total) = p.total {
+        param = param.with_total(total);
+    }
+    if let Some(message) = p.message {
+        param = param.with_message(message);
+    }
+    if let Err(e) = peer.notify_progress(param).await {
+        tracing::debug!(cause = %e, "could not relay progress");
+    }
+}
+
+// Logging is deprecated by SEP-2577 in rmcp; clients speaking the 2025
+// revisions use it.
+#[allow(deprecated)]
+pub(super) async fn relay_log(peer: &Peer<RoleServer>, record: sophia_proto::LogRecord) {
+    let param = serde_json::from_value::<rmcp::model::LoggingMessageNotificationParam>(json!({
+        "level": record.level, "logger": record.logger, "data": record.data}));
+    match param {
+        Ok(param) => {
+            if let Err(e) = peer.notify_logging_message(param).await {
+                tracing::debug!(cause = %e, "could not relay a log record");
+            }
+        }
+        Err(e) => tracing::debug!(cause = %e, "dropping a malformed log record"),
+    }
+}
+
+/// One call's relay to its client: progress (if the client sent a progress
+/// token), log records (at or above the session's level) and questions (of
+/// the kinds the client answers).
+pub(super) struct Relay {
+    route: Option<ProgressRoute>,
+    questions: Option<mpsc::Receiver<ClientQuestion>>,
+    token: Option<rmcp::model::ProgressToken>,
+    logs: Option<u8>,
+}
+
+impl Relay {
+    /// The relay a call from `context`'s client needs (none if it asked for
+    /// nothing and answers nothing).
+    pub(super) fn open(gateway: &McpGateway, context: &RequestContext<RoleServer>) -> Self {
+        let token = context.meta.get_progress_token();
+        let can = client_can(&context.peer);
+        let logs = gateway.log_threshold();
+        let bus = &gateway.inner.bus;
+        let mut route = if can.any() {
+            Some(bus.route_with_questions(can))
+        } else {
+            (token.is_some() || logs.is_some()).then(|| bus.progress_route())
+        };
+        let questions = route.as_mut().and_then(ProgressRoute::take_questions);
+        Self {
+            route,
+            questions,
+            token,
+            logs,
+        }
+    }
+
+    /// Where the worker sends progress and questions, if anywhere.
+    pub(super) fn target(&self) -> Option<sophia_kit::bus::RouteTarget> {
+        self.route.as_ref().map(ProgressRoute::target)
+    }
+
+    /// Relays to `peer` until `call` ends, then the progress still in
+    /// transit; questions are answered on the side (a person may take
+    /// until `timeout`, and progress and cancellation go on meanwhile).
+    pub(super) async fn run_until(
+        mut self,
+        call: impl std::future::Future<Output = Result<sophia_kit::bus::Reply, CallError>>,
+        peer: &Peer<RoleServer>,
+        timeout: Duration,
+    ) -> Result<sophia_kit::bus::Reply, CallError> {
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                Some(p) = next_progress(&mut self.route) => {
+                    relay(peer, self.token.as_ref(), self.logs, p).await
+                }
+                Some(q) = next_question(&mut self.questions) => {
+                    tokio::spawn(ask(peer.clone(), q, timeout));
+                }
+            }
+        };
+        if let (Ok(reply), Some(r)) = (&outcome, self.route.as_mut()) {
+            for p in r.drain(reply.progress_sent, PROGRESS_PATIENCE).await {
+                relay(peer, self.token.as_ref(), self.logs, p).await;
+            }
+        }
+        outcome
+    }
+}
