@@ -237,6 +237,24 @@ impl ErrorCode {
         }
     }
 
+    /// The code as a NATS service error code (`Nats-Service-Error-Code`),
+    /// after the HTTP status of the same meaning.
+    pub fn service_code(self) -> usize {
+        match self {
+            ErrorCode::InvalidArguments | ErrorCode::BadEnvelope => 400,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::UnknownTool => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Cancelled => 499,
+            ErrorCode::Failed | ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::WorkerLost => 502,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Timeout => 504,
+            ErrorCode::UnsupportedVersion => 505,
+        }
+    }
+
     /// Whether the same call may succeed if simply retried later.
     pub fn is_retryable(self) -> bool {
         matches!(
@@ -328,6 +346,21 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl ToolResponse {
+    /// The response a NATS reply carries: in its
+    /// [`crate::headers::ERROR_ENVELOPE`] header when the worker sent an
+    /// error as a NATS service error, else in its body (fetch an offloaded
+    /// body first, see [`crate::payload`]).
+    pub fn from_reply(
+        headers: Option<&async_nats::HeaderMap>,
+        body: &[u8],
+    ) -> Result<Self, crate::DecodeError> {
+        match crate::headers::read_error_envelope(headers) {
+            Some(Ok(envelope)) => crate::decode(&envelope),
+            // Not base64: decoding the (empty) body says what is wrong.
+            Some(Err(_)) | None => crate::decode(body),
+        }
+    }
+
     /// A response for request `id` with the given outcome.
     pub fn new(id: Uuid, outcome: Result<ToolOutput, WireError>) -> Self {
         let (result, error) = match outcome {

@@ -25,6 +25,35 @@ pub const ACK_TO: &str = "Sophia-Ack-To";
 /// replica's [`crate::subject::alive`] subject until the reply.
 pub const ACCEPTED_BY: &str = "Sophia-Accepted-By";
 
+/// On a reply sent as a NATS service error (headers `Nats-Service-Error`
+/// and `Nats-Service-Error-Code`, empty body, which `$SRV.STATS` and `nats
+/// micro stats` count): the error's [`crate::ToolResponse`] envelope, in
+/// MessagePack, base64. See [`error_envelope`] and [`read_error_envelope`].
+pub const ERROR_ENVELOPE: &str = "Sophia-Error";
+/// The largest envelope carried in [`ERROR_ENVELOPE`]; a larger error goes
+/// as a normal reply, its envelope in the body.
+pub const MAX_ERROR_ENVELOPE: usize = 16 * 1024;
+
+/// The value of [`ERROR_ENVELOPE`] for an encoded error envelope, if it is
+/// small enough to travel in a header.
+pub fn error_envelope(encoded: &[u8]) -> Option<String> {
+    use base64::Engine;
+    (encoded.len() <= MAX_ERROR_ENVELOPE)
+        .then(|| base64::engine::general_purpose::STANDARD.encode(encoded))
+}
+
+/// The encoded error envelope a reply carries in [`ERROR_ENVELOPE`], if any
+/// (`Err` when the header is there but is not base64).
+pub fn read_error_envelope(headers: Option<&HeaderMap>) -> Option<Result<Vec<u8>, String>> {
+    use base64::Engine;
+    let value = headers?.get(ERROR_ENVELOPE)?;
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str())
+            .map_err(|e| format!("the {ERROR_ENVELOPE} header is not base64: {e}")),
+    )
+}
+
 /// Trace context and request id to put on a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {

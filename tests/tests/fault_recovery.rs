@@ -189,7 +189,7 @@ fn load(
 
 /// Whether an error tells the reader what to do next.
 fn says_what_to_do(text: &str) -> bool {
-    ["retry", "Retry", "restart", "check", "Check"]
+    ["retry", "Retry", "restart", "check", "Check", "tools/list"]
         .iter()
         .any(|w| text.contains(w))
 }

@@ -17,7 +17,7 @@ async fn ask(client: &async_nats::Client, subj: String, body: Vec<u8>) -> ToolRe
         )
         .await
         .expect("the worker replies");
-    sophia_proto::decode(&msg.payload).expect("a ToolResponse")
+    ToolResponse::from_reply(msg.headers.as_ref(), &msg.payload).expect("a ToolResponse")
 }
 
 #[tokio::test]
@@ -49,7 +49,7 @@ async fn garbage_on_a_tool_subject_gets_a_bad_envelope_reply() {
         )
         .await
         .unwrap();
-    let reply: ToolResponse = sophia_proto::decode(&msg.payload).unwrap();
+    let reply = ToolResponse::from_reply(msg.headers.as_ref(), &msg.payload).unwrap();
     assert_eq!(reply.id, id);
 }
 
@@ -85,4 +85,41 @@ async fn extreme_deadlines_and_other_versions_are_answered_not_crashed_on() {
     let err = reply.into_outcome().unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArguments);
     assert!(err.message.contains("text"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_tools_errors_are_counted_by_nats_service_stats_and_still_typed() {
+    let mut mesh = Mesh::without_gateway();
+    mesh.worker(echo_worker::echo_worker()).await;
+    let nats = mesh.nats_client().await;
+
+    // Arguments that do not fit echo's schema: the kit refuses them.
+    let request = ToolRequest::new("echo", json!({"text": 42}), 5_000, Caller::default());
+    let reply = ask(
+        &nats,
+        subject::tool(Category::CodeGeneration, "echo"),
+        sophia_proto::encode(&request).unwrap(),
+    )
+    .await;
+    let error = reply.into_outcome().unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidArguments, "{error}");
+
+    // NATS's own tooling sees the error (`nats micro stats echo-worker`).
+    let stats = nats
+        .request("$SRV.STATS.echo-worker", "".into())
+        .await
+        .expect("the service answers $SRV.STATS");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    let echo = stats["endpoints"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e["subject"] == subject::tool(Category::CodeGeneration, "echo"))
+        })
+        .unwrap_or_else(|| panic!("the echo endpoint in {stats}"));
+    assert_eq!(echo["num_errors"], 1, "{echo}");
+    assert!(
+        echo["last_error"].to_string().contains("400"),
+        "the error's service code: {echo}"
+    );
 }

@@ -701,10 +701,16 @@ impl Bus {
             tool: spec.tool.to_owned(),
             cause,
         };
-        let body = self
-            .payloads
-            .unpack(msg.headers.as_ref(), msg.payload)
-            .await?;
+        // A worker's error comes as a NATS service error, its envelope in a
+        // header; anything else in the body (offloaded if large).
+        let body = match sophia_proto::headers::read_error_envelope(msg.headers.as_ref()) {
+            Some(envelope) => envelope.map_err(bad)?.into(),
+            None => {
+                self.payloads
+                    .unpack(msg.headers.as_ref(), msg.payload)
+                    .await?
+            }
+        };
         let response: ToolResponse = sophia_proto::decode(&body).map_err(|e| bad(e.to_string()))?;
         if response.id != id && !response.id.is_nil() {
             return Err(bad(format!(

@@ -397,6 +397,11 @@ async fn run_tool(
     result
 }
 
+/// Whether a reply's body is a reference to the object store.
+fn offloaded(reply_headers: &async_nats::HeaderMap) -> bool {
+    reply_headers.get(headers::PAYLOAD).map(|v| v.as_str()) == Some(headers::OFFLOADED)
+}
+
 async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &ToolResponse) {
     let mut reply_headers = headers::Context {
         request_id: Some(id),
@@ -419,7 +424,19 @@ async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &Too
             sophia_proto::encode(&fallback).unwrap_or_default().into()
         }
     };
-    if let Err(e) = req.respond_with_headers(Ok(body), reply_headers).await {
+    // An error goes as a NATS service error, so `$SRV.STATS` counts it; its
+    // envelope rides in a header (the body of a service error is empty).
+    let outcome = match (&response.error, sophia_proto::headers::error_envelope(&body)) {
+        (Some(error), Some(envelope)) if !offloaded(&reply_headers) => {
+            reply_headers.insert(sophia_proto::headers::ERROR_ENVELOPE, envelope.as_str());
+            Err(service::error::Error {
+                status: crate::vetting::shown(&error.message).replace(['\r', '\n'], " "),
+                code: error.code.service_code(),
+            })
+        }
+        _ => Ok(body),
+    };
+    if let Err(e) = req.respond_with_headers(outcome, reply_headers).await {
         tracing::warn!(cause = %e, request_id = %id, "could not send the reply");
     }
 }
