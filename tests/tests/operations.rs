@@ -51,7 +51,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
             "categories": {"code_generation": {"tools": 1}},
             "replicas": {"echo-worker": 1},
             "degraded": [no_worker("business_intelligence"), no_worker("infrastructure")],
-            "refused": []}),
+            "refused": [], "faults": []}),
         "the gateway's health sums up the mesh, and what it cannot do"
     );
     assert_eq!(get(format!("{gateway}/ready")).await.0, 200);

@@ -426,7 +426,10 @@ async fn reply(shared: &Shared, req: &service::Request, id: Uuid, response: &Too
     };
     // An error goes as a NATS service error, so `$SRV.STATS` counts it; its
     // envelope rides in a header (the body of a service error is empty).
-    let outcome = match (&response.error, sophia_proto::headers::error_envelope(&body)) {
+    let outcome = match (
+        &response.error,
+        sophia_proto::headers::error_envelope(&body),
+    ) {
         (Some(error), Some(envelope)) if !offloaded(&reply_headers) => {
             reply_headers.insert(sophia_proto::headers::ERROR_ENVELOPE, envelope.as_str());
             Err(service::error::Error {
