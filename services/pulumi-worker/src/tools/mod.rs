@@ -14,8 +14,9 @@
 //! - `config.rs`: reading and setting a stack's configuration.
 //! - `changes.rs`: preview, up, destroy and refresh.
 //! - `plans.rs`: saved previews, and the person's confirmation of one.
-//! - `runner.rs`: running a change as a durable job, and Pulumi operations
-//!   with progress and spans.
+//! - `runner.rs`: running a change as a durable job that always ends.
+//! - `operation.rs`: a Pulumi operation in the request, with progress and
+//!   its span.
 //! - `jobs.rs`: a job's status, and cancelling it.
 //!
 //! Every tool has the same shape: a `fn` that declares it and a named
@@ -25,6 +26,7 @@ mod changes;
 mod config;
 mod ctx;
 mod jobs;
+mod operation;
 mod plans;
 mod runner;
 mod stacks;

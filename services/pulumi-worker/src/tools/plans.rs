@@ -7,7 +7,7 @@ use sophia_kit::{Answer, Call, ErrorCode, ToolOutput, WireError};
 use tokio::io::AsyncReadExt;
 
 use super::changes::Kind;
-use super::runner::relay_operation;
+use super::operation::relay_operation;
 use super::{Ctx, cli_error, name, summary_json};
 use crate::cli::Operation;
 use crate::events::Summary;

@@ -1,7 +1,6 @@
-//! Running Pulumi operations: in the request, relaying engine events as
-//! progress ([`relay_operation`]), or as a durable job under the stack's
-//! lock ([`run_as_job`]) that heartbeats, stops on a cancel request, and
-//! always records how it ended.
+//! Running a change as a durable job under the stack's lock
+//! ([`run_as_job`]): it heartbeats, stops on a cancel request, and always
+//! records how it ended, panics included.
 
 use std::any::Any;
 use std::future::Future;
@@ -11,15 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use opentelemetry::KeyValue;
 use serde_json::Value;
-use sophia_kit::telemetry::{Span, SpanKind};
 use sophia_kit::{Call, Content, ErrorCode, ToolResult, TraceContext, WireError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::job_output;
-use super::{Ctx, cli_error, cli_error_code, job_error, summary_json};
+use super::operation::{end_operation_span, operation_span};
+use super::{Ctx, job_error, summary_json};
 use crate::cli::{CliError, Operation};
 use crate::events::Summary;
 use crate::jobs::{Job, JobError, JobState, RunningJob};
@@ -325,84 +323,6 @@ fn outcome(label: &str, result: Result<Summary, CliError>) -> Outcome {
         message,
         summary,
     }
-}
-
-/// The span of one Pulumi operation (the CLI run), a child of `trace`.
-fn operation_span(dir: &Path, stack: &str, op: &Operation, trace: &TraceContext) -> Span {
-    let project = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Span::start(
-        format!("pulumi {}", op.name()),
-        SpanKind::Internal,
-        trace,
-        vec![
-            KeyValue::new("pulumi.operation", op.name()),
-            KeyValue::new("pulumi.project", project),
-            KeyValue::new("pulumi.stack", stack.to_owned()),
-        ],
-    )
-}
-
-/// Records an operation's outcome on its span: the resource changes by
-/// kind, or the failure's code.
-fn end_operation_span(span: &Span, result: &Result<Summary, CliError>) {
-    match result {
-        Ok(summary) => {
-            for (kind, n) in &summary.resource_changes {
-                span.set(KeyValue::new(
-                    format!("pulumi.resource_changes.{kind}"),
-                    *n as i64,
-                ));
-            }
-            if !summary.succeeded() {
-                span.fail("failed", "the operation failed");
-            }
-        }
-        Err(e) => span.fail_code(cli_error_code(e)),
-    }
-}
-
-/// Runs an operation in the request, relaying its engine events as
-/// progress; returns its summary.
-pub(super) async fn relay_operation(
-    c: &Ctx,
-    call: &Call,
-    dir: &Path,
-    stack: &str,
-    op: &Operation,
-) -> Result<Summary, WireError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let cancel = call.cancellation();
-    let span = operation_span(dir, stack, op, &call.trace);
-    let run = c.cli.operation(
-        dir,
-        stack,
-        op,
-        move |e| {
-            if let Some(l) = e.describe() {
-                let _ = tx.send(l);
-            }
-        },
-        &cancel,
-    );
-    tokio::pin!(run);
-    let mut step = 0.0;
-    let summary = loop {
-        tokio::select! {
-            r = &mut run => {
-                end_operation_span(&span, &r);
-                break r.map_err(cli_error)?
-            }
-            Some(line) = rx.recv() => { step += 1.0; call.progress(step, None, Some(line)).await; }
-        }
-    };
-    while let Ok(line) = rx.try_recv() {
-        step += 1.0;
-        call.progress(step, None, Some(line)).await;
-    }
-    Ok(summary)
 }
 
 #[cfg(test)]
