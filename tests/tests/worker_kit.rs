@@ -1,11 +1,13 @@
 //! The kit answers every request, however it arrives: raw bus requests that
-//! no gateway would send still get a typed reply, never silence.
+//! no gateway would send still get a typed reply, never silence. And its KV
+//! helper tells a missing key from a bus that does not answer.
 
 use std::time::Duration;
 
 use serde_json::json;
+use sophia_kit::kv::{Bucket, BucketConfig, KvErrorKind};
 use sophia_proto::{Caller, Category, ErrorCode, ToolRequest, ToolResponse, headers, subject};
-use sophia_tests::Mesh;
+use sophia_tests::{Mesh, nats_server};
 
 async fn ask(client: &async_nats::Client, subj: String, body: Vec<u8>) -> ToolResponse {
     let msg = client
@@ -122,4 +124,113 @@ async fn a_tools_errors_are_counted_by_nats_service_stats_and_still_typed() {
         echo["last_error"].to_string().contains("400"),
         "the error's service code: {echo}"
     );
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Note {
+    text: String,
+}
+
+fn note(text: &str) -> Note {
+    Note { text: text.into() }
+}
+
+#[tokio::test]
+async fn a_kv_bucket_tells_missing_from_corrupt_and_from_unreachable() {
+    let mut nats = nats_server();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let config = BucketConfig::new("kit_notes", "notes").max_age(Duration::from_secs(60));
+    let notes = Bucket::open(&client, config.clone()).await.unwrap();
+
+    // Missing is Ok(None); what is put comes back, from any replica's handle.
+    assert_eq!(notes.get::<Note>("a").await.unwrap(), None);
+    notes.put("a", &note("hello")).await.unwrap();
+    let other = Bucket::open(&client, config).await.unwrap();
+    assert_eq!(other.get("a").await.unwrap(), Some(note("hello")));
+    other.delete("a").await.unwrap();
+    assert_eq!(notes.get::<Note>("a").await.unwrap(), None);
+
+    // A value this reader cannot decode is corrupt, not missing.
+    let js = async_nats::jetstream::new(client.clone());
+    let raw = js.get_key_value("kit_notes").await.unwrap();
+    raw.put("b", "not json".into()).await.unwrap();
+    let err = notes.get::<Note>("b").await.unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::Corrupt);
+    assert!(err.to_string().contains("kit_notes"), "{err}");
+
+    // Keys a bucket cannot hold are named as such.
+    let err = notes.put("", &note("x")).await.unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::InvalidKey);
+
+    // With the server gone, a read is unreachable, never "missing".
+    nats.stop();
+    let err = notes.get::<Note>("a").await.unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::Unreachable);
+    assert!(err.to_string().contains("JetStream"), "{err}");
+}
+
+#[tokio::test]
+async fn a_kv_bucket_compares_and_swaps() {
+    let nats = nats_server();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let locks = Bucket::open(&client, BucketConfig::new("kit_locks", "locks"))
+        .await
+        .unwrap();
+
+    let first = locks.create("stack", &note("mine")).await.unwrap();
+    let taken = locks.create("stack", &note("yours")).await.unwrap_err();
+    assert_eq!(taken.kind(), KvErrorKind::Conflict);
+
+    let (held, revision) = locks.entry::<Note>("stack").await.unwrap().unwrap();
+    assert_eq!((held, revision), (note("mine"), first));
+    let second = locks
+        .update("stack", &note("renewed"), first)
+        .await
+        .unwrap();
+    let stale = locks
+        .update("stack", &note("late"), first)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), KvErrorKind::Conflict);
+    assert_eq!(locks.keys().await.unwrap(), ["stack"]);
+
+    assert_eq!(
+        locks.delete_at("stack", first).await.unwrap_err().kind(),
+        KvErrorKind::Conflict
+    );
+    locks.delete_at("stack", second).await.unwrap();
+    assert_eq!(locks.entry::<Note>("stack").await.unwrap(), None);
+    assert!(locks.keys().await.unwrap().is_empty());
+    // Deleted, the key can be created again.
+    locks.create("stack", &note("next")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kv_bucket_says_when_jetstream_refuses_it() {
+    let nats = nats_server();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let err = Bucket::open(
+        &client,
+        BucketConfig::new("kit_deep", "deep").history(1_000),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::Refused);
+    // Another stream holds the bucket's subjects: JetStream answers, with a no.
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "squatter".into(),
+        subjects: vec!["$KV.kit_taken.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = Bucket::open(&client, BucketConfig::new("kit_taken", "taken"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::Refused, "{err}");
+    let err = Bucket::open(&client, BucketConfig::new("not a name", "bad"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::InvalidKey);
 }

@@ -12,38 +12,31 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
 };
+use sophia_kit::kv::{Bucket, BucketConfig};
 
 /// The bucket of sessions.
 pub const SESSIONS_BUCKET: &str = "sophia_gateway_sessions";
 
 /// Sessions on JetStream KV, shared by every gateway replica.
 pub struct KvSessions {
-    kv: kv::Store,
+    kv: Bucket,
 }
 
 impl KvSessions {
     /// Opens (creating if needed) the bucket; sessions expire `ttl` after
     /// they were created.
     pub async fn open(client: async_nats::Client, ttl: Duration) -> Result<Self, String> {
-        let js = jetstream::new(client);
-        let kv = match js.get_key_value(SESSIONS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: SESSIONS_BUCKET.into(),
-                    description: "Sophia Mesh MCP sessions (initialize parameters)".into(),
-                    history: 1,
-                    max_age: ttl,
-                    num_replicas: sophia_proto::payload::replicas(&js.client()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?,
-        };
+        let config = BucketConfig::new(
+            SESSIONS_BUCKET,
+            "Sophia Mesh MCP sessions (initialize parameters)",
+        )
+        .max_age(ttl);
+        let kv = Bucket::open(&client, config)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Self { kv })
     }
 }
@@ -64,21 +57,16 @@ fn key(session_id: &str) -> Result<&str, SessionStoreError> {
 #[async_trait::async_trait]
 impl SessionStore for KvSessions {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        match self.kv.get(key(session_id)?).await? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.kv.get(key(session_id)?).await?)
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        self.kv
-            .put(key(session_id)?, serde_json::to_vec(state)?.into())
-            .await?;
+        self.kv.put(key(session_id)?, state).await?;
         Ok(())
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
-        self.kv.purge(key(session_id)?).await?;
+        self.kv.delete(key(session_id)?).await?;
         Ok(())
     }
 }

@@ -15,9 +15,23 @@
 //! first with [`vetting`].
 //!
 //! See `examples/echo-worker` for a complete worker in about 30 lines.
+//!
+//! # Layout
+//! - [`tool`]: declaring tools and writing their handlers ([`Tool`], [`Call`]).
+//! - [`worker`]: running a worker: registration, announcements, draining.
+//! - `serve`: serving one request, from its arrival to the reply.
+//! - [`bus`]: calling tools over the bus, for the gateway and for workers.
+//! - [`offers`]: MCP resources, prompts and completions a worker offers.
+//! - [`nats`]: connecting to NATS (credentials, TLS, reconnect).
+//! - [`kv`]: JSON records in JetStream KV buckets, shared by replicas.
+//! - [`schema`]: JSON Schema checks of tool arguments.
+//! - [`vetting`]: checks on other workers' announcements.
+//! - [`ops`], [`metrics`], [`telemetry`]: `/health`, `/ready`, `/metrics`,
+//!   logs and traces.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod kv;
 pub mod metrics;
 pub mod nats;
 pub mod offers;

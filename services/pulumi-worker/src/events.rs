@@ -294,27 +294,29 @@ impl EventLogTail {
     }
 
     /// Calls `on_event` for every event until `done` resolves, then reads
-    /// what is left. `done` is typically the CLI process exiting.
-    pub async fn follow(
+    /// what is left; returns what `done` resolved to. `done` is typically
+    /// the CLI process exiting.
+    pub async fn follow<T>(
         mut self,
-        done: impl std::future::Future<Output = ()>,
+        done: impl std::future::Future<Output = T>,
         mut on_event: impl FnMut(Result<EngineEvent, BadEvent>),
-    ) {
+    ) -> T {
         tokio::pin!(done);
         let mut tick = tokio::time::interval(self.poll);
-        loop {
+        let out = loop {
             tokio::select! {
-                _ = &mut done => break,
+                out = &mut done => break out,
                 _ = tick.tick() => {
                     for e in self.read_new().await {
                         on_event(e);
                     }
                 }
             }
-        }
+        };
         for e in self.read_new().await {
             on_event(e);
         }
+        out
     }
 }
 

@@ -18,10 +18,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, kv};
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sophia_kit::kv::{Bucket, BucketConfig, KvError, KvErrorKind};
 
 /// The bucket of job records.
 pub const JOBS_BUCKET: &str = "sophia_pulumi_jobs";
@@ -104,20 +103,20 @@ pub enum JobError {
     /// A project or stack name that cannot be a key.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.'")]
     InvalidName(String),
-    /// JetStream failed.
-    #[error("job store unavailable: {0}")]
-    Store(String),
+    /// The job store (JetStream KV) failed; its kind says whether it was
+    /// unreachable or holds a record this version cannot read.
+    #[error("job store: {0}")]
+    Store(#[from] KvError),
 }
+
+/// What a replica that stopped heartbeating leaves its job with.
+const DEAD_OWNER: &str = "the worker running this job stopped; the stack may need `pulumi refresh`";
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn store_err(e: impl std::fmt::Display) -> JobError {
-    JobError::Store(e.to_string())
 }
 
 fn valid(name: &str) -> Result<(), JobError> {
@@ -144,30 +143,10 @@ pub struct RunningJob {
 /// The job and lock store.
 #[derive(Clone)]
 pub struct JobStore {
-    jobs: kv::Store,
-    locks: kv::Store,
+    jobs: Bucket,
+    locks: Bucket,
     instance: String,
     stale_after: Duration,
-}
-
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    description: &str,
-) -> Result<kv::Store, JobError> {
-    match js.get_key_value(name).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.to_owned(),
-                description: description.to_owned(),
-                history: 1,
-                num_replicas: sophia_proto::payload::replicas(&js.client()),
-                ..Default::default()
-            })
-            .await
-            .map_err(store_err),
-    }
 }
 
 impl JobStore {
@@ -177,29 +156,20 @@ impl JobStore {
         instance: String,
         stale_after: Duration,
     ) -> Result<Self, JobError> {
-        let js = jetstream::new(client);
+        let jobs = BucketConfig::new(JOBS_BUCKET, "Sophia Mesh Pulumi jobs");
+        let locks = BucketConfig::new(LOCKS_BUCKET, "Sophia Mesh Pulumi stack locks");
         Ok(Self {
-            jobs: bucket(&js, JOBS_BUCKET, "Sophia Mesh Pulumi jobs").await?,
-            locks: bucket(&js, LOCKS_BUCKET, "Sophia Mesh Pulumi stack locks").await?,
+            jobs: Bucket::open(&client, jobs).await?,
+            locks: Bucket::open(&client, locks).await?,
             instance,
             stale_after,
         })
     }
 
-    async fn put_job(&self, job: &Job) -> Result<(), JobError> {
-        let bytes = serde_json::to_vec(job).map_err(store_err)?;
-        self.jobs
-            .put(&job.id, bytes.into())
-            .await
-            .map_err(store_err)?;
-        Ok(())
-    }
-
     /// A job's record.
     pub async fn get(&self, id: &str) -> Result<Option<Job>, JobError> {
         valid(id)?;
-        let raw = self.jobs.get(id).await.map_err(store_err)?;
-        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+        Ok(self.jobs.get(id).await?)
     }
 
     async fn fail_job(&self, id: &str, message: &str) -> Result<(), JobError> {
@@ -209,53 +179,52 @@ impl JobStore {
             job.state = JobState::Failed;
             job.message = Some(message.to_owned());
             job.updated_ms = now_ms();
-            self.put_job(&job).await?;
+            self.jobs.put(&job.id, &job).await?;
         }
         Ok(())
     }
 
-    /// Takes the stack's lock for `job_id` (taking over a stale one).
-    async fn lock(&self, key: &str, job_id: &str) -> Result<u64, JobError> {
-        let mine = serde_json::to_vec(&Lock {
+    /// This replica's lock on `job_id`, as of now.
+    fn lock_for(&self, job_id: &str) -> Lock {
+        Lock {
             job: job_id.to_owned(),
             owner: self.instance.clone(),
             heartbeat_ms: now_ms(),
-        })
-        .map_err(store_err)?;
-        match self.locks.create(key, mine.clone().into()).await {
-            Ok(rev) => return Ok(rev),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(store_err(e)),
         }
-        let entry = self.locks.entry(key).await.map_err(store_err)?;
-        let Some(entry) = entry else {
-            return Err(JobError::Store(
-                "the lock vanished while being read; try again".into(),
-            ));
+    }
+
+    /// Whether a lock's holder stopped heartbeating.
+    fn is_stale(&self, lock: &Lock) -> bool {
+        now_ms().saturating_sub(lock.heartbeat_ms) >= self.stale_after.as_millis() as u64
+    }
+
+    /// Takes the stack's lock for `job_id` (taking over a stale one).
+    async fn lock(&self, key: &str, job_id: &str) -> Result<u64, JobError> {
+        let mine = self.lock_for(job_id);
+        match self.locks.create(key, &mine).await {
+            Ok(rev) => return Ok(rev),
+            Err(e) if e.kind() == KvErrorKind::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some((held, revision)) = self.locks.entry::<Lock>(key).await? else {
+            // Released between the create and the read.
+            return Err(KvError::new(KvErrorKind::Conflict, self.locks.name(), Some(key)).into());
         };
-        let held: Lock = serde_json::from_slice(&entry.value).map_err(store_err)?;
-        if now_ms().saturating_sub(held.heartbeat_ms) < self.stale_after.as_millis() as u64 {
-            return Err(JobError::Locked {
-                stack: key.to_owned(),
-                job: held.job,
-                owner: held.owner,
-            });
+        let busy = || JobError::Locked {
+            stack: key.to_owned(),
+            job: held.job.clone(),
+            owner: held.owner.clone(),
+        };
+        if !self.is_stale(&held) {
+            return Err(busy());
         }
         // The holder stopped heartbeating: take over, on the revision we read.
         let rev = self
             .locks
-            .update(key, mine.into(), entry.revision)
+            .update(key, &mine, revision)
             .await
-            .map_err(|_| JobError::Locked {
-                stack: key.to_owned(),
-                job: held.job.clone(),
-                owner: held.owner.clone(),
-            })?;
-        self.fail_job(
-            &held.job,
-            "the worker running this job stopped; the stack may need `pulumi refresh`",
-        )
-        .await?;
+            .map_err(|_| busy())?;
+        self.fail_job(&held.job, DEAD_OWNER).await?;
         Ok(rev)
     }
 
@@ -287,24 +256,19 @@ impl JobStore {
             updated_ms: now,
             cancel_requested: false,
         };
-        let bytes = serde_json::to_vec(&job).map_err(store_err)?;
-        match self.jobs.create(id, bytes.into()).await {
+        match self.jobs.create(id, &job).await {
             Ok(_) => Ok(RunningJob {
                 id: id.to_owned(),
                 lock_key: key,
                 lock_revision: rev,
             }),
             Err(e) => {
-                let _ = self.locks.delete_expect_revision(&key, Some(rev)).await;
-                if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                    let existing = self
-                        .get(id)
-                        .await?
-                        .ok_or_else(|| store_err("job record unreadable"))?;
-                    Err(JobError::AlreadyStarted(Box::new(existing)))
-                } else {
-                    Err(store_err(e))
+                let _ = self.locks.delete_at(&key, rev).await;
+                if e.kind() != KvErrorKind::Conflict {
+                    return Err(e.into());
                 }
+                let existing = self.get(id).await?.ok_or(e)?;
+                Err(JobError::AlreadyStarted(Box::new(existing)))
             }
         }
     }
@@ -318,7 +282,7 @@ impl JobStore {
         if job.state == JobState::Running && !job.cancel_requested {
             job.cancel_requested = true;
             job.updated_ms = now_ms();
-            self.put_job(&job).await?;
+            self.jobs.put(&job.id, &job).await?;
         }
         Ok(Some(job))
     }
@@ -326,17 +290,15 @@ impl JobStore {
     /// Renews the lock; fails with [`JobError::LockLost`] if another replica
     /// took it over.
     pub async fn heartbeat(&self, job: &mut RunningJob) -> Result<(), JobError> {
-        let mine = serde_json::to_vec(&Lock {
-            job: job.id.clone(),
-            owner: self.instance.clone(),
-            heartbeat_ms: now_ms(),
-        })
-        .map_err(store_err)?;
+        let mine = self.lock_for(&job.id);
         job.lock_revision = self
             .locks
-            .update(&job.lock_key, mine.into(), job.lock_revision)
+            .update(&job.lock_key, &mine, job.lock_revision)
             .await
-            .map_err(|_| JobError::LockLost(job.lock_key.clone()))?;
+            .map_err(|e| match e.kind() {
+                KvErrorKind::Conflict => JobError::LockLost(job.lock_key.clone()),
+                _ => e.into(),
+            })?;
         Ok(())
     }
 
@@ -353,55 +315,33 @@ impl JobStore {
             record.message = message;
             record.summary = summary;
             record.updated_ms = now_ms();
-            self.put_job(&record).await?;
+            self.jobs.put(&record.id, &record).await?;
         }
         self.locks
-            .delete_expect_revision(&job.lock_key, Some(job.lock_revision))
-            .await
-            .map_err(store_err)?;
+            .delete_at(&job.lock_key, job.lock_revision)
+            .await?;
         Ok(())
     }
 
     /// Marks the jobs of replicas that stopped heartbeating as failed and
     /// frees their stacks. Returns the jobs it failed.
     pub async fn reap(&self) -> Result<Vec<String>, JobError> {
-        let keys: Vec<String> = self
-            .locks
-            .keys()
-            .await
-            .map_err(store_err)?
-            .try_collect()
-            .await
-            .map_err(store_err)?;
         let mut reaped = Vec::new();
-        for key in keys {
-            let Some(entry) = self.locks.entry(&key).await.map_err(store_err)? else {
-                continue;
+        for key in self.locks.keys().await? {
+            let (held, revision) = match self.locks.entry::<Lock>(&key).await {
+                Ok(Some(entry)) => entry,
+                // Released meanwhile, or not a lock this version reads.
+                Ok(None) => continue,
+                Err(e) if e.kind() == KvErrorKind::Corrupt => continue,
+                Err(e) => return Err(e.into()),
             };
-            if entry.operation != kv::Operation::Put {
+            // Only if it is stale and nobody renewed it since we read it.
+            if !self.is_stale(&held) || self.locks.delete_at(&key, revision).await.is_err() {
                 continue;
             }
-            let Ok(held) = serde_json::from_slice::<Lock>(&entry.value) else {
-                continue;
-            };
-            if now_ms().saturating_sub(held.heartbeat_ms) < self.stale_after.as_millis() as u64 {
-                continue;
-            }
-            // Only if nobody renewed it since we read it.
-            if self
-                .locks
-                .delete_expect_revision(&key, Some(entry.revision))
-                .await
-                .is_ok()
-            {
-                self.fail_job(
-                    &held.job,
-                    "the worker running this job stopped; the stack may need `pulumi refresh`",
-                )
-                .await?;
-                tracing::warn!(job = %held.job, stack = %key, owner = %held.owner, "reaped a job whose worker stopped");
-                reaped.push(held.job);
-            }
+            self.fail_job(&held.job, DEAD_OWNER).await?;
+            tracing::warn!(job = %held.job, stack = %key, owner = %held.owner, "reaped a job whose worker stopped");
+            reaped.push(held.job);
         }
         Ok(reaped)
     }
