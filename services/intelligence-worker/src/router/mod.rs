@@ -205,11 +205,17 @@ impl Router {
             if round == routing.max_retries {
                 break;
             }
-            let backoff = sophia_kit::nats::backoff(round as usize + 1)
-                .mul_f64(routing.backoff_ms as f64 / 100.0);
-            // Wait out the backoff, or the earliest Retry-After if that is later.
-            let wake = Instant::now() + backoff;
-            let wake = earliest_retry.map_or(wake, |t| t.max(wake));
+            let backoff = sophia_kit::nats::backoff(round as usize + 1).as_secs_f64()
+                * routing.backoff_ms as f64
+                / 100.0;
+            // Wait out the backoff, or the earliest Retry-After if that is
+            // later; a backoff the clock cannot hold is past any deadline.
+            let wake = Duration::try_from_secs_f64(backoff)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d))
+                .map_or(deadline, |wake| {
+                    earliest_retry.map_or(wake, |t| t.max(wake))
+                });
             if wake >= deadline {
                 attempts.push("no time left for another round".to_owned());
                 break;
@@ -362,5 +368,58 @@ fn exhausted(model: &str, attempts: Vec<String>) -> RouteError {
     RouteError::Exhausted {
         model: model.to_owned(),
         attempts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::retry_after_secs;
+
+    fn router() -> Router {
+        let text = r#"
+            [[providers]]
+            name = "p"
+            base_url = "http://127.0.0.1:9/v1"
+            models = ["m"]
+
+            [routing]
+            breaker_failures = 1
+            breaker_open_ms = 0
+        "#;
+        Router::new(Config::parse(text, "test").expect("test config parses"))
+    }
+
+    /// A trial at a half-open provider answers 429 with `retry_after`: the
+    /// call goes on, the trial is settled, and the cool-down is bounded.
+    fn trial_rate_limited(retry_after: &str) -> Option<Instant> {
+        let r = router();
+        let state = r.providers["p"].clone();
+        state.try_acquire().unwrap().failed(&r.config.routing);
+        assert_eq!(state.state(), BreakerState::HalfOpen);
+        let trial = state.try_acquire().expect("the trial");
+        let e = ProviderError::RateLimited {
+            provider: "p".into(),
+            retry_after: retry_after_secs(retry_after),
+        };
+        let until = r.settle_failure(trial, &state, &e);
+        assert!(e.is_retryable());
+        until
+    }
+
+    #[test]
+    fn a_429_with_any_retry_after_never_panics_and_cools_down_at_most_an_hour() {
+        let hour = Duration::from_secs(3600);
+        for huge in ["inf", "1e300"] {
+            let until = trial_rate_limited(huge).expect("a cool-down");
+            assert!(until <= Instant::now() + hour, "{huge}");
+            assert!(
+                until > Instant::now() + hour - Duration::from_secs(60),
+                "{huge}"
+            );
+        }
+        for ignored in ["-1", "NaN", "soon"] {
+            assert_eq!(trial_rate_limited(ignored), None, "{ignored}");
+        }
     }
 }
