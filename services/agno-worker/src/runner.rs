@@ -202,17 +202,16 @@ impl Runner {
             .call(spec, None, &call.cancellation())
             .await
             .map_err(|e| self.model_error(template, e))?;
-        let unreadable = |e: &dyn std::fmt::Display| {
-            WireError::failed(format!("{e}; see the intelligence-worker's logs"))
-        };
-        let reply: ChatReply = serde_json::from_value(reply.output.structured.unwrap_or_default())
-            .map_err(|e| {
-                unreadable(&format!(
-                    "the intelligence-worker's reply could not be read ({e})"
-                ))
-            })?;
+        let unreadable =
+            |what: String| WireError::failed(format!("{what}; see the intelligence-worker's logs"));
+        let structured = reply.output.structured.unwrap_or_default();
+        let reply: ChatReply = serde_json::from_value(structured).map_err(|e| {
+            unreadable(format!(
+                "the intelligence-worker's reply could not be read ({e})"
+            ))
+        })?;
         state.usage += reply.usage.map(|u| u.tokens).unwrap_or_default();
-        let mut message = reply.message().map_err(|e| unreadable(&e))?;
+        let mut message = reply.message().map_err(|e| unreadable(e.to_string()))?;
         message.role = Role::Assistant;
         Ok(message)
     }
