@@ -3,11 +3,23 @@
 //! sees exactly what the owning worker accepts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use parking_lot::Mutex;
 use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subject};
+
+/// The longest heartbeat interval believed: an announced `heartbeat_ms`
+/// is a peer's number, and a huge one must neither overflow the clock nor
+/// keep a silent replica alive for ages.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// A replica counts as alive for three heartbeats after it announces.
+fn alive_until(now: Instant, heartbeat_ms: u64) -> Instant {
+    let heartbeat = Duration::from_millis(heartbeat_ms.max(1)).min(MAX_HEARTBEAT);
+    now + heartbeat * 3
+}
 
 #[derive(Default)]
 struct State {
@@ -48,7 +60,7 @@ impl Directory {
                     }
                     Some(msg) = leaves.next() => {
                         if let Ok(l) = sophia_proto::decode::<Leave>(&msg.payload) {
-                            d.state.lock().expect("directory lock").replicas.remove(&l.instance);
+                            d.state.lock().replicas.remove(&l.instance);
                         }
                     }
                     else => break,
@@ -70,18 +82,16 @@ impl Directory {
     fn add(&self, mut a: Announce) {
         // Tools whose schemas could not be used (or compiled safely) are left out.
         sophia_kit::vetting::vet(&mut a);
-        // Bounded: a garbage interval must not overflow the clock.
-        let alive = Instant::now() + Duration::from_millis(a.heartbeat_ms.clamp(1, 3_600_000) * 3);
+        let alive = alive_until(Instant::now(), a.heartbeat_ms);
         self.state
             .lock()
-            .expect("directory lock")
             .replicas
             .insert(a.instance, (a.tools, alive));
     }
 
     /// The compiled input schema of `spec`; `None` if it does not compile.
     pub fn validator(&self, spec: &ToolSpec) -> Option<Arc<jsonschema::Validator>> {
-        let mut state = self.state.lock().expect("directory lock");
+        let mut state = self.state.lock();
         if let Some((schema, v)) = state.validators.get(&spec.name)
             && *schema == spec.input_schema
         {
@@ -97,7 +107,7 @@ impl Directory {
     /// The spec of a tool some live replica serves.
     pub fn get(&self, name: &str) -> Option<ToolSpec> {
         let now = Instant::now();
-        let state = self.state.lock().expect("directory lock");
+        let state = self.state.lock();
         state
             .replicas
             .values()
@@ -105,5 +115,24 @@ impl Directory {
             .flat_map(|(tools, _)| tools.iter())
             .find(|t| t.name == name)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_announced_heartbeat_is_bounded() {
+        let now = Instant::now();
+        assert_eq!(
+            alive_until(now, 2_000),
+            now + Duration::from_secs(6),
+            "three heartbeats"
+        );
+        for huge in [u64::MAX, u64::MAX / 3 + 1, 3_600_001] {
+            assert_eq!(alive_until(now, huge), now + MAX_HEARTBEAT * 3, "{huge}");
+        }
+        assert_eq!(alive_until(now, 0), now + Duration::from_millis(3));
     }
 }

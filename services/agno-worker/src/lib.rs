@@ -4,15 +4,21 @@
 //! - [`templates`]: agent templates, built in or from a TOML file.
 //! - [`agent`]: agents, cheap to create (a shared template, an id, a time).
 //! - [`directory`]: the mesh's tools, from workers' announcements.
+//! - [`run`]: a run's state (messages, steps, usage) and a paused run's
+//!   pending action.
 //! - [`store`]: agents, sessions, pending actions and runs on JetStream KV.
-//! - [`runner`]: the agent loop (model → tools → model ...).
-//! - [`tools`]: the MCP tools.
+//! - [`runner`]: the agent loop (model → tools → model ...), talking to
+//!   models through the typed chat contract ([`sophia_proto::chat`]).
+//! - `confirm`: a person's yes before a destructive tool call.
+//! - [`tools`]: the MCP tools, one file per family.
 //!
 //! See `docs/agents.md`.
 #![forbid(unsafe_code)]
 
 pub mod agent;
+mod confirm;
 pub mod directory;
+pub mod run;
 pub mod runner;
 pub mod store;
 pub mod templates;

@@ -21,61 +21,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sophia_kit::bus::{CallError, CallSpec};
 use sophia_kit::telemetry::{Span, SpanKind, attr};
-use sophia_kit::{Answer, Call, Category, ErrorCode, WireError};
+use sophia_kit::{Call, Category, ErrorCode, WireError};
+use sophia_proto::chat::{ChatReply, ChatRequest, Message, Role, ToolCall, ToolDef};
 use sophia_proto::{Content, ToolSpec, headers, subject};
 
+use crate::confirm::{Confirmation, confirmation, pending};
 use crate::directory::Directory;
-use crate::store::{PendingAction, Store};
+use crate::run::{PendingAction, RunState, Step};
+use crate::store::Store;
 use crate::templates::Template;
-
-/// What a run carries from step to step; saved whole when it pauses.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
-    /// The agent.
-    pub agent_id: String,
-    /// Its type.
-    pub agent_type: String,
-    /// Its session.
-    pub session_id: String,
-    /// Every message of the conversation, system prompt first.
-    pub messages: Vec<Value>,
-    /// Where this run's messages start (the rest is the session's history).
-    pub new_from: usize,
-    /// The tool calls made, with their results.
-    pub steps: Vec<Value>,
-    /// Model turns taken.
-    pub turns: u32,
-    /// Tokens used.
-    pub usage: Usage,
-    /// Tool calls of the current model turn still to run.
-    pub queued: Vec<Value>,
-    /// A person's decision on the first queued (destructive) call, when a
-    /// paused run resumes.
-    #[serde(default)]
-    pub decided: Option<Decision>,
-}
-
-/// A person's yes or no on a pending tool call.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    /// The model's id of the tool call.
-    pub tool_call_id: String,
-    /// Yes?
-    pub approve: bool,
-}
-
-/// Token usage, summed over the run's model calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-}
 
 /// How a run ended (for now).
 #[derive(Debug)]
@@ -179,17 +136,32 @@ impl Runner {
                 ));
             }
             let message = self.model_turn(call, trace, template, state).await?;
-            let calls = message["tool_calls"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            state.messages.push(message.clone());
+            let calls = message.calls().to_vec();
+            let answer = message.text().to_owned();
+            state.messages.push(message);
             if calls.is_empty() {
-                return Ok(Outcome::Answered(
-                    message["content"].as_str().unwrap_or_default().to_owned(),
-                ));
+                return Ok(Outcome::Answered(answer));
             }
             state.queued = calls;
+        }
+    }
+
+    /// The request for the next model turn: the conversation, the tools of
+    /// the agent's allow-list that are on the mesh, and the answer's schema.
+    fn chat_request(&self, template: &Template, messages: Vec<Message>) -> ChatRequest {
+        let tools = template
+            .tools
+            .iter()
+            .filter_map(|name| self.directory.get(name))
+            .map(|spec| ToolDef::function(spec.name, spec.description, spec.input_schema))
+            .collect();
+        let request = ChatRequest {
+            tools,
+            ..ChatRequest::new(template.model.clone(), messages)
+        };
+        match &template.output_schema {
+            Some(schema) => request.answer_schema(schema.clone()),
+            None => request,
         }
     }
 
@@ -199,7 +171,7 @@ impl Runner {
         trace: &headers::Context,
         template: &Arc<Template>,
         state: &mut RunState,
-    ) -> Result<Value, WireError> {
+    ) -> Result<Message, WireError> {
         state.turns += 1;
         call.progress(
             state.steps.len() as f64 + state.turns as f64,
@@ -207,28 +179,15 @@ impl Runner {
             Some(format!("step {}: asking {}", state.turns, template.model)),
         )
         .await;
-        let tools: Vec<Value> = template
-            .tools
-            .iter()
-            .filter_map(|name| self.directory.get(name))
-            .map(|spec| {
-                json!({"type": "function", "function": {"name": spec.name,
-                    "description": spec.description, "parameters": spec.input_schema}})
-            })
-            .collect();
-        let mut args = json!({"model": template.model, "messages": state.messages});
-        if !tools.is_empty() {
-            args["tools"] = Value::Array(tools);
-        }
-        if let Some(schema) = &template.output_schema {
-            args["response_format"] = json!({"type": "json_schema",
-                "json_schema": {"name": "answer", "schema": schema}});
-        }
+        // The messages are lent to the request and taken back once written.
+        let request = self.chat_request(template, std::mem::take(&mut state.messages));
+        let args = serde_json::to_value(&request);
+        state.messages = request.messages;
         let spec = CallSpec {
             tool: "chat",
             category: Category::Inference,
             subject: Some(subject::inference(&template.model, "chat")),
-            args,
+            args: args.map_err(|e| WireError::internal(e.to_string()))?,
             timeout: call.remaining(),
             caller: call.caller.clone(),
             trace: trace.clone(),
@@ -242,37 +201,42 @@ impl Runner {
             .bus()
             .call(spec, None, &call.cancellation())
             .await
-            .map_err(|e| match e {
-                CallError::NoWorker { .. } if self.directory.get("list_models").is_none() => {
-                    WireError::new(
-                        ErrorCode::Unavailable,
-                        "no intelligence-worker is running, so agents cannot reach a model: \
-                         start one (ops/scripts/up.sh does; docs/intelligence-worker.md)",
-                    )
-                }
-                CallError::NoWorker { .. } => WireError::new(
-                    ErrorCode::InvalidArguments,
-                    format!(
-                        "no intelligence-worker serves model {:?} (the {} template's model): \
-                         set the template's model to one that list_models shows, or `default`",
-                        template.model, template.agent_type
-                    ),
-                ),
-                CallError::Worker(w) => w,
-                other => WireError::new(other.code(), other.to_string()),
-            })?;
+            .map_err(|e| self.model_error(template, e))?;
+        let unreadable =
+            |what: String| WireError::failed(format!("{what}; see the intelligence-worker's logs"));
         let structured = reply.output.structured.unwrap_or_default();
-        state.usage.input_tokens += structured["usage"]["input_tokens"].as_u64().unwrap_or(0);
-        state.usage.output_tokens += structured["usage"]["output_tokens"].as_u64().unwrap_or(0);
-        let message = structured["response"]["choices"][0]["message"].clone();
-        if !message.is_object() {
-            return Err(WireError::failed(
-                "the model's answer had no message; see the intelligence-worker's logs",
-            ));
-        }
-        let mut message = message;
-        message["role"] = json!("assistant");
+        let reply: ChatReply = serde_json::from_value(structured).map_err(|e| {
+            unreadable(format!(
+                "the intelligence-worker's reply could not be read ({e})"
+            ))
+        })?;
+        state.usage += reply.usage.map(|u| u.tokens).unwrap_or_default();
+        let mut message = reply.message().map_err(|e| unreadable(e.to_string()))?;
+        message.role = Role::Assistant;
         Ok(message)
+    }
+
+    /// What the run says when the model could not be called.
+    fn model_error(&self, template: &Template, e: CallError) -> WireError {
+        match e {
+            CallError::NoWorker { .. } if self.directory.get("list_models").is_none() => {
+                WireError::new(
+                    ErrorCode::Unavailable,
+                    "no intelligence-worker is running, so agents cannot reach a model: \
+                     start one (ops/scripts/up.sh does; docs/intelligence-worker.md)",
+                )
+            }
+            CallError::NoWorker { .. } => WireError::new(
+                ErrorCode::InvalidArguments,
+                format!(
+                    "no intelligence-worker serves model {:?} (the {} template's model): \
+                     set the template's model to one that list_models shows, or `default`",
+                    template.model, template.agent_type
+                ),
+            ),
+            CallError::Worker(w) => w,
+            other => WireError::new(other.code(), other.to_string()),
+        }
     }
 
     /// Runs one tool call of the model (or pauses on a destructive one).
@@ -282,32 +246,15 @@ impl Runner {
         trace: &headers::Context,
         template: &Arc<Template>,
         state: &mut RunState,
-        tool_call: Value,
+        tool_call: ToolCall,
     ) -> Result<Option<PendingAction>, WireError> {
-        let id = tool_call["id"].as_str().unwrap_or_default().to_owned();
-        let name = tool_call["function"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let raw = tool_call["function"]["arguments"].as_str().unwrap_or("{}");
-        let checked = self.check(template, &name, raw);
-        let (arguments, outcome) = match checked {
+        let id = tool_call.id().to_owned();
+        let name = tool_call.function.name.clone();
+        let (arguments, outcome) = match self.check(template, &name, &tool_call.function.arguments)
+        {
             Err((arguments, why)) => (arguments, Err(why)),
-            Ok((spec, arguments)) if spec.hints.destructive => {
-                let decided = state.decided.take_if(|d| d.tool_call_id == id).map(|d| {
-                    if d.approve {
-                        Confirmation::Yes
-                    } else {
-                        Confirmation::No(format!(
-                            "the person did not allow {name}; do not run it again unless they ask"
-                        ))
-                    }
-                });
-                let confirmation = match decided {
-                    Some(c) => c,
-                    None => self.confirm(call, state, &spec, &arguments).await?,
-                };
-                match confirmation {
+            Ok((spec, arguments)) => {
+                match confirmation(call, state, &spec, &id, &arguments).await? {
                     Confirmation::Yes => {
                         let r = self
                             .run_tool(call, trace, &id, &spec, arguments.clone())
@@ -317,49 +264,13 @@ impl Runner {
                     Confirmation::No(why) => (arguments, Err(why)),
                     Confirmation::Ask => {
                         // Put the call back: it runs first when confirmed.
-                        state.queued.insert(0, tool_call.clone());
-                        let plan = self.plan_for(state, &arguments);
-                        let action = PendingAction {
-                            id: uuid::Uuid::new_v4().simple().to_string(),
-                            agent_id: state.agent_id.clone(),
-                            tool: name,
-                            arguments,
-                            plan,
-                            run: state.clone(),
-                            status: "pending".into(),
-                        };
-                        return Ok(Some(action));
+                        state.queued.insert(0, tool_call);
+                        return Ok(Some(pending(state, name, arguments)));
                     }
                 }
             }
-            Ok((spec, arguments)) => {
-                let r = self
-                    .run_tool(call, trace, &id, &spec, arguments.clone())
-                    .await;
-                (arguments, r)
-            }
         };
-        let (content, is_error) = match &outcome {
-            Ok(text) => (text.clone(), false),
-            Err(why) => (format!("error: {why}"), true),
-        };
-        call.progress(
-            state.steps.len() as f64 + state.turns as f64 + 1.0,
-            None,
-            Some(format!(
-                "step {}: {name} {}",
-                state.turns,
-                if is_error { "failed" } else { "done" }
-            )),
-        )
-        .await;
-        state
-            .steps
-            .push(json!({"tool": name, "arguments": arguments,
-            "result": content, "is_error": is_error}));
-        state
-            .messages
-            .push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+        record(call, state, id, name, arguments, outcome).await;
         Ok(None)
     }
 
@@ -481,57 +392,39 @@ impl Runner {
             Err(e) => Err(format!("{} ({})", e, e.code())),
         }
     }
-
-    /// The preview a destructive call applies, if the run saw it.
-    fn plan_for(&self, state: &RunState, arguments: &Value) -> Option<Value> {
-        let preview_id = arguments["preview_id"].as_str()?;
-        state
-            .steps
-            .iter()
-            .rev()
-            .find(|s| s["result"].as_str().is_some_and(|r| r.contains(preview_id)))
-            .map(|s| s["result"].clone())
-    }
-
-    async fn confirm(
-        &self,
-        call: &Call,
-        state: &RunState,
-        spec: &ToolSpec,
-        arguments: &Value,
-    ) -> Result<Confirmation, WireError> {
-        if !call.can_elicit() {
-            return Ok(Confirmation::Ask);
-        }
-        let plan = self
-            .plan_for(state, arguments)
-            .and_then(|p| p.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let question = format!(
-            "The {} wants to run {} with {}. {}Allow it?",
-            state.agent_type,
-            spec.name,
-            arguments,
-            if plan.is_empty() {
-                String::new()
-            } else {
-                format!("The plan: {plan}. ")
-            }
-        );
-        let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
-            "title": format!("Run {}", spec.name)}}, "required": ["confirm"]});
-        Ok(match call.elicit(question, schema).await? {
-            Answer::Accepted(a) if a["confirm"] == json!(true) => Confirmation::Yes,
-            _ => Confirmation::No(format!(
-                "the person did not allow {}; do not run it again unless they ask",
-                spec.name
-            )),
-        })
-    }
 }
 
-enum Confirmation {
-    Yes,
-    No(String),
-    Ask,
+/// Writes a finished tool call into the run: a step, and the tool message
+/// the model reads next turn; reported as progress.
+async fn record(
+    call: &Call,
+    state: &mut RunState,
+    tool_call_id: String,
+    tool: String,
+    arguments: Value,
+    outcome: Result<String, String>,
+) {
+    let (result, is_error) = match outcome {
+        Ok(text) => (text, false),
+        Err(why) => (format!("error: {why}"), true),
+    };
+    call.progress(
+        state.steps.len() as f64 + state.turns as f64 + 1.0,
+        None,
+        Some(format!(
+            "step {}: {tool} {}",
+            state.turns,
+            if is_error { "failed" } else { "done" }
+        )),
+    )
+    .await;
+    state
+        .messages
+        .push(Message::tool_result(tool_call_id, result.clone()));
+    state.steps.push(Step {
+        tool,
+        arguments,
+        result,
+        is_error,
+    });
 }

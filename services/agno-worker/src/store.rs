@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use sophia_proto::chat::Message;
 
 use crate::agent::{AgentRecord, now_ms};
+use crate::run::{ActionStatus, PendingAction};
 
 /// Agents by id.
 pub const AGENTS_BUCKET: &str = "sophia_agno_agents";
@@ -27,29 +28,9 @@ pub struct Session {
     /// Its id.
     pub id: String,
     /// The messages so far (OpenAI chat format), without the system prompt.
-    pub messages: Vec<Value>,
+    pub messages: Vec<Message>,
     /// When it last changed (Unix ms).
     pub updated_ms: u64,
-}
-
-/// A destructive tool call waiting for a person's yes or no, with what the
-/// run needs to resume.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PendingAction {
-    /// Its id (give it to `agno_confirm`).
-    pub id: String,
-    /// The agent that wants it.
-    pub agent_id: String,
-    /// The tool.
-    pub tool: String,
-    /// Its arguments.
-    pub arguments: Value,
-    /// What it will do, as far as the run knows (e.g. the preview it applies).
-    pub plan: Option<Value>,
-    /// The paused run.
-    pub run: crate::runner::RunState,
-    /// `pending`, then `confirmed` or `rejected` (exactly once).
-    pub status: String,
 }
 
 /// Why the store failed.
@@ -208,7 +189,7 @@ impl Store {
     /// Appends a run's new messages to a session with a compare-and-swap
     /// on the revision read: if another run wrote in between, re-reads and
     /// appends after its messages instead of overwriting them.
-    pub async fn append(&self, id: &str, new_messages: &[Value]) -> Result<(), StoreError> {
+    pub async fn append(&self, id: &str, new_messages: &[Message]) -> Result<(), StoreError> {
         for _ in 0..16 {
             let (mut session, revision) = self.session(id).await?;
             session.messages.extend_from_slice(new_messages);
@@ -240,7 +221,7 @@ impl Store {
     pub async fn decide(
         &self,
         id: &str,
-        status: &str,
+        status: ActionStatus,
     ) -> Result<Option<PendingAction>, StoreError> {
         valid_id(id)?;
         let Some(entry) = self.pending.entry(id).await.map_err(unavailable)? else {
@@ -251,10 +232,13 @@ impl Store {
         }
         let mut action: PendingAction =
             serde_json::from_slice(&entry.value).map_err(unavailable)?;
-        if action.status != "pending" {
-            return Err(StoreError::AlreadyDecided(id.to_owned(), action.status));
+        if action.status != ActionStatus::Pending {
+            return Err(StoreError::AlreadyDecided(
+                id.to_owned(),
+                action.status.to_string(),
+            ));
         }
-        action.status = status.to_owned();
+        action.status = status;
         let bytes = serde_json::to_vec(&action).map_err(unavailable)?;
         match self.pending.update(id, bytes.into(), entry.revision).await {
             Ok(_) => Ok(Some(action)),

@@ -77,6 +77,84 @@ pub enum TemplateError {
     },
 }
 
+/// The built-in templates: type, category, description, instructions, tools.
+type Builtin = (
+    &'static str,
+    Category,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+
+const BUILTIN: [Builtin; 7] = {
+    use Category::*;
+    [
+        (
+            "gong_agent",
+            BusinessIntelligence,
+            "Analyzes sales calls recorded in Gong: topics, objections, next steps.",
+            "You analyze sales calls from Gong. Use the Gong tools to find calls and read \
+             their transcripts, then answer with concrete findings and the calls they come from.",
+            &["gong_list_calls", "gong_get_transcript"],
+        ),
+        (
+            "snowflake_agent",
+            BusinessIntelligence,
+            "Answers business questions with SQL on Snowflake.",
+            "You answer business questions with read-only SQL on Snowflake. Inspect the \
+             schema first, run the smallest query that answers, and show the numbers.",
+            &["snowflake_list_tables", "snowflake_query"],
+        ),
+        (
+            "hubspot_agent",
+            BusinessIntelligence,
+            "Looks up deals, contacts and pipelines in HubSpot.",
+            "You work with HubSpot CRM data: deals, contacts, companies and pipelines. \
+             Cite the records you used.",
+            &["hubspot_search_deals", "hubspot_get_contact"],
+        ),
+        (
+            "pulumi_agent",
+            Infrastructure,
+            "Inspects, previews and deploys Pulumi stacks.",
+            "You manage infrastructure with Pulumi. Always preview before changing anything, \
+             explain the changes the preview shows, and apply only that preview (pass its \
+             preview_id). A person confirms every change before it runs.",
+            &[
+                "pulumi_list_stacks",
+                "pulumi_preview",
+                "pulumi_up",
+                "pulumi_outputs",
+                "pulumi_history",
+                "pulumi_job",
+            ],
+        ),
+        (
+            "docker_agent",
+            Infrastructure,
+            "Builds and inspects container images and running containers.",
+            "You work with Docker images and containers. Inspect before you change, and \
+             say what each command will do.",
+            &["docker_list_containers", "docker_inspect"],
+        ),
+        (
+            "code_agent",
+            CodeGeneration,
+            "Writes, reviews and explains code.",
+            "You write and review code. Prefer small, tested changes, and explain them.",
+            &[],
+        ),
+        (
+            "memory_agent",
+            CodeGeneration,
+            "Remembers and recalls facts about the codebase and the team's decisions.",
+            "You keep and recall facts about the codebase and the team's decisions. \
+             Say where each fact came from.",
+            &[],
+        ),
+    ]
+};
+
 /// The templates a replica knows, by type.
 #[derive(Clone, Debug, Default)]
 pub struct Templates {
@@ -92,89 +170,18 @@ struct File {
 impl Templates {
     /// The built-in templates.
     pub fn builtin() -> Self {
-        let t = |agent_type: &str,
-                 category: Category,
-                 description: &str,
-                 instructions: &str,
-                 tools: &[&str]| Template {
-            agent_type: agent_type.into(),
-            category,
-            description: description.into(),
-            instructions: instructions.into(),
-            model: default_model(),
-            tools: tools.iter().map(|s| (*s).to_owned()).collect(),
-            max_steps: default_max_steps(),
-            output_schema: None,
-        };
-        use Category::*;
-        let all = [
-            t(
-                "gong_agent",
-                BusinessIntelligence,
-                "Analyzes sales calls recorded in Gong: topics, objections, next steps.",
-                "You analyze sales calls from Gong. Use the Gong tools to find calls and read \
-                 their transcripts, then answer with concrete findings and the calls they come from.",
-                &["gong_list_calls", "gong_get_transcript"],
-            ),
-            t(
-                "snowflake_agent",
-                BusinessIntelligence,
-                "Answers business questions with SQL on Snowflake.",
-                "You answer business questions with read-only SQL on Snowflake. Inspect the \
-                 schema first, run the smallest query that answers, and show the numbers.",
-                &["snowflake_list_tables", "snowflake_query"],
-            ),
-            t(
-                "hubspot_agent",
-                BusinessIntelligence,
-                "Looks up deals, contacts and pipelines in HubSpot.",
-                "You work with HubSpot CRM data: deals, contacts, companies and pipelines. \
-                 Cite the records you used.",
-                &["hubspot_search_deals", "hubspot_get_contact"],
-            ),
-            t(
-                "pulumi_agent",
-                Infrastructure,
-                "Inspects, previews and deploys Pulumi stacks.",
-                "You manage infrastructure with Pulumi. Always preview before changing anything, \
-                 explain the changes the preview shows, and apply only that preview (pass its \
-                 preview_id). A person confirms every change before it runs.",
-                &[
-                    "pulumi_list_stacks",
-                    "pulumi_preview",
-                    "pulumi_up",
-                    "pulumi_outputs",
-                    "pulumi_history",
-                    "pulumi_job",
-                ],
-            ),
-            t(
-                "docker_agent",
-                Infrastructure,
-                "Builds and inspects container images and running containers.",
-                "You work with Docker images and containers. Inspect before you change, and \
-                 say what each command will do.",
-                &["docker_list_containers", "docker_inspect"],
-            ),
-            t(
-                "code_agent",
-                CodeGeneration,
-                "Writes, reviews and explains code.",
-                "You write and review code. Prefer small, tested changes, and explain them.",
-                &[],
-            ),
-            t(
-                "memory_agent",
-                CodeGeneration,
-                "Remembers and recalls facts about the codebase and the team's decisions.",
-                "You keep and recall facts about the codebase and the team's decisions. \
-                 Say where each fact came from.",
-                &[],
-            ),
-        ];
         let mut out = Self::default();
-        for template in all {
-            out.insert(template);
+        for (agent_type, category, description, instructions, tools) in BUILTIN {
+            out.insert(Template {
+                agent_type: agent_type.into(),
+                category,
+                description: description.into(),
+                instructions: instructions.into(),
+                model: default_model(),
+                tools: tools.iter().map(|s| (*s).to_owned()).collect(),
+                max_steps: default_max_steps(),
+                output_schema: None,
+            });
         }
         out
     }

@@ -1,31 +1,25 @@
 //! OpenAI chat-completions shapes: token usage, and assembling a streamed
 //! response (`chat.completion.chunk` events) into one `chat.completion`.
 //!
-//! Requests and responses stay JSON values: providers add fields freely, and
-//! the worker passes through what it does not need to understand.
+//! Provider responses stay JSON values: providers add fields freely, and
+//! the worker passes through what it does not need to understand. What the
+//! mesh reads of them is typed in [`sophia_proto::chat`].
 
 use serde_json::{Map, Value, json};
 
-/// Token counts of one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt (input) tokens.
-    pub input_tokens: u64,
-    /// Completion (output) tokens.
-    pub output_tokens: u64,
-}
+/// Token counts of one call: the mesh's own type ([`sophia_proto::chat`]).
+pub use sophia_proto::chat::Usage;
 
-impl Usage {
-    /// Reads `usage.prompt_tokens` / `usage.completion_tokens` (OpenAI) or
-    /// `usage.input_tokens` / `usage.output_tokens` (some servers).
-    pub fn from_response(response: &Value) -> Option<Self> {
-        let u = response.get("usage")?;
-        let n = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
-        Some(Self {
-            input_tokens: n("prompt_tokens", "input_tokens")?,
-            output_tokens: n("completion_tokens", "output_tokens").unwrap_or(0),
-        })
-    }
+/// Reads `usage.prompt_tokens` / `usage.completion_tokens` (OpenAI) or
+/// `usage.input_tokens` / `usage.output_tokens` (some servers) of a
+/// provider's response.
+pub fn usage_of(response: &Value) -> Option<Usage> {
+    let u = response.get("usage")?;
+    let n = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
+    Some(Usage {
+        input_tokens: n("prompt_tokens", "input_tokens")?,
+        output_tokens: n("completion_tokens", "output_tokens").unwrap_or(0),
+    })
 }
 
 /// A piece of a streamed response worth relaying to the caller at once.
@@ -131,31 +125,36 @@ impl Assembler {
             .into_iter()
             .flatten()
         {
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let parts = self.tool_calls.entry(index).or_default();
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                parts.id = Some(id.to_owned());
-            }
-            if let Some(kind) = call.get("type").and_then(Value::as_str) {
-                parts.kind = Some(kind.to_owned());
-            }
-            let function = call.get("function");
-            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
-            if let Some(n) = name {
-                parts.name.push_str(n);
-            }
-            let args = function
-                .and_then(|f| f.get("arguments"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            parts.arguments.push_str(args);
-            out.push(Delta::ToolCall {
-                index,
-                name: name.map(str::to_owned),
-                arguments: args.to_owned(),
-            });
+            out.push(self.push_tool_call(call));
         }
         out
+    }
+
+    /// Adds one fragment of a tool call (joined with the others of its index).
+    fn push_tool_call(&mut self, call: &Value) -> Delta {
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let parts = self.tool_calls.entry(index).or_default();
+        if let Some(id) = call.get("id").and_then(Value::as_str) {
+            parts.id = Some(id.to_owned());
+        }
+        if let Some(kind) = call.get("type").and_then(Value::as_str) {
+            parts.kind = Some(kind.to_owned());
+        }
+        let function = call.get("function");
+        let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+        if let Some(n) = name {
+            parts.name.push_str(n);
+        }
+        let args = function
+            .and_then(|f| f.get("arguments"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        parts.arguments.push_str(args);
+        Delta::ToolCall {
+            index,
+            name: name.map(str::to_owned),
+            arguments: args.to_owned(),
+        }
     }
 
     /// The assembled `chat.completion`.
@@ -236,7 +235,7 @@ mod tests {
         assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(done["choices"][0]["message"]["content"], Value::Null);
         assert_eq!(
-            Usage::from_response(&done),
+            usage_of(&done),
             Some(Usage {
                 input_tokens: 12,
                 output_tokens: 7
@@ -262,6 +261,6 @@ mod tests {
         );
         let done = a.finish();
         assert_eq!(done["choices"][0]["message"]["content"], "Hello");
-        assert_eq!(Usage::from_response(&done).unwrap().output_tokens, 2);
+        assert_eq!(usage_of(&done).unwrap().output_tokens, 2);
     }
 }

@@ -5,9 +5,9 @@
 //! `/health` what is missing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::provider::Provider;
@@ -38,19 +38,15 @@ impl Discovery {
             Ok(Err(e)) => Seen::Unreachable(e.to_string()),
             Err(_) => Seen::Unreachable(format!("no answer within {ASK_TIMEOUT:?}")),
         };
-        self.lock()
+        self.last
+            .lock()
             .insert(provider.config.name.clone(), seen.clone());
         seen
     }
 
     /// What `provider` said last, if it was asked.
     pub fn seen(&self, provider: &str) -> Option<Seen> {
-        self.lock().get(provider).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        // A panic while holding this lock leaves a map that is still whole.
-        self.last.lock().unwrap_or_else(|p| p.into_inner())
+        self.last.lock().get(provider).cloned()
     }
 }
 

@@ -13,9 +13,10 @@
 //! - [`router`]: fallback across priority tiers, least-outstanding balancing,
 //!   per-provider circuit breakers, retries with jittered backoff.
 //!
-//! - [`service`]: the bus API (`sophia.v1.infer.<model>.chat|embeddings`),
-//!   the MCP tools (`model_chat`, `model_embeddings`, `list_models`) and the
-//!   model-list responder.
+//! - [`service`]: the bus API (`sophia.v1.infer.<model>.chat|embeddings`,
+//!   typed by [`sophia_proto::chat`]) and the MCP tools `model_chat` and
+//!   `model_embeddings`.
+//! - [`models`]: the model-list responder and the `list_models` tool.
 //! - [`metrics`]: usage accounting (requests, tokens, cost) for Prometheus.
 //!
 //! See `docs/intelligence-worker.md` for configuration and GPU-host
@@ -29,6 +30,7 @@ pub mod provider;
 pub mod router;
 
 pub mod metrics;
+pub mod models;
 pub mod service;
 
 use std::path::PathBuf;
@@ -145,7 +147,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
             }
         });
     }
-    service::answer_model_queries(handle.client.clone(), router, handle.instance.clone())
+    models::answer_model_queries(handle.client.clone(), router, handle.instance.clone())
         .await
         .map_err(|e| KitError::Register(e.to_string()))?;
     Ok(handle)

@@ -112,7 +112,11 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `Retry-After` as seconds (the HTTP-date form is treated as absent),
 /// capped at [`MAX_RETRY_AFTER`]; `inf`, `NaN` or `1e300` never panic.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after_secs(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A `Retry-After` value as seconds, bounded as [`retry_after`] says.
+pub(crate) fn retry_after_secs(v: &str) -> Option<Duration> {
     let secs = v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
     Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }

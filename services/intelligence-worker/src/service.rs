@@ -2,7 +2,8 @@
 //!
 //! - **Bus API for agents**: for every model or alias this replica serves,
 //!   `sophia.v1.infer.<model>.chat` and `.embeddings` (queue group `sophia`),
-//!   taking the OpenAI request body as the `ToolRequest`'s `args`. Streamed
+//!   taking the OpenAI request body ([`ChatRequest`]) as the
+//!   `ToolRequest`'s `args` and answering with a [`ChatReply`]. Streamed
 //!   text arrives as `Progress` messages when the caller asks for progress.
 //!   Replicas subscribe only to their own models, so a call for `local`
 //!   reaches only the replicas beside the GPU hosts that serve it.
@@ -10,23 +11,24 @@
 //!   `model_embeddings` and `list_models`. The first two forward over the bus
 //!   to the model's subject, so they reach the right replica wherever the
 //!   tool call landed.
-//! - **`sophia.v1.infer.models`**: every replica answers with its models and
-//!   their health; `list_models` gathers the answers.
+//!
+//! `list_models` and the model-list responder are in [`crate::models`].
 
 use opentelemetry::KeyValue;
 use sophia_kit::telemetry::{Span, SpanKind, attr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sophia_kit::bus::{CallError, CallSpec};
-use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, WireError, Worker};
+use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, ToolResult, WireError, Worker};
+use sophia_proto::chat::{ChatReply, ChatRequest, Message, ReplyUsage};
 use sophia_proto::subject;
 
 use crate::chat::Delta;
 use crate::metrics::{Accounted, InferenceMetrics};
-use crate::router::{BreakerState, Operation, RouteError, Routed, Router};
+use crate::router::{Operation, RouteError, Routed, Router};
 
 /// Limits on what callers may send.
 #[derive(Clone, Copy, Debug)]
@@ -34,9 +36,6 @@ pub struct Limits {
     /// The largest `messages` (or embeddings `input`), as JSON bytes.
     pub max_prompt_bytes: usize,
 }
-
-/// How long `list_models` waits for replicas to answer.
-const GATHER_WINDOW: Duration = Duration::from_millis(300);
 
 /// The worker: bus endpoints for `router`'s models, and the MCP tools.
 pub fn worker(router: Arc<Router>, metrics: InferenceMetrics, limits: Limits) -> Worker {
@@ -46,44 +45,48 @@ pub fn worker(router: Arc<Router>, metrics: InferenceMetrics, limits: Limits) ->
         .metrics(move |r| registered.register(r));
     for (i, model) in router.config().model_names().into_iter().enumerate() {
         for op in ["chat", "embeddings"] {
-            w = w.tool(endpoint(
-                i,
-                &model,
+            let endpoint = Endpoint {
+                router: router.clone(),
+                metrics: metrics.clone(),
+                model: model.clone(),
                 op,
-                router.clone(),
-                metrics.clone(),
                 limits,
-            ));
+            };
+            w = w.tool(endpoint.tool(i));
         }
     }
-    w.tool(model_chat_tool(router.clone()))
-        .tool(model_embeddings_tool(router.clone()))
-        .tool(list_models_tool())
+    w.tool(model_chat_tool(&router))
+        .tool(model_embeddings_tool(&router))
+        .tool(crate::models::list_models_tool())
 }
 
-fn endpoint(
-    i: usize,
-    model: &str,
-    op: &'static str,
+/// One operation of one model on the bus (`sophia.v1.infer.<model>.<op>`).
+struct Endpoint {
     router: Arc<Router>,
     metrics: InferenceMetrics,
+    model: String,
+    op: &'static str,
     limits: Limits,
-) -> Tool {
-    let model = model.to_owned();
-    Tool::new(
-        format!("infer-{i}-{op}"),
-        Category::Inference,
-        format!("{op} with {model}"),
-    )
-    .on_subject(subject::inference(&model, op))
-    .unannounced()
-    .handler(move |call| {
-        let (router, metrics, model) = (router.clone(), metrics.clone(), model.clone());
-        async move { serve(&call, &router, &metrics, &model, op, limits).await }
-    })
 }
 
-fn check_prompt(args: &Value, op: &str, limits: Limits) -> Result<(), WireError> {
+impl Endpoint {
+    /// The endpoint as an unannounced tool; `i` numbers the model.
+    fn tool(self, i: usize) -> Tool {
+        let (op, model) = (self.op, self.model.clone());
+        Tool::new(
+            format!("infer-{i}-{op}"),
+            Category::Inference,
+            format!("{op} with {model}"),
+        )
+        .on_subject(subject::inference(&model, op))
+        .unannounced()
+        .with_ctx(&Arc::new(self), serve)
+    }
+}
+
+/// Checks a request against the limits and the contract: the chat request
+/// (`None` for embeddings), or why it is refused.
+fn check_prompt(args: &Value, op: &str, limits: Limits) -> Result<Option<ChatRequest>, WireError> {
     let (key, what) = if op == "chat" {
         ("messages", "messages")
     } else {
@@ -105,19 +108,18 @@ fn check_prompt(args: &Value, op: &str, limits: Limits) -> Result<(), WireError>
             limits.max_prompt_bytes
         )));
     }
-    Ok(())
+    if op != "chat" {
+        return Ok(None);
+    }
+    ChatRequest::deserialize(args)
+        .map(Some)
+        .map_err(|e| WireError::invalid_arguments(format!("not an OpenAI chat request: {e}")))
 }
 
 /// Serves one bus inference request with the local router.
-async fn serve(
-    call: &Call,
-    router: &Router,
-    metrics: &InferenceMetrics,
-    model: &str,
-    op: &str,
-    limits: Limits,
-) -> Result<ToolOutput, WireError> {
-    check_prompt(&call.args, op, limits)?;
+async fn serve(e: Arc<Endpoint>, call: Call) -> ToolResult {
+    let (model, op) = (e.model.as_str(), e.op);
+    let request = check_prompt(&call.args, op, e.limits)?;
     // The model call, by the gen_ai conventions: operation, model, provider,
     // tokens. Never the prompt or the answer.
     let span = Span::start(
@@ -129,23 +131,35 @@ async fn serve(
             KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_owned()),
         ],
     );
-    let deadline = call.deadline;
-    let outcome = if op == "embeddings" {
-        router
-            .call(model, Operation::Embeddings(&call.args), deadline)
-            .await
-    } else if call.wants_progress() || call.args["stream"] == true {
-        stream(call, router, model).await
-    } else {
-        router
-            .call(model, Operation::Chat(&call.args), deadline)
-            .await
+    let router = &e.router;
+    let outcome = match request {
+        None => {
+            let embeddings = Operation::Embeddings(&call.args);
+            router.call(model, embeddings, call.deadline).await
+        }
+        Some(r) if call.wants_progress() || r.stream == Some(true) => {
+            stream(&call, router, model).await
+        }
+        Some(_) => {
+            router
+                .call(model, Operation::Chat(&call.args), call.deadline)
+                .await
+        }
     };
-    let (provider, code, usage, cost) = match &outcome {
+    account(&e, &call, &span, &outcome);
+    match outcome {
+        Ok(routed) => Ok(output(op, routed)),
+        Err(e) => Err(WireError::new(route_code(&e), e.to_string())),
+    }
+}
+
+/// Records a call on its span and in the metrics.
+fn account(e: &Endpoint, call: &Call, span: &Span, outcome: &Result<Routed, RouteError>) {
+    let (provider, code, usage, cost) = match outcome {
         Ok(r) => (r.provider.as_str(), "ok", r.usage, r.cost_usd),
         Err(e) => ("", route_code(e).as_str(), None, None),
     };
-    match &outcome {
+    match outcome {
         Ok(r) => {
             span.set(KeyValue::new(attr::GEN_AI_PROVIDER, r.provider.clone()));
             span.set(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, r.model.clone()));
@@ -162,18 +176,14 @@ async fn serve(
         }
         Err(_) => span.fail(code, "no provider answered"),
     }
-    metrics.record(Accounted {
-        model,
+    e.metrics.record(Accounted {
+        model: &e.model,
         provider,
         outcome: code,
         principal: &call.caller.principal,
         usage,
         cost_usd: cost,
     });
-    match outcome {
-        Ok(routed) => Ok(output(op, routed)),
-        Err(e) => Err(WireError::new(route_code(&e), e.to_string())),
-    }
 }
 
 /// A streamed chat: deltas go out as progress while the router works.
@@ -226,30 +236,38 @@ fn route_code(e: &RouteError) -> ErrorCode {
     }
 }
 
-/// The result: the assistant's text (or tool calls) as content, and the full
-/// response with provider, usage and cost as structured output.
+/// The result: the assistant's text (or tool calls) as content, and the
+/// [`ChatReply`] (the full response with provider, usage and cost) as
+/// structured output.
 fn output(op: &str, r: Routed) -> ToolOutput {
+    let reply = ChatReply {
+        response: r.response,
+        provider: r.provider,
+        model: r.model,
+        usage: r.usage.map(|tokens| ReplyUsage {
+            tokens,
+            cost_usd: r.cost_usd,
+        }),
+        attempts: r.attempts,
+    };
     let text = if op == "embeddings" {
-        let data = r.response["data"].as_array().map(Vec::len).unwrap_or(0);
-        format!("{data} embeddings from {} ({})", r.model, r.provider)
+        let data = reply.response["data"].as_array().map(Vec::len).unwrap_or(0);
+        format!(
+            "{data} embeddings from {} ({})",
+            reply.model, reply.provider
+        )
     } else {
-        let message = &r.response["choices"][0]["message"];
-        match message.get("tool_calls").filter(|t| t.is_array()) {
-            Some(calls) => calls.to_string(),
-            None => message["content"].as_str().unwrap_or("").to_owned(),
+        match reply.message() {
+            Ok(Message {
+                tool_calls: Some(calls),
+                ..
+            }) => serde_json::to_value(calls).unwrap_or_default().to_string(),
+            Ok(message) => message.text().to_owned(),
+            Err(_) => String::new(),
         }
     };
-    let usage = r.usage.map(|u| {
-        json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_usd": r.cost_usd})
-    });
     let mut out = ToolOutput::text(text);
-    out.structured = Some(json!({
-        "response": r.response,
-        "provider": r.provider,
-        "model": r.model,
-        "usage": usage,
-        "attempts": r.attempts,
-    }));
+    out.structured = Some(serde_json::to_value(&reply).unwrap_or_default());
     out
 }
 
@@ -269,7 +287,7 @@ fn chat_schema() -> Value {
     })
 }
 
-fn model_chat_tool(router: Arc<Router>) -> Tool {
+fn model_chat_tool(router: &Arc<Router>) -> Tool {
     Tool::new(
         "model_chat",
         Category::Inference,
@@ -279,13 +297,14 @@ fn model_chat_tool(router: Arc<Router>) -> Tool {
     .input_schema(chat_schema())
     .open_world()
     .timeout_ms(300_000)
-    .handler(move |call| {
-        let router = router.clone();
-        async move { forward(&call, &router, "chat").await }
-    })
+    .with_ctx(router, run_model_chat)
 }
 
-fn model_embeddings_tool(router: Arc<Router>) -> Tool {
+async fn run_model_chat(router: Arc<Router>, call: Call) -> ToolResult {
+    forward(&call, &router, "chat").await
+}
+
+fn model_embeddings_tool(router: &Arc<Router>) -> Tool {
     Tool::new("model_embeddings", Category::Inference, "Embeddings for a text or a list of texts.")
         .input_schema(json!({
             "type": "object",
@@ -297,10 +316,11 @@ fn model_embeddings_tool(router: Arc<Router>) -> Tool {
         }))
         .read_only()
         .open_world()
-        .handler(move |call| {
-            let router = router.clone();
-            async move { forward(&call, &router, "embeddings").await }
-        })
+        .with_ctx(router, run_model_embeddings)
+}
+
+async fn run_model_embeddings(router: Arc<Router>, call: Call) -> ToolResult {
+    forward(&call, &router, "embeddings").await
 }
 
 /// An MCP tool call forwarded to the model's subject, so whichever replica
@@ -362,120 +382,4 @@ async fn forward(call: &Call, router: &Router, op: &'static str) -> Result<ToolO
         ))),
         Err(e) => Err(WireError::new(e.code(), e.to_string())),
     }
-}
-
-fn list_models_tool() -> Tool {
-    Tool::new(
-        "list_models",
-        Category::Inference,
-        "Lists the models and aliases the mesh can serve, with the replicas serving each and \
-         their providers' health (circuit breaker state).",
-    )
-    .read_only()
-    .idempotent()
-    .handler(|call| async move {
-        let replicas = gather(call.bus().client()).await?;
-        let mut models: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
-        for replica in &replicas {
-            for m in replica["models"].as_array().into_iter().flatten() {
-                let name = m["name"].as_str().unwrap_or_default().to_owned();
-                models.entry(name).or_default().push(json!({
-                    "instance": replica["instance"], "providers": m["providers"], "healthy": m["healthy"]}));
-            }
-        }
-        let list: Vec<Value> = models
-            .into_iter()
-            .map(|(name, served_by)| {
-                let healthy = served_by.iter().any(|s| s["healthy"] == true);
-                json!({"name": name, "healthy": healthy, "replicas": served_by.len(), "served_by": served_by})
-            })
-            .collect();
-        let text = if list.is_empty() {
-            "no models: no intelligence replica has a provider configured (set SOPHIA_INTELLIGENCE_CONFIG)".to_owned()
-        } else {
-            list.iter()
-                .map(|m| format!("{} ({}, {} replicas)", m["name"].as_str().unwrap_or(""),
-                    if m["healthy"] == true { "healthy" } else { "unhealthy" }, m["replicas"]))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        let mut out = ToolOutput::text(text);
-        out.structured = Some(json!({ "models": list }));
-        Ok(out)
-    })
-}
-
-/// Asks every replica for its models; gathers answers for a short window.
-async fn gather(client: &async_nats::Client) -> Result<Vec<Value>, WireError> {
-    let inbox = client.new_inbox();
-    let unavailable = |e: String| {
-        WireError::new(
-            ErrorCode::Unavailable,
-            format!("cannot ask replicas for models: {e}"),
-        )
-    };
-    let mut replies = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    client
-        .publish_with_reply(subject::INFERENCE_MODELS, inbox, bytes::Bytes::new())
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let mut out = Vec::new();
-    let window = tokio::time::sleep(GATHER_WINDOW);
-    tokio::pin!(window);
-    loop {
-        tokio::select! {
-            _ = &mut window => break,
-            Some(msg) = replies.next() => match sophia_proto::decode::<Value>(&msg.payload) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::debug!(cause = %e, "ignoring a malformed models reply"),
-            },
-        }
-    }
-    Ok(out)
-}
-
-/// This replica's models and their health, as `sophia.v1.infer.models` answers.
-pub fn models_report(router: &Router, instance: &str) -> Value {
-    let models: Vec<Value> = router
-        .config()
-        .model_names()
-        .into_iter()
-        .filter_map(|name| {
-            let providers: Vec<Value> = router
-                .targets_now(&name)
-                .into_iter()
-                .map(|t| {
-                    let state = router.breaker(&t.provider);
-                    json!({"provider": t.provider, "model": t.model,
-                        "breaker": format!("{state:?}").to_lowercase(),
-                        "healthy": state != Some(BreakerState::Open)})
-                })
-                .collect();
-            let healthy = providers.iter().any(|p| p["healthy"] == true);
-            (!providers.is_empty())
-                .then(|| json!({"name": name, "providers": providers, "healthy": healthy}))
-        })
-        .collect();
-    json!({"instance": instance, "models": models})
-}
-
-/// Answers `sophia.v1.infer.models` until the client closes.
-pub async fn answer_model_queries(
-    client: async_nats::Client,
-    router: Arc<Router>,
-    instance: String,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut sub = client.subscribe(subject::INFERENCE_MODELS).await?;
-    tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Some(reply) = msg.reply else { continue };
-            if let Ok(bytes) = sophia_proto::encode(&models_report(&router, &instance)) {
-                let _ = client.publish(reply, bytes.into()).await;
-            }
-        }
-    });
-    Ok(())
 }

@@ -1,0 +1,88 @@
+//! A destructive tool never runs without a person's yes: asked at once
+//! through MCP elicitation when the caller's client supports it, or else
+//! the run pauses with a [`PendingAction`] for `agno_confirm`, and resumes
+//! with the decision.
+
+use serde_json::{Value, json};
+use sophia_kit::{Answer, Call, WireError};
+use sophia_proto::ToolSpec;
+
+use crate::run::{ActionStatus, PendingAction, RunState};
+
+/// Whether a checked call may run: at once unless it is destructive;
+/// else on the decision a resumed run brings, or on a person's answer.
+pub(crate) async fn confirmation(
+    call: &Call,
+    state: &mut RunState,
+    spec: &ToolSpec,
+    tool_call_id: &str,
+    arguments: &Value,
+) -> Result<Confirmation, WireError> {
+    if !spec.hints.destructive {
+        return Ok(Confirmation::Yes);
+    }
+    match state.decided.take_if(|d| d.tool_call_id == tool_call_id) {
+        Some(d) if d.approve => Ok(Confirmation::Yes),
+        Some(_) => Ok(Confirmation::No(not_allowed(&spec.name))),
+        None => confirm(call, state, spec, arguments).await,
+    }
+}
+
+async fn confirm(
+    call: &Call,
+    state: &RunState,
+    spec: &ToolSpec,
+    arguments: &Value,
+) -> Result<Confirmation, WireError> {
+    if !call.can_elicit() {
+        return Ok(Confirmation::Ask);
+    }
+    let plan = match plan_for(state, arguments) {
+        Some(plan) => format!("The plan: {plan}. "),
+        None => String::new(),
+    };
+    let question = format!(
+        "The {} wants to run {} with {}. {plan}Allow it?",
+        state.agent_type, spec.name, arguments,
+    );
+    let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
+        "title": format!("Run {}", spec.name)}}, "required": ["confirm"]});
+    Ok(match call.elicit(question, schema).await? {
+        Answer::Accepted(a) if a["confirm"] == json!(true) => Confirmation::Yes,
+        _ => Confirmation::No(not_allowed(&spec.name)),
+    })
+}
+
+/// Whether a destructive call may run.
+pub(crate) enum Confirmation {
+    /// It may run.
+    Yes,
+    /// It may not; what to tell the model.
+    No(String),
+    /// Nobody can be asked now: the run pauses for `agno_confirm`.
+    Ask,
+}
+
+/// What the model is told when a person said no.
+fn not_allowed(tool: &str) -> String {
+    format!("the person did not allow {tool}; do not run it again unless they ask")
+}
+
+/// The preview a destructive call applies, if the run saw it.
+fn plan_for(state: &RunState, arguments: &Value) -> Option<String> {
+    let preview_id = arguments["preview_id"].as_str()?;
+    state.result_mentioning(preview_id).map(str::to_owned)
+}
+
+/// The run paused before `tool`, for a person to decide on.
+pub(crate) fn pending(state: &RunState, tool: String, arguments: Value) -> PendingAction {
+    PendingAction {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        agent_id: state.agent_id.clone(),
+        tool,
+        plan: plan_for(state, &arguments),
+        arguments,
+        run: state.clone(),
+        status: ActionStatus::Pending,
+    }
+}
