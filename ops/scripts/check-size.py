@@ -7,7 +7,7 @@ the file) are not counted.
     ops/scripts/check-size.py            # prints offenders, exits 0
     ops/scripts/check-size.py --strict   # exits 1 if there are any
 
-ops/scripts/test.sh runs it (strict once the code base is within bounds).
+ops/scripts/test.sh runs it with --strict: a new offender fails the tests.
 """
 
 import pathlib
@@ -29,11 +29,44 @@ def code_lines(text):
     return lines
 
 
+def blank_literals(text):
+    """`text` with strings, chars and comments blanked (newlines kept), so
+    braces inside them do not count."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append("\n" * text.count("\n", i, j))
+            i = j
+        elif c == "r" and re.match(r'r#*"', text[i:i + 10]) and not (i and (text[i - 1].isalnum() or text[i - 1] == "_")):
+            hashes = re.match(r'r(#*)"', text[i:]).group(1)
+            end = '"' + hashes
+            j = text.find(end, i + 2 + len(hashes))
+            j = n if j < 0 else j + len(end)
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j + 1
+        elif c == "'" and re.match(r"'(\\.|[^'\\])'", text[i:i + 4]):
+            m = re.match(r"'(\\.|[^'\\])'", text[i:i + 4])
+            out.append("''")
+            i += len(m.group(0))
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def braces(line):
-    """Net `{` minus `}` outside strings, chars and line comments (roughly)."""
-    line = re.sub(r'"(\\.|[^"\\])*"', '""', line)
-    line = re.sub(r"'(\\.|[^'\\])'", "''", line)
-    line = line.split("//", 1)[0]
     return line.count("{") - line.count("}")
 
 
@@ -65,7 +98,7 @@ def main():
         for path in sorted((root / top).rglob("*.rs")):
             if "target" in path.parts:
                 continue
-            lines = code_lines(path.read_text())
+            lines = code_lines(blank_literals(path.read_text()))
             rel = path.relative_to(root)
             if len(lines) > MAX_FILE:
                 offenders.append(f"{rel}: {len(lines)} lines (aim: under {MAX_FILE})")

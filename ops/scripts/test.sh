@@ -13,7 +13,7 @@ if [ "${SOPHIA_SKIP_OPS_CHECKS:-0}" != "1" ]; then
   "$root/ops/scripts/check-ops.sh"
 fi
 # Files over ~500 lines and functions over ~80 in services/ and proto/.
-python3 "$root/ops/scripts/check-size.py" >&2
+python3 "$root/ops/scripts/check-size.py" --strict >&2
 SOPHIA_NATS_SERVER="$("$root/ops/scripts/install-nats.sh")"
 export SOPHIA_NATS_SERVER
 # The official MCP conformance suite (npm, pinned), run by tests/tests/conformance.rs.

@@ -239,6 +239,48 @@ fn mesh_health(
     })
 }
 
+/// What the HTTP gateway keeps on JetStream, shared by its replicas.
+struct Stores {
+    sessions: sessions::KvSessions,
+    results: results::LargeResults,
+    events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>>,
+}
+
+impl Stores {
+    async fn open(conn: &nats::Connection, config: &GatewayConfig) -> Result<Self, GatewayError> {
+        let sessions = sessions::KvSessions::open(
+            conn.client.clone(),
+            Duration::from_secs(config.session_ttl_s),
+        )
+        .await
+        .map_err(|e| KitError::Register(format!("the session store (JetStream KV): {e}")))?;
+        let results = results::LargeResults::open(
+            conn.client.clone(),
+            Duration::from_secs(config.result_ttl_s),
+            config.inline_result_bytes,
+        )
+        .await
+        .map_err(|e| KitError::Register(format!("the result store (JetStream KV): {e}")))?;
+        let events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>> =
+            if config.sse_replay_s > 0 {
+                let store =
+                    events::JsEvents::open(conn.clone(), Duration::from_secs(config.sse_replay_s))
+                        .await
+                        .map_err(|e| {
+                            KitError::Register(format!("the SSE event stream (JetStream): {e}"))
+                        })?;
+                Some(Arc::new(store))
+            } else {
+                None
+            };
+        Ok(Self {
+            sessions,
+            results,
+            events,
+        })
+    }
+}
+
 /// Serves MCP over Streamable HTTP until `shutdown` fires. Returns once the
 /// listener is bound.
 pub async fn run(
@@ -260,37 +302,13 @@ pub async fn run(
         }
     });
     core.conn.connected().await; // sessions live on JetStream
-    let sessions = sessions::KvSessions::open(
-        core.conn.client.clone(),
-        Duration::from_secs(config.session_ttl_s),
-    )
-    .await
-    .map_err(|e| KitError::Register(format!("the session store (JetStream KV): {e}")))?;
-    let results = results::LargeResults::open(
-        core.conn.client.clone(),
-        Duration::from_secs(config.result_ttl_s),
-        config.inline_result_bytes,
-    )
-    .await
-    .map_err(|e| KitError::Register(format!("the result store (JetStream KV): {e}")))?;
-    let events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>> =
-        if config.sse_replay_s > 0 {
-            let store =
-                events::JsEvents::open(core.conn.clone(), Duration::from_secs(config.sse_replay_s))
-                    .await
-                    .map_err(|e| {
-                        KitError::Register(format!("the SSE event stream (JetStream): {e}"))
-                    })?;
-            Some(Arc::new(store))
-        } else {
-            None
-        };
+    let stores = Stores::open(&core.conn, &config).await?;
     let app = http::mcp_router(
-        core.gateway.with_large_results(results),
+        core.gateway.with_large_results(stores.results),
         &config,
         token,
-        Arc::new(sessions),
-        events,
+        Arc::new(stores.sessions),
+        stores.events,
         shutdown.child_token(),
     )
     .merge(ops::router_with(

@@ -163,9 +163,44 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
     let (state_tx, state_rx) = watch::channel(LinkState::Down);
     let (connects_tx, connects_rx) = watch::channel(0u64);
     let url = redact(&config.url);
-    let down_since = Arc::new(Mutex::new(Some(SystemTime::now())));
-    // The last client error, for the retry warnings.
-    let last_error: Arc<Mutex<String>> = Arc::default();
+    let link = LinkEvents {
+        state: state_tx,
+        connects: connects_tx,
+        url: url.clone(),
+        down_since: Arc::new(Mutex::new(Some(SystemTime::now()))),
+        last_error: Arc::default(),
+    };
+    let down_since = link.down_since.clone();
+    let retry = link.clone();
+    let options = auth_options(config)
+        .await?
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(move |attempts| retry.retry_in(attempts))
+        .event_callback(move |event| {
+            let link = link.clone();
+            async move { link.record(event) }
+        });
+    let client = options
+        .connect(servers(config)?)
+        .await
+        .map_err(|e| KitError::Config {
+            key: "NATS_URL",
+            message: format!("cannot use NATS at {}: {e}", redact(&config.url)),
+        })?;
+    Ok(Connection {
+        client,
+        state: state_rx,
+        connects: connects_rx,
+        url,
+        down_since,
+    })
+}
+
+/// Credentials and TLS from the configuration.
+async fn auth_options(config: &NatsConfig) -> Result<ConnectOptions, KitError> {
     let mut options = match &config.creds {
         Some(path) => ConnectOptions::with_credentials_file(path.clone())
             .await
@@ -184,68 +219,13 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    let retry_url = url.clone();
-    let retry_error = last_error.clone();
-    let options = options
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(move |attempts| {
-            let delay = backoff(attempts);
-            // `attempts` counts this one: from the second on, one has failed.
-            if attempts > 1 {
-                let cause = retry_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                tracing::warn!(
-                    url = %retry_url,
-                    cause = %cause,
-                    attempt = attempts,
-                    retry_in = ?delay,
-                    "cannot reach NATS; retrying (is nats-server running at NATS_URL?)"
-                );
-            }
-            delay
-        })
-        .event_callback({
-            let down_since = down_since.clone();
-            let url = url.clone();
-            move |event| {
-                let state_tx = state_tx.clone();
-                let connects_tx = connects_tx.clone();
-                let url = url.clone();
-                let down_since = down_since.clone();
-                let last_error = last_error.clone();
-                async move {
-                    match event {
-                        Event::Connected => {
-                            tracing::info!(url = %url, "connected to NATS");
-                            *down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                            state_tx.send_replace(LinkState::Up);
-                            connects_tx.send_modify(|n| *n += 1);
-                        }
-                        Event::Disconnected => {
-                            tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
-                            down_since
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert_with(SystemTime::now);
-                            state_tx.send_replace(LinkState::Down);
-                        }
-                        Event::ClientError(e) => {
-                            tracing::debug!(url = %url, cause = %e, "NATS client error");
-                            *last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
-                        }
-                        other => tracing::info!(url = %url, event = %other, "NATS event"),
-                    }
-                }
-            }
-        });
-    // Several servers (a cluster), comma separated: the client picks one
-    // and moves to another if it goes away.
-    let servers = config
+    Ok(options)
+}
+
+/// Several servers (a cluster), comma separated: the client picks one and
+/// moves to another if it goes away.
+fn servers(config: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, KitError> {
+    config
         .url
         .split(',')
         .map(str::trim)
@@ -255,21 +235,66 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<Connection, KitE
         .map_err(|e| KitError::Config {
             key: "NATS_URL",
             message: format!("{}: {e}", redact(&config.url)),
-        })?;
-    let client = options
-        .connect(servers)
-        .await
-        .map_err(|e| KitError::Config {
-            key: "NATS_URL",
-            message: format!("cannot use NATS at {}: {e}", redact(&config.url)),
-        })?;
-    Ok(Connection {
-        client,
-        state: state_rx,
-        connects: connects_rx,
-        url: redact(&config.url),
-        down_since,
-    })
+        })
+}
+
+/// What the client's events say about the link, kept for [`Connection`].
+#[derive(Clone)]
+struct LinkEvents {
+    state: watch::Sender<LinkState>,
+    connects: watch::Sender<u64>,
+    url: String,
+    down_since: Arc<Mutex<Option<SystemTime>>>,
+    /// The last client error, for the retry warnings.
+    last_error: Arc<Mutex<String>>,
+}
+
+impl LinkEvents {
+    /// The delay before reconnect attempt `attempts`, warning (with the
+    /// last error) from the second attempt on: one has failed by then.
+    fn retry_in(&self, attempts: usize) -> Duration {
+        let delay = backoff(attempts);
+        if attempts > 1 {
+            let cause = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            tracing::warn!(
+                url = %self.url,
+                cause = %cause,
+                attempt = attempts,
+                retry_in = ?delay,
+                "cannot reach NATS; retrying (is nats-server running at NATS_URL?)"
+            );
+        }
+        delay
+    }
+
+    fn record(&self, event: Event) {
+        let url = &self.url;
+        match event {
+            Event::Connected => {
+                tracing::info!(url = %url, "connected to NATS");
+                *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.state.send_replace(LinkState::Up);
+                self.connects.send_modify(|n| *n += 1);
+            }
+            Event::Disconnected => {
+                tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
+                self.down_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(SystemTime::now);
+                self.state.send_replace(LinkState::Down);
+            }
+            Event::ClientError(e) => {
+                tracing::debug!(url = %url, cause = %e, "NATS client error");
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+            }
+            other => tracing::info!(url = %url, event = %other, "NATS event"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -334,45 +334,12 @@ async fn run_tool(
         let id = request.id;
         let token = shared.track(id);
         // Clamped: a garbage deadline must not overflow the clock.
-        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
+        let deadline =
+            Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
         let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let call = Call {
-            id,
-            tool: request.tool,
-            args: request.args,
-            caller: request.caller,
-            deadline,
-            trace,
-            cancel: token.clone(),
-            // Subjects from the envelope are used only if they are a
-            // caller's reply subjects (see `subject::is_reply_subject`).
-            progress: request
-                .progress_to
-                .filter(|s| subject::is_reply_subject(s))
-                .map(|subject| ProgressSink {
-                    client: shared.client.clone(),
-                    subject,
-                }),
-            progress_sent: progress_sent.clone(),
-            bus: shared.bus.clone(),
-            ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
-        };
+        let call = call_for(shared, request, deadline, trace, &token, &progress_sent);
         let in_flight = shared.metrics.in_flight(tool.spec());
-        let mut work = std::panic::AssertUnwindSafe((tool.handler)(call)).catch_unwind();
-        let outcome = tokio::select! {
-            done = &mut work => done,
-            _ = token.cancelled() => {
-                // Give the handler a moment to stop on its own (and clean up).
-                match tokio::time::timeout(shared.cancel_grace, &mut work).await {
-                    Ok(done) => done,
-                    Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                token.cancel();
-                Ok(Err(stuck(&shared.instance)))
-            }
-        };
+        let outcome = supervise((tool.handler)(call), shared, &token, deadline).await;
         drop(in_flight);
         shared.untrack(id);
         let outcome = match outcome {
@@ -395,6 +362,64 @@ async fn run_tool(
     .await;
     execute.outcome(&result.0);
     result
+}
+
+/// The handler's view of `request`: its arguments, deadline, trace, and
+/// where its progress and questions go (only to a caller's reply subjects,
+/// see `subject::is_reply_subject`).
+fn call_for(
+    shared: &Shared,
+    request: ToolRequest,
+    deadline: Instant,
+    trace: headers::Context,
+    token: &CancellationToken,
+    progress_sent: &Arc<std::sync::atomic::AtomicU64>,
+) -> Call {
+    Call {
+        id: request.id,
+        tool: request.tool,
+        args: request.args,
+        caller: request.caller,
+        deadline,
+        trace,
+        cancel: token.clone(),
+        progress: request
+            .progress_to
+            .filter(|s| subject::is_reply_subject(s))
+            .map(|subject| ProgressSink {
+                client: shared.client.clone(),
+                subject,
+            }),
+        progress_sent: progress_sent.clone(),
+        bus: shared.bus.clone(),
+        ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
+    }
+}
+
+/// Runs a handler until it finishes, is cancelled (with a grace period to
+/// stop on its own) or passes `deadline`; a panic is caught (`Err`).
+async fn supervise(
+    work: impl std::future::Future<Output = crate::tool::ToolResult>,
+    shared: &Shared,
+    token: &CancellationToken,
+    deadline: Instant,
+) -> Result<crate::tool::ToolResult, Box<dyn std::any::Any + Send>> {
+    let work = std::panic::AssertUnwindSafe(work).catch_unwind();
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => done,
+        _ = token.cancelled() => {
+            // Give the handler a moment to stop on its own (and clean up).
+            match tokio::time::timeout(shared.cancel_grace, &mut work).await {
+                Ok(done) => done,
+                Err(_) => Ok(Err(WireError::new(ErrorCode::Cancelled, "the call was cancelled"))),
+            }
+        }
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            token.cancel();
+            Ok(Err(stuck(&shared.instance)))
+        }
+    }
 }
 
 /// Whether a reply's body is a reference to the object store.

@@ -1,13 +1,21 @@
 //! The MessagePack envelopes. Every field is named on the wire (a map), so
 //! fields can be added without breaking older peers: unknown fields are
 //! ignored, and optional fields may be absent.
+//!
+//! Here: calls (requests, replies, progress, questions, cancels);
+//! [`error`]: error codes; [`registry`]: announcements and what they offer.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::PROTOCOL_VERSION;
-use crate::subject::Category;
+
+mod error;
+mod registry;
+
+pub use error::{ErrorCode, WireError};
+pub use registry::*;
 
 /// Who is calling: carried on every request so workers can authorise and
 /// account per principal.
@@ -178,148 +186,6 @@ impl ToolOutput {
     }
 }
 
-/// What went wrong, in terms of what the caller can do about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The arguments do not fit the tool's schema or were rejected by the
-    /// tool. Fix the arguments; retrying as is will fail again.
-    InvalidArguments,
-    /// No such tool is served. Check the tool list.
-    UnknownTool,
-    /// No worker could take the call (none running, or the bus is down).
-    /// Retry later or start a worker.
-    Unavailable,
-    /// The call's deadline passed before it finished.
-    Timeout,
-    /// The caller cancelled the call.
-    Cancelled,
-    /// A payload was larger than the mesh can carry.
-    TooLarge,
-    /// The message could not be decoded: not MessagePack, or not an envelope.
-    BadEnvelope,
-    /// The peer speaks a protocol version this side does not.
-    UnsupportedVersion,
-    /// The operation conflicts with another in progress (e.g. a locked stack).
-    Conflict,
-    /// The caller may not do this.
-    PermissionDenied,
-    /// The operation ran and failed; the message says why.
-    Failed,
-    /// A bug or unexpected state in the worker.
-    Internal,
-    /// The replica running the call died, froze or was cut off before it
-    /// answered: the call may or may not have run. Check before retrying.
-    WorkerLost,
-    /// A code this version does not know (sent by a newer peer).
-    #[serde(other)]
-    Unknown,
-}
-
-impl ErrorCode {
-    /// The code's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidArguments => "invalid_arguments",
-            ErrorCode::UnknownTool => "unknown_tool",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Cancelled => "cancelled",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::BadEnvelope => "bad_envelope",
-            ErrorCode::UnsupportedVersion => "unsupported_version",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PermissionDenied => "permission_denied",
-            ErrorCode::Failed => "failed",
-            ErrorCode::Internal => "internal",
-            ErrorCode::WorkerLost => "worker_lost",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-
-    /// The code as a NATS service error code (`Nats-Service-Error-Code`),
-    /// after the HTTP status of the same meaning.
-    pub fn service_code(self) -> usize {
-        match self {
-            ErrorCode::InvalidArguments | ErrorCode::BadEnvelope => 400,
-            ErrorCode::PermissionDenied => 403,
-            ErrorCode::UnknownTool => 404,
-            ErrorCode::Conflict => 409,
-            ErrorCode::TooLarge => 413,
-            ErrorCode::Cancelled => 499,
-            ErrorCode::Failed | ErrorCode::Internal | ErrorCode::Unknown => 500,
-            ErrorCode::WorkerLost => 502,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Timeout => 504,
-            ErrorCode::UnsupportedVersion => 505,
-        }
-    }
-
-    /// Whether the same call may succeed if simply retried later.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Conflict
-        )
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A typed error on the wire.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct WireError {
-    /// What kind of failure, for the caller to act on.
-    pub code: ErrorCode,
-    /// A sentence saying what happened and what to do next.
-    pub message: String,
-    /// Machine-readable details (e.g. schema validation errors).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-}
-
-impl WireError {
-    /// An error with a code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-        }
-    }
-
-    /// The arguments were wrong: fix them before calling again.
-    pub fn invalid_arguments(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArguments, message)
-    }
-
-    /// The operation ran and failed.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Failed, message)
-    }
-
-    /// The operation conflicts with another one in progress.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Conflict, message)
-    }
-
-    /// A bug or unexpected state.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Internal, message)
-    }
-
-    /// The same error with details attached.
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-}
-
 /// The reply to a [`ToolRequest`]: exactly one of `result` and `error` is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ToolResponse {
@@ -485,138 +351,4 @@ pub struct Cancel {
     /// Why, if the caller said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// Hints about a tool's behaviour, as in MCP tool annotations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hints {
-    /// The tool does not change anything.
-    #[serde(default)]
-    pub read_only: bool,
-    /// The tool may destroy or overwrite things.
-    #[serde(default)]
-    pub destructive: bool,
-    /// Calling it again with the same arguments has no further effect.
-    #[serde(default)]
-    pub idempotent: bool,
-    /// The tool talks to the world outside the mesh.
-    #[serde(default)]
-    pub open_world: bool,
-}
-
-/// A tool as a worker announces it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    /// Unique name, `[A-Za-z0-9_-]{1,48}`.
-    pub name: String,
-    /// Human-friendly title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// What the tool does, for a model to decide when to call it.
-    pub description: String,
-    /// The category whose subjects serve it.
-    pub category: Category,
-    /// JSON Schema of the arguments (an object schema).
-    pub input_schema: Value,
-    /// JSON Schema of the structured output, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_schema: Option<Value>,
-    /// Behaviour hints.
-    #[serde(default)]
-    pub hints: Hints,
-    /// How long a call may take before callers give up, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-}
-
-/// A worker's announcement of itself and its tools, sent on start, on every
-/// reconnect, in answer to a discovery request and every `heartbeat_ms`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Announce {
-    /// Protocol version.
-    pub v: u16,
-    /// This replica's unique id (a fresh one per process).
-    pub instance: String,
-    /// The worker's service name, e.g. `pulumi-worker`.
-    pub service: String,
-    /// The worker's version.
-    pub version: String,
-    /// The tools it serves.
-    pub tools: Vec<ToolSpec>,
-    /// How often it announces. A replica silent for three intervals is gone.
-    pub heartbeat_ms: u64,
-    /// What it offers besides tools: MCP resources, resource templates and
-    /// prompts. Served on [`crate::subject::mcp`] subjects of its service.
-    #[serde(default, skip_serializing_if = "Offers::is_empty")]
-    pub offers: Offers,
-    /// What this replica cannot do right now, each with what to do about it
-    /// (e.g. "no model provider: start Ollama, ..."). Empty when all is well;
-    /// gateways show it on `/health`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub degraded: Vec<String>,
-    /// Whether the replica acknowledges requests at once (header
-    /// [`crate::headers::ACK_TO`]) and answers on [`crate::subject::alive`],
-    /// so callers may treat a request unacknowledged after a few seconds as
-    /// lost.
-    #[serde(default)]
-    pub acks: bool,
-}
-
-/// A resource's contents changed (MCP `notifications/resources/updated`),
-/// published by its worker to [`crate::subject::RESOURCE_UPDATED`]; every
-/// gateway tells the sessions subscribed to it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ResourceUpdated {
-    /// Protocol version.
-    pub v: u16,
-    /// The resource.
-    pub uri: String,
-}
-
-/// A worker's MCP resources, resource templates and prompts, each in MCP's
-/// own JSON shape (`Resource`, `ResourceTemplate`, `Prompt`), so clients
-/// see exactly what the worker declared.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Offers {
-    /// Resources (`uri`, `name`, `mimeType`, ...).
-    #[serde(default)]
-    pub resources: Vec<Value>,
-    /// Resource templates (`uriTemplate`, `name`, ...).
-    #[serde(default)]
-    pub resource_templates: Vec<Value>,
-    /// Prompts (`name`, `description`, `arguments`, ...).
-    #[serde(default)]
-    pub prompts: Vec<Value>,
-    /// Whether the worker answers `completion/complete` for its prompts'
-    /// arguments and its templates' variables.
-    #[serde(default)]
-    pub completions: bool,
-}
-
-impl Offers {
-    /// Nothing offered.
-    pub fn is_empty(&self) -> bool {
-        self.resources.is_empty()
-            && self.resource_templates.is_empty()
-            && self.prompts.is_empty()
-            && !self.completions
-    }
-}
-
-/// A worker replica leaving the mesh (sent when it starts draining).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Leave {
-    /// Protocol version.
-    pub v: u16,
-    /// The leaving replica.
-    pub instance: String,
-}
-
-/// A gateway asking every worker to announce itself now.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Discover {
-    /// Protocol version.
-    pub v: u16,
-    /// The asking gateway's instance id.
-    pub requester: String,
 }

@@ -17,6 +17,10 @@ use sophia_proto::{Announce, Discover, Leave, PROTOCOL_VERSION, ToolSpec, subjec
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod view;
+
+use view::{build_view, same_tools};
+
 /// A tool as the gateway offers it.
 #[derive(Debug)]
 pub struct ToolEntry {
@@ -396,152 +400,6 @@ const MISSED_HEARTBEATS: u32 = 3;
 fn silence_allowed(heartbeat_ms: u64) -> Duration {
     let (min, max) = HEARTBEAT_BOUNDS_MS;
     Duration::from_millis(heartbeat_ms.clamp(min, max)) * MISSED_HEARTBEATS
-}
-
-fn same_tools(a: &ToolView, b: &ToolView) -> bool {
-    a.tools.len() == b.tools.len()
-        && a.tools
-            .iter()
-            .zip(b.tools.iter())
-            .all(|((na, ea), (nb, eb))| na == nb && ea.spec == eb.spec)
-}
-
-/// Orders versions like semver for the numeric parts, so that during a
-/// rolling upgrade the newest replica's description of a tool wins.
-fn version_key(v: &str) -> Vec<u64> {
-    v.split(['.', '-', '+'])
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
-}
-
-fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
-    // A tool's schema is the one of the replica that has served it longest:
-    // a later announcement with another schema does not displace it (it is
-    // a conflict, shown on /health). Among replicas with that schema, the
-    // newest version describes the tool (ties: smallest instance id).
-    let mut incumbent: BTreeMap<&str, (Instant, &str, &ToolSpec)> = BTreeMap::new();
-    for (id, inst) in instances {
-        for spec in &inst.tools {
-            let e = incumbent
-                .entry(spec.name.as_str())
-                .or_insert((inst.since, id, spec));
-            if (inst.since, id.as_str()) < (e.0, e.1) {
-                *e = (inst.since, id, spec);
-            }
-        }
-    }
-    let mut conflicts = BTreeMap::new();
-    let mut chosen: BTreeMap<String, (Vec<u64>, &str, &ToolSpec, usize, bool)> = BTreeMap::new();
-    for (id, inst) in instances {
-        for spec in &inst.tools {
-            let (_, _, first) = incumbent[spec.name.as_str()];
-            if !same_schema(first, spec) {
-                conflicts.insert(spec.name.clone(), inst.service.clone());
-                continue;
-            }
-            let key = version_key(&inst.version);
-            chosen
-                .entry(spec.name.clone())
-                .and_modify(|c| {
-                    c.3 += 1;
-                    c.4 &= inst.acks;
-                    if (&key, std::cmp::Reverse(id.as_str())) > (&c.0, std::cmp::Reverse(c.1)) {
-                        c.0 = key.clone();
-                        c.1 = id;
-                        c.2 = spec;
-                    }
-                })
-                .or_insert((key, id, spec, 1, inst.acks));
-        }
-    }
-    let mut view = ToolView {
-        conflicts,
-        ..Default::default()
-    };
-    for (name, (_, id, spec, replicas, acked)) in chosen {
-        let service = instances[id].service.clone();
-        match entry(spec.clone(), replicas, acked, service) {
-            Ok(e) => {
-                view.tools.insert(name, Arc::new(e));
-            }
-            Err(why) => {
-                tracing::error!(tool = %name, %why, "not offering a tool with an invalid schema")
-            }
-        }
-    }
-    // Resources, templates and prompts: keyed by URI, template or name; with
-    // several services offering the same key, the smallest service name
-    // wins, so the choice does not depend on announcement order.
-    let mut sorted: Vec<&Instance> = instances.values().collect();
-    sorted.sort_by(|a, b| b.service.cmp(&a.service));
-    for inst in sorted {
-        let service = &inst.service;
-        for r in &inst.offers.resources {
-            if let Some(uri) = r["uri"].as_str() {
-                view.resources
-                    .insert(uri.to_owned(), (service.clone(), r.clone()));
-            }
-        }
-        for t in &inst.offers.resource_templates {
-            if let Some(uri) = t["uriTemplate"].as_str() {
-                view.templates
-                    .insert(uri.to_owned(), (service.clone(), t.clone()));
-            }
-        }
-        for p in &inst.offers.prompts {
-            if let Some(name) = p["name"].as_str() {
-                view.prompts
-                    .insert(name.to_owned(), (service.clone(), p.clone()));
-            }
-        }
-        if inst.offers.completions {
-            view.completers.insert(service.clone());
-        }
-    }
-    view
-}
-
-/// Whether two announcements of a tool take the same arguments and give
-/// the same results (descriptions may differ, as in a rolling upgrade).
-fn same_schema(a: &ToolSpec, b: &ToolSpec) -> bool {
-    a.category == b.category
-        && a.input_schema == b.input_schema
-        && a.output_schema == b.output_schema
-}
-
-fn entry(
-    spec: ToolSpec,
-    replicas: usize,
-    acked: bool,
-    service: String,
-) -> Result<ToolEntry, String> {
-    let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| e.to_string())?;
-    let schema: rmcp::model::JsonObject = match &spec.input_schema {
-        serde_json::Value::Object(o) => o.clone(),
-        _ => return Err("the input schema is not a JSON object".into()),
-    };
-    let mut tool = rmcp::model::Tool::new(spec.name.clone(), spec.description.clone(), schema);
-    if let Some(t) = &spec.title {
-        tool = tool.with_title(t.clone());
-    }
-    if let Some(serde_json::Value::Object(o)) = &spec.output_schema {
-        tool = tool.with_raw_output_schema(Arc::new(o.clone()));
-    }
-    let mut annotations = rmcp::model::ToolAnnotations::new()
-        .read_only(spec.hints.read_only)
-        .destructive(spec.hints.destructive)
-        .idempotent(spec.hints.idempotent)
-        .open_world(spec.hints.open_world);
-    annotations.title = spec.title.clone();
-    tool = tool.with_annotations(annotations);
-    Ok(ToolEntry {
-        spec,
-        mcp: tool,
-        validator,
-        replicas,
-        acked,
-        service,
-    })
 }
 
 #[cfg(test)]
