@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sophia_kit::{Category, KitError, WorkerConfig, WorkerHandle};
+use sophia_kit::{Category, KitError, StartKind, WorkerConfig, WorkerHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The default port for `/health`, `/ready` and `/metrics` (the seed's layout).
@@ -68,9 +68,13 @@ pub struct Cli {
 /// Starts the worker until `shutdown`.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, KitError> {
     let templates = match &cli.agno.templates {
-        Some(path) => {
-            templates::Templates::load(path).map_err(|e| KitError::Register(e.to_string()))?
-        }
+        Some(path) => templates::Templates::load(path).map_err(|e| {
+            KitError::start(
+                StartKind::File,
+                "load the agent templates (AGNO_TEMPLATES)",
+                e,
+            )
+        })?,
         None => templates::Templates::builtin(),
     };
     if let Some(c) = cli
@@ -79,10 +83,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         .iter()
         .find(|c| !Category::AGENTS.contains(c))
     {
-        return Err(KitError::Register(format!(
-            "AGNO_CATEGORIES: {c} is not an agent category (use business_intelligence, \
-             infrastructure, code_generation)"
-        )));
+        return Err(KitError::Config {
+            key: "AGNO_CATEGORIES",
+            message: format!(
+                "{c} is not an agent category (use business_intelligence, infrastructure, \
+                 code_generation)"
+            ),
+        });
     }
     let conn = sophia_kit::nats::connect(&cli.worker.nats, "agno-worker-state").await?;
     conn.connected().await; // the store is on JetStream
@@ -92,10 +99,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         Duration::from_secs(cli.agno.session_ttl_s),
     )
     .await
-    .map_err(|e| KitError::Register(e.to_string()))?;
+    .map_err(|e| KitError::start(StartKind::Store, "open the agent store (JetStream KV)", e))?;
     let directory = directory::Directory::follow(conn.client.clone(), &instance)
         .await
-        .map_err(|e| KitError::Register(format!("following tool announcements: {e}")))?;
+        .map_err(|e| KitError::start(StartKind::Subscribe, "follow tool announcements", e))?;
     let ctx = tools::Ctx {
         templates,
         runner: runner::Runner { directory, store },

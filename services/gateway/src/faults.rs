@@ -14,7 +14,9 @@
 //! `sophia_gateway_call_faults_total{service, fault}`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -118,7 +120,7 @@ impl Faults {
                 fault: fault.as_str().to_owned(),
             })
             .inc();
-        let mut records = self.records.lock().expect("faults");
+        let mut records = self.records.lock();
         prune(&mut records);
         if records.len() >= MAX_RECORDS {
             records.pop_front();
@@ -134,7 +136,7 @@ impl Faults {
     /// The faults of the last [`WINDOW`], grouped by service, kind and
     /// replica, each with what to do.
     pub fn health(&self) -> Vec<Value> {
-        let mut records = self.records.lock().expect("faults");
+        let mut records = self.records.lock();
         prune(&mut records);
         let mut groups: BTreeMap<(&str, Fault, Option<&str>), (usize, Instant)> = BTreeMap::new();
         for r in records.iter() {

@@ -184,7 +184,7 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
 
 /// Request ids in flight, per session.
 #[derive(Clone, Default)]
-struct InFlightIds(Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>);
+struct InFlightIds(Arc<parking_lot::Mutex<std::collections::HashSet<(String, String)>>>);
 
 /// Holds one (session, id) while its request is served.
 struct IdClaim {
@@ -195,11 +195,7 @@ struct IdClaim {
 impl InFlightIds {
     fn claim(&self, session: String, id: String) -> Option<IdClaim> {
         let key = (session, id);
-        let fresh = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
+        let fresh = self.0.lock().insert(key.clone());
         fresh.then(|| IdClaim {
             ids: self.clone(),
             key,
@@ -209,11 +205,7 @@ impl InFlightIds {
 
 impl Drop for IdClaim {
     fn drop(&mut self) {
-        self.ids
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.ids.0.lock().remove(&self.key);
     }
 }
 

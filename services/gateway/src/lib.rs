@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub use config::GatewayConfig;
 use rmcp::ServiceExt;
-use sophia_kit::{KitError, nats, ops};
+use sophia_kit::{KitError, StartKind, nats, ops};
 use tokio_util::sync::CancellationToken;
 
 /// Why the gateway could not start or stopped with an error.
@@ -253,21 +253,29 @@ impl Stores {
             Duration::from_secs(config.session_ttl_s),
         )
         .await
-        .map_err(|e| KitError::Register(format!("the session store (JetStream KV): {e}")))?;
+        .map_err(|e| {
+            KitError::start(StartKind::Store, "open the session store (JetStream KV)", e)
+        })?;
         let results = results::LargeResults::open(
             conn.client.clone(),
             Duration::from_secs(config.result_ttl_s),
             config.inline_result_bytes,
         )
         .await
-        .map_err(|e| KitError::Register(format!("the result store (JetStream KV): {e}")))?;
+        .map_err(|e| {
+            KitError::start(StartKind::Store, "open the result store (JetStream KV)", e)
+        })?;
         let events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>> =
             if config.sse_replay_s > 0 {
                 let store =
                     events::JsEvents::open(conn.clone(), Duration::from_secs(config.sse_replay_s))
                         .await
                         .map_err(|e| {
-                            KitError::Register(format!("the SSE event stream (JetStream): {e}"))
+                            KitError::start(
+                                StartKind::Store,
+                                "open the SSE event stream (JetStream)",
+                                e,
+                            )
                         })?;
                 Some(Arc::new(store))
             } else {

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sophia_kit::{KitError, WorkerConfig, WorkerHandle};
+use sophia_kit::{KitError, StartKind, WorkerConfig, WorkerHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The default port for `/health`, `/ready` and `/metrics` (the seed's layout).
@@ -149,7 +149,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
     }
     models::answer_model_queries(handle.client.clone(), router, handle.instance.clone())
         .await
-        .map_err(|e| KitError::Register(e.to_string()))?;
+        .map_err(|e| KitError::start(StartKind::Subscribe, "answer model queries", e))?;
     Ok(handle)
 }
 

@@ -50,6 +50,48 @@ pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 use std::net::SocketAddr;
 
+/// What a start-up step needed that failed, and so what to look at (in
+/// async-nats's `Error<Kind>` style: a small `Copy` kind to match on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    /// A subscription, micro-service endpoint or reply subject on NATS.
+    Subscribe,
+    /// Publishing on NATS (announcements, resource updates).
+    Publish,
+    /// A JetStream bucket or stream.
+    Store,
+    /// A file the service reads (templates, configuration).
+    File,
+}
+
+impl StartKind {
+    /// What the person starting the service can do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            StartKind::Subscribe | StartKind::Publish => {
+                "Check that NATS is reachable and that this service's NATS user may use \
+                 these subjects (ops/nats/nats.conf; the server logs permission violations)"
+            }
+            StartKind::Store => {
+                "Check that JetStream is enabled on the NATS server (-js) and that this \
+                 service's NATS user may use its $JS.API subjects (ops/nats/nats.conf)"
+            }
+            StartKind::File => "Fix the file, or unset the setting that points to it",
+        }
+    }
+}
+
+impl KitError {
+    /// A failed start-up step.
+    pub fn start(kind: StartKind, what: &'static str, cause: impl std::fmt::Display) -> Self {
+        KitError::Start {
+            kind,
+            what,
+            message: cause.to_string(),
+        }
+    }
+}
+
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
@@ -69,9 +111,17 @@ pub enum KitError {
         /// Why.
         why: String,
     },
-    /// Registering with NATS failed.
-    #[error("could not register with NATS: {0}")]
-    Register(String),
+    /// Something the service sets up at start failed: `kind` says what to
+    /// look at.
+    #[error("could not {what}: {message}. {}", kind.advice())]
+    Start {
+        /// What kind of thing failed, for the caller to match.
+        kind: StartKind,
+        /// What the service was doing, e.g. "subscribe to cancels".
+        what: &'static str,
+        /// The cause.
+        message: String,
+    },
     /// The bound address could not be written where `SOPHIA_ADDR_FILE` says.
     #[error("could not write the bound address to {path} (SOPHIA_ADDR_FILE): {source}")]
     AddrFile {

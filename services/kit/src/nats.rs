@@ -4,7 +4,9 @@
 //! reconnect (workers announce themselves again).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_nats::{ConnectOptions, Event};
@@ -108,12 +110,7 @@ impl Connection {
         if self.is_up() {
             return None;
         }
-        Some(
-            self.down_since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or_else(SystemTime::now),
-        )
+        Some(self.down_since.lock().unwrap_or_else(SystemTime::now))
     }
 
     /// While the link is down, what to tell a caller: which server, since
@@ -255,11 +252,7 @@ impl LinkEvents {
     fn retry_in(&self, attempts: usize) -> Duration {
         let delay = backoff(attempts);
         if attempts > 1 {
-            let cause = self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let cause = self.last_error.lock().clone();
             tracing::warn!(
                 url = %self.url,
                 cause = %cause,
@@ -276,21 +269,18 @@ impl LinkEvents {
         match event {
             Event::Connected => {
                 tracing::info!(url = %url, "connected to NATS");
-                *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.down_since.lock() = None;
                 self.state.send_replace(LinkState::Up);
                 self.connects.send_modify(|n| *n += 1);
             }
             Event::Disconnected => {
                 tracing::warn!(url = %url, "lost the NATS connection; reconnecting");
-                self.down_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(SystemTime::now);
+                self.down_since.lock().get_or_insert_with(SystemTime::now);
                 self.state.send_replace(LinkState::Down);
             }
             Event::ClientError(e) => {
                 tracing::debug!(url = %url, cause = %e, "NATS client error");
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                *self.last_error.lock() = e.to_string();
             }
             other => tracing::info!(url = %url, event = %other, "NATS event"),
         }

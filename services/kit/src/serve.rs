@@ -5,7 +5,9 @@
 //! a reply with a result or a typed error; nothing here panics on bad input.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::service;
@@ -64,16 +66,11 @@ fn stuck(instance: &str) -> WireError {
 
 impl Shared {
     pub(crate) fn cancel(&self, id: Uuid) {
-        let token = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .get(&id)
-            .map(|(t, _)| t.clone());
+        let token = self.in_flight.lock().get(&id).map(|(t, _)| t.clone());
         match token {
             Some(t) => t.cancel(),
             None => {
-                let mut early = self.early_cancels.lock().expect("cancel lock");
+                let mut early = self.early_cancels.lock();
                 early.retain(|_, at| at.elapsed() < Duration::from_secs(60));
                 early.insert(id, Instant::now());
             }
@@ -81,7 +78,7 @@ impl Shared {
     }
 
     pub(crate) fn cancel_all(&self) {
-        for (t, _) in self.in_flight.lock().expect("in-flight lock").values() {
+        for (t, _) in self.in_flight.lock().values() {
             t.cancel();
         }
     }
@@ -90,19 +87,13 @@ impl Shared {
     /// (the same id served twice, see [`crate::Call::forward`]) shares one
     /// token, so a cancel stops both.
     fn track(&self, id: Uuid) -> CancellationToken {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        let mut in_flight = self.in_flight.lock();
         if let Some((token, count)) = in_flight.get_mut(&id) {
             *count += 1;
             return token.clone();
         }
         let token = CancellationToken::new();
-        if self
-            .early_cancels
-            .lock()
-            .expect("cancel lock")
-            .remove(&id)
-            .is_some()
-        {
+        if self.early_cancels.lock().remove(&id).is_some() {
             token.cancel();
         }
         in_flight.insert(id, (token.clone(), 1));
@@ -110,7 +101,7 @@ impl Shared {
     }
 
     fn untrack(&self, id: Uuid) {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        let mut in_flight = self.in_flight.lock();
         if let Some((_, count)) = in_flight.get_mut(&id) {
             *count -= 1;
             if *count == 0 {

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sophia_kit::{KitError, WorkerConfig, WorkerHandle};
+use sophia_kit::{KitError, StartKind, WorkerConfig, WorkerHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The default port for `/health`, `/ready` and `/metrics` (the seed's layout).
@@ -82,7 +82,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
     conn.connected().await; // the job store is on JetStream
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let stale_after = Duration::from_millis(cli.pulumi.stale_after_ms);
-    let store_err = |e: String| KitError::Register(format!("Pulumi job store (JetStream): {e}"));
+    let store_err =
+        |e: String| KitError::start(StartKind::Store, "open the Pulumi job store (JetStream)", e);
     let jobs = jobs::JobStore::open(conn.client.clone(), instance, stale_after)
         .await
         .map_err(|e| store_err(e.to_string()))?;

@@ -14,7 +14,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -325,11 +327,7 @@ impl ServerHandler for McpGateway {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
-        self.inner
-            .peers
-            .lock()
-            .expect("peers lock")
-            .push(context.peer.clone());
+        self.inner.peers.lock().push(context.peer.clone());
         self.negotiate_initialize(&request)
     }
 

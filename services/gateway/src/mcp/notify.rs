@@ -35,7 +35,7 @@ impl McpGateway {
             while changes.changed().await.is_ok() {
                 let Some(inner) = weak.upgrade() else { break };
                 let peers: Vec<_> = {
-                    let mut peers = inner.peers.lock().expect("peers lock");
+                    let mut peers = inner.peers.lock();
                     peers.retain(|p| !p.is_transport_closed());
                     peers.clone()
                 };

@@ -44,7 +44,7 @@ impl McpGateway {
                     continue;
                 };
                 let peers: Vec<Peer<RoleServer>> = {
-                    let mut subs = inner.subscriptions.lock().expect("subscriptions lock");
+                    let mut subs = inner.subscriptions.lock();
                     let Some(list) = subs.get_mut(&update.uri) else {
                         continue;
                     };
@@ -166,7 +166,7 @@ impl McpGateway {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.resource_owner(&request.uri)?;
-        let mut subs = self.inner.subscriptions.lock().expect("subscriptions lock");
+        let mut subs = self.inner.subscriptions.lock();
         let list = subs.entry(request.uri).or_default();
         if !list.iter().any(|(k, _)| *k == self.session_key) {
             list.push((self.session_key, context.peer));
@@ -180,7 +180,7 @@ impl McpGateway {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.resource_owner(&request.uri)?;
-        let mut subs = self.inner.subscriptions.lock().expect("subscriptions lock");
+        let mut subs = self.inner.subscriptions.lock();
         if let Some(list) = subs.get_mut(&request.uri) {
             list.retain(|(k, _)| *k != self.session_key);
         }

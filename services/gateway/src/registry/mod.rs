@@ -8,7 +8,9 @@
 //! `notifications/tools/list_changed`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -29,7 +31,7 @@ pub struct ToolEntry {
     /// The MCP form of the tool.
     pub mcp: rmcp::model::Tool,
     /// The compiled input schema.
-    pub validator: jsonschema::Validator,
+    pub validator: Arc<jsonschema::Validator>,
     /// How many live replicas announce it.
     pub replicas: usize,
     /// Whether every one of them acknowledges requests (so an
@@ -99,13 +101,13 @@ struct Instance {
 #[derive(Clone)]
 pub struct Registry {
     view: Arc<RwLock<Arc<ToolView>>>,
-    instances: Arc<std::sync::Mutex<HashMap<String, Instance>>>,
+    instances: Arc<parking_lot::Mutex<HashMap<String, Instance>>>,
     changes: watch::Sender<u64>,
     offer_changes: watch::Sender<u64>,
     /// When the set of replicas last changed (or the registry was made).
-    last_change: Arc<std::sync::Mutex<Instant>>,
+    last_change: Arc<parking_lot::Mutex<Instant>>,
     /// Announcements that could not be decoded: how many, and the last cause.
-    malformed: Arc<std::sync::Mutex<(u64, String)>>,
+    malformed: Arc<parking_lot::Mutex<(u64, String)>>,
 }
 
 impl Default for Registry {
@@ -122,7 +124,7 @@ impl Registry {
             instances: Default::default(),
             changes: watch::channel(0).0,
             offer_changes: watch::channel(0).0,
-            last_change: Arc::new(std::sync::Mutex::new(Instant::now())),
+            last_change: Arc::new(parking_lot::Mutex::new(Instant::now())),
             malformed: Default::default(),
         }
     }
@@ -130,7 +132,7 @@ impl Registry {
     /// Counts an announcement that could not be decoded (logged the first
     /// time and every hundredth, not at every heartbeat of its sender).
     pub fn malformed(&self, cause: String) {
-        let mut m = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.malformed.lock();
         m.0 += 1;
         if m.0 % 100 == 1 {
             tracing::warn!(count = m.0, cause = %cause, "ignoring an announcement that is not a valid envelope");
@@ -146,11 +148,7 @@ impl Registry {
         let give_up = tokio::time::Instant::now() + cap;
         let mut changes = self.subscribe();
         loop {
-            let since = self
-                .last_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed();
+            let since = self.last_change.lock().elapsed();
             let Some(left) = quiet.checked_sub(since).filter(|d| !d.is_zero()) else {
                 return;
             };
@@ -168,7 +166,7 @@ impl Registry {
     /// What live replicas say they cannot do right now, by service.
     pub fn degraded(&self) -> BTreeMap<String, std::collections::BTreeSet<String>> {
         let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-        for i in self.instances.lock().expect("registry lock").values() {
+        for i in self.instances.lock().values() {
             if !i.degraded.is_empty() {
                 out.entry(i.service.clone())
                     .or_default()
@@ -180,7 +178,7 @@ impl Registry {
 
     /// The current tools.
     pub fn view(&self) -> Arc<ToolView> {
-        self.view.read().expect("registry lock").clone()
+        self.view.read().clone()
     }
 
     /// The tool called `name`, if a live worker offers it.
@@ -202,20 +200,21 @@ impl Registry {
     /// Live replicas per worker service.
     pub fn replicas(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for i in self.instances.lock().expect("registry lock").values() {
+        for i in self.instances.lock().values() {
             *out.entry(i.service.clone()).or_default() += 1;
         }
         out
     }
 
     fn apply(&self, f: impl FnOnce(&mut HashMap<String, Instance>) -> bool) {
-        let mut instances = self.instances.lock().expect("registry lock");
+        let mut instances = self.instances.lock();
         if !f(&mut instances) {
             return;
         }
-        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let view = build_view(&instances);
-        let mut current = self.view.write().expect("registry lock");
+        *self.last_change.lock() = Instant::now();
+        let previous = self.view.read().clone();
+        let view = build_view(&instances, &previous);
+        let mut current = self.view.write();
         let changed = !same_tools(&current, &view);
         let offers_changed = !current.same_offers(&view);
         *current = Arc::new(view);
@@ -274,7 +273,7 @@ impl Registry {
     /// served. For `/health`.
     pub fn refused(&self) -> Vec<serde_json::Value> {
         let mut out: Vec<serde_json::Value> = Vec::new();
-        for i in self.instances.lock().expect("registry lock").values() {
+        for i in self.instances.lock().values() {
             for r in &i.refused {
                 out.push(serde_json::json!({"service": i.service, "what": r.what, "why": r.why}));
             }
@@ -286,11 +285,7 @@ impl Registry {
                         it keeps it until that replica leaves"}),
             );
         }
-        let (count, cause) = self
-            .malformed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let (count, cause) = self.malformed.lock().clone();
         if count > 0 {
             out.push(serde_json::json!({"service": null, "what": "announcements that are not valid envelopes",
                 "count": count, "why": cause}));
@@ -316,7 +311,7 @@ impl Registry {
     /// heartbeats to re-announce.
     pub fn forgive_silence(&self) {
         let now = Instant::now();
-        for i in self.instances.lock().expect("registry lock").values_mut() {
+        for i in self.instances.lock().values_mut() {
             i.last_seen = now;
         }
     }

@@ -20,7 +20,10 @@ pub(super) fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-pub(super) fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
+/// The view of `instances`. A tool whose announcement is unchanged since
+/// `previous` keeps its compiled schema and MCP form: with thousands of
+/// tools, a replica joining must not recompile every one.
+pub(super) fn build_view(instances: &HashMap<String, Instance>, previous: &ToolView) -> ToolView {
     // A tool's schema is the one of the replica that has served it longest:
     // a later announcement with another schema does not displace it (it is
     // a conflict, shown on /health). Among replicas with that schema, the
@@ -66,7 +69,25 @@ pub(super) fn build_view(instances: &HashMap<String, Instance>) -> ToolView {
     };
     for (name, (_, id, spec, replicas, acked)) in chosen {
         let service = instances[id].service.clone();
-        match entry(spec.clone(), replicas, acked, service) {
+        let same = previous.tools.get(&name).filter(|e| e.spec == *spec);
+        if let Some(e) =
+            same.filter(|e| e.replicas == replicas && e.acked == acked && e.service == service)
+        {
+            view.tools.insert(name, e.clone());
+            continue;
+        }
+        let built = match same {
+            Some(e) => Ok(ToolEntry {
+                spec: e.spec.clone(),
+                mcp: e.mcp.clone(),
+                validator: e.validator.clone(),
+                replicas,
+                acked,
+                service,
+            }),
+            None => entry(spec.clone(), replicas, acked, service),
+        };
+        match built {
             Ok(e) => {
                 view.tools.insert(name, Arc::new(e));
             }
@@ -116,7 +137,7 @@ pub(super) fn entry(
     Ok(ToolEntry {
         spec,
         mcp: tool,
-        validator,
+        validator: Arc::new(validator),
         replicas,
         acked,
         service,

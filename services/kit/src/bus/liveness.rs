@@ -43,7 +43,7 @@ pub(super) struct AckGuard<'a>(pub(super) &'a AckWaiters, pub(super) Uuid);
 
 impl Drop for AckGuard<'_> {
     fn drop(&mut self) {
-        self.0.lock().expect("ack waiters").remove(&self.1);
+        self.0.lock().remove(&self.1);
     }
 }
 
@@ -71,7 +71,7 @@ pub(super) fn watch_link(client: async_nats::Client) -> tokio::sync::watch::Rece
 impl Bus {
     /// The watcher of replica `instance`, shared by every call waiting on it.
     pub(super) fn watcher(&self, instance: &str) -> Arc<Watcher> {
-        let mut watchers = self.watchers.lock().expect("watchers");
+        let mut watchers = self.watchers.lock();
         if let Some(w) = watchers.get(instance).and_then(std::sync::Weak::upgrade) {
             return w;
         }
@@ -148,7 +148,7 @@ impl Bus {
                     Err(_) => return std::future::pending().await,
                 }
             };
-            *acked_by.lock().expect("acked by") = Some(by.clone());
+            *acked_by.lock() = Some(by.clone());
             let watcher = self.watcher(&by);
             let mut lost = watcher.lost.clone();
             let why = lost

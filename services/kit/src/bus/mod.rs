@@ -10,7 +10,9 @@
 //!   back; [`liveness`]: whether the replica running a call is still there.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_nats::{RequestErrorKind, connection::State};
@@ -133,7 +135,7 @@ impl Bus {
     pub fn progress_route(&self) -> ProgressRoute {
         let id = Uuid::new_v4();
         let (tx, rx) = mpsc::channel(256);
-        self.routes.lock().expect("progress routes").insert(id, tx);
+        self.routes.lock().insert(id, tx);
         ProgressRoute {
             id,
             rx,
@@ -151,10 +153,7 @@ impl Bus {
     pub fn route_with_questions(&self, can: ClientCan) -> ProgressRoute {
         let mut route = self.progress_route();
         let (tx, rx) = mpsc::channel(4);
-        self.questions
-            .lock()
-            .expect("question routes")
-            .insert(route.id, tx);
+        self.questions.lock().insert(route.id, tx);
         route.question_routes = Some(self.questions.clone());
         route.question_rx = Some(rx);
         route.can = can;
@@ -250,7 +249,7 @@ impl Bus {
         let id = request.id;
         let (body, hdrs) = self.pack(request, spec).await?;
         let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-        self.acks.lock().expect("ack waiters").insert(id, ack_tx);
+        self.acks.lock().insert(id, ack_tx);
         let _forget = AckGuard(&self.acks, id);
         // The worker enforces the deadline and says so; wait a little longer so
         // its answer, not ours, is what the caller sees.
@@ -337,7 +336,7 @@ impl Bus {
                     CallError::Timeout {
                         tool: spec.tool.to_owned(),
                         timeout: wait,
-                        replica: acked_by.lock().expect("acked by").take(),
+                        replica: acked_by.lock().take(),
                     }
                 } else {
                     CallError::BusDown("the connection was lost during the call".into())

@@ -131,12 +131,9 @@ impl ProgressRoute {
 
 impl Drop for ProgressRoute {
     fn drop(&mut self) {
-        self.routes
-            .lock()
-            .expect("progress routes")
-            .remove(&self.id);
+        self.routes.lock().remove(&self.id);
         if let Some(routes) = &self.question_routes {
-            routes.lock().expect("question routes").remove(&self.id);
+            routes.lock().remove(&self.id);
         }
     }
 }
@@ -156,7 +153,7 @@ pub(super) fn spawn_progress_inbox(
                 .and_then(|h| h.get(headers::ACCEPTED_BY))
             {
                 let id = headers::Context::from_headers(msg.headers.as_ref()).request_id;
-                let waiter = id.and_then(|id| acks.lock().expect("ack waiters").remove(&id));
+                let waiter = id.and_then(|id| acks.lock().remove(&id));
                 if let Some(tx) = waiter {
                     let _ = tx.send(by.as_str().to_owned());
                 }
@@ -166,7 +163,7 @@ pub(super) fn spawn_progress_inbox(
                 tracing::debug!(subject = %msg.subject, "ignoring malformed progress");
                 continue;
             };
-            let tx = routes.lock().expect("progress routes").get(&p.id).cloned();
+            let tx = routes.lock().get(&p.id).cloned();
             if let Some(tx) = tx {
                 // Progress is best effort: a slow client loses updates, never the call.
                 let _ = tx.try_send(p);
@@ -204,11 +201,7 @@ pub(super) fn spawn_ask_inbox(
                     continue;
                 }
             };
-            let tx = questions
-                .lock()
-                .expect("question routes")
-                .get(&ask.id)
-                .cloned();
+            let tx = questions.lock().get(&ask.id).cloned();
             let question = ClientQuestion {
                 ask,
                 reply: msg.reply,

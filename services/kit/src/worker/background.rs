@@ -3,6 +3,7 @@
 //! heartbeat).
 
 use super::*;
+use crate::StartKind;
 
 pub(super) async fn spawn_cancel_listener(
     shared: &Arc<Shared>,
@@ -15,7 +16,7 @@ pub(super) async fn spawn_cancel_listener(
             .client
             .subscribe(subject::cancel(*c))
             .await
-            .map_err(|e| KitError::Register(e.to_string()))?;
+            .map_err(|e| KitError::start(StartKind::Subscribe, "subscribe to cancels", e))?;
         subs.push(sub);
     }
     let shared = shared.clone();
@@ -46,13 +47,13 @@ pub(super) async fn spawn_announcer(
     stop: CancellationToken,
 ) -> Result<(), KitError> {
     let mut payload: bytes::Bytes = sophia_proto::encode(&announce)
-        .map_err(|e| KitError::Register(e.to_string()))?
+        .map_err(|e| KitError::start(StartKind::Publish, "encode the announcement", e))?
         .into();
     let client = conn.client.clone();
     let mut discover = client
         .subscribe(subject::REGISTRY_DISCOVER)
         .await
-        .map_err(|e| KitError::Register(e.to_string()))?;
+        .map_err(|e| KitError::start(StartKind::Subscribe, "listen for discovery", e))?;
     let mut connects = conn.connects.clone();
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(10)));

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
@@ -20,7 +22,7 @@ use crate::metrics::ToolCallMetrics;
 use crate::nats::{self, Connection, NatsConfig};
 use crate::serve::{Shared, ToolsBySubject, dispatch};
 use crate::tool::Tool;
-use crate::{KitError, ops};
+use crate::{KitError, StartKind, ops};
 use async_nats::service::endpoint::Endpoint;
 
 mod background;
@@ -221,7 +223,7 @@ impl Worker {
                 .metadata(category)
                 .add(subj.clone())
                 .await
-                .map_err(|e| KitError::Register(e.to_string()))?;
+                .map_err(|e| KitError::start(StartKind::Subscribe, "add a tool's endpoint", e))?;
             endpoints.push(endpoint);
             by_subject.insert(subj, (tool.clone(), validator));
         }
@@ -250,14 +252,14 @@ impl Worker {
             .queue_group(subject::QUEUE_GROUP)
             .start(&self.name, &self.version)
             .await
-            .map_err(|e| KitError::Register(e.to_string()))?;
+            .map_err(|e| KitError::start(StartKind::Subscribe, "register the micro service", e))?;
         let (endpoints, by_subject) = self.register_endpoints(&service, validators).await?;
 
         let shared = shared(&conn, &config, by_subject, metrics, &instance).await?;
         let announce = self.announcement(&instance, config.heartbeat_ms);
         let alive = crate::serve::AliveResponder::start(&conn.client, &instance)
             .await
-            .map_err(|e| KitError::Register(e.to_string()))?;
+            .map_err(|e| KitError::start(StartKind::Subscribe, "answer liveness asks", e))?;
         let registered = CancellationToken::new();
         let background = CancellationToken::new();
         let categories = self.categories();
@@ -417,7 +419,13 @@ async fn shared(
         config.max_payload_bytes,
     )
     .await
-    .map_err(|e| KitError::Register(e.to_string()))?;
+    .map_err(|e| {
+        KitError::start(
+            StartKind::Subscribe,
+            "open the call path (progress inbox)",
+            e,
+        )
+    })?;
     Ok(Arc::new(Shared {
         client: conn.client.clone(),
         payloads: PayloadStore::new(conn.client.clone()).with_max_bytes(config.max_payload_bytes),

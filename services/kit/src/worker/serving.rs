@@ -2,6 +2,7 @@
 //! handle.
 
 use super::*;
+use crate::StartKind;
 
 /// Everything the serving task owns, from first request to drained.
 pub(super) struct Serving {
@@ -103,11 +104,12 @@ impl WorkerHandle {
             v: PROTOCOL_VERSION,
             uri: uri.to_owned(),
         };
-        let bytes = sophia_proto::encode(&update).map_err(|e| KitError::Register(e.to_string()))?;
+        let bytes = sophia_proto::encode(&update)
+            .map_err(|e| KitError::start(StartKind::Publish, "encode a resource update", e))?;
         self.client
             .publish(subject::RESOURCE_UPDATED, bytes.into())
             .await
-            .map_err(|e| KitError::Register(format!("could not publish a resource update: {e}")))
+            .map_err(|e| KitError::start(StartKind::Publish, "publish a resource update", e))
     }
 
     /// Waits until the worker has drained after its shutdown token fired.
