@@ -85,3 +85,27 @@ pub fn abyss(instance: &str) -> Vec<u8> {
         .join()
         .unwrap()
 }
+
+/// The bad announcements the hostile-input tests make, beside one good
+/// tool, `fine`: the 1,000-deep envelope (`abyss`, refused whole), and
+/// `junk` with a 100-deep schema, a string root, no type and a nullable
+/// root (each refused alone). Five refusals in all.
+pub async fn announce_junk_beside_fine(mesh: &Mesh) {
+    announce_bytes(mesh, abyss("abyss")).await;
+    announce(
+        mesh,
+        "junk",
+        vec![
+            spec("deep_100", deep("not", 100)),
+            spec("string_root", json!({"type": "string"})),
+            spec("no_type", json!({"properties": {}})),
+            spec("nullable_root", json!({"type": ["object", "null"]})),
+            spec(
+                "fine",
+                json!({"type": "object", "properties": {"x": {"type": "string"}}}),
+            ),
+        ],
+        json!({}),
+    )
+    .await;
+}

@@ -134,6 +134,21 @@ async fn warm(client: &McpClient, tool: &str, n: usize) {
         .await;
 }
 
+/// `n` calls of `tool` at once; every one must end (within [`HANG`]).
+async fn at_once(
+    client: &McpClient,
+    n: usize,
+    tool: &str,
+    args: Value,
+) -> Vec<rmcp::model::CallToolResult> {
+    futures::future::join_all((0..n).map(|_| async {
+        tokio::time::timeout(HANG, call(client, tool, args.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("a call of {tool} ends"))
+    }))
+    .await
+}
+
 /// What the load saw.
 #[derive(Default)]
 struct Tally {
@@ -257,15 +272,7 @@ async fn a_replica_stuck_on_its_calls_is_named_and_the_gateway_comes_back() {
     let before = gateway.footprint().await;
 
     // Sixteen calls the replica takes and never finishes; it stays alive.
-    let stuck = futures::future::join_all((0..16).map(|_| {
-        let client = client.clone();
-        async move {
-            tokio::time::timeout(HANG, call(&client, "slow_read", json!({"ms": 600_000})))
-                .await
-                .expect("a stuck call ends at its deadline")
-        }
-    }))
-    .await;
+    let stuck = at_once(&client, 16, "slow_read", json!({"ms": 600_000})).await;
     // The replica still serves quick calls.
     warm(&client, "slow_read", 20).await;
     let health = gateway.health().await;
@@ -350,15 +357,7 @@ async fn a_replica_that_drops_calls_is_detected_and_nothing_runs_twice() {
     // Writes, 8 at a time, until the dropper has dropped three.
     let mut outcomes = Vec::new();
     while dropped.load(Ordering::SeqCst) < 3 {
-        let batch = futures::future::join_all((0..8).map(|_| {
-            let client = client.clone();
-            async move {
-                tokio::time::timeout(HANG, call(&client, "slow_write", json!({"ms": 0})))
-                    .await
-                    .expect("every call ends")
-            }
-        }))
-        .await;
+        let batch = at_once(&client, 8, "slow_write", json!({"ms": 0})).await;
         outcomes.extend(batch);
         assert!(outcomes.len() < 200, "the dropper gets some calls");
     }

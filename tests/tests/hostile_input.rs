@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use sophia_proto::{Category, ToolRequest, subject};
-use sophia_tests::announce::{abyss, announce, announce_bytes, deep, spec};
+use sophia_tests::announce::{announce, spec};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::raw::RawSession;
 use sophia_tests::tools::{call, text_of, wait_for_tool};
@@ -41,23 +41,7 @@ async fn bad_schemas_are_refused_one_by_one_and_the_gateway_lives() {
     mesh.worker(echo_worker::echo_worker()).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "echo").await;
-    announce_bytes(&mesh, abyss("abyss")).await;
-    announce(
-        &mesh,
-        "junk",
-        vec![
-            spec("deep_100", deep("not", 100)),
-            spec("string_root", json!({"type": "string"})),
-            spec("no_type", json!({"properties": {}})),
-            spec("nullable_root", json!({"type": ["object", "null"]})),
-            spec(
-                "fine",
-                json!({"type": "object", "properties": {"x": {"type": "string"}}}),
-            ),
-        ],
-        json!({}),
-    )
-    .await;
+    sophia_tests::announce::announce_junk_beside_fine(&mesh).await;
     wait_for_tool(&client, "fine").await;
     let mut what = refused(&mesh, 5).await;
     what.sort();

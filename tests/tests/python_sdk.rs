@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sophia_tests::announce::{abyss, announce, announce_bytes, deep, spec};
+use sophia_tests::announce::{announce, spec};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::python::PythonSdk;
 use sophia_tests::tools::wait_for_tool;
@@ -30,23 +30,7 @@ async fn the_python_sdk_lists_good_tools_beside_bad_announcements() {
     let sdk = PythonSdk::find();
     let mut mesh = Mesh::start().await;
     mesh.worker(echo_worker::echo_worker()).await;
-    announce_bytes(&mesh, abyss("abyss")).await;
-    announce(
-        &mesh,
-        "junk",
-        vec![
-            spec("deep_100", deep("not", 100)),
-            spec("string_root", json!({"type": "string"})),
-            spec("no_type", json!({"properties": {}})),
-            spec("nullable_root", json!({"type": ["object", "null"]})),
-            spec(
-                "fine",
-                json!({"type": "object", "properties": {"x": {"type": "string"}}}),
-            ),
-        ],
-        json!({}),
-    )
-    .await;
+    sophia_tests::announce::announce_junk_beside_fine(&mesh).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "echo").await;
     wait_for_tool(&client, "fine").await;

@@ -81,24 +81,30 @@ pub(super) async fn relay_question(
                         "not MCP sampling parameters (messages, maxTokens, ...): {e}"
                     ))
                 })?;
-            let result = tokio::time::timeout(timeout, peer.create_message(params))
-                .await
-                .map_err(|_| {
-                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
-                })?
-                .map_err(|e| unanswered(&e))?;
+            let result = answered_within(timeout, peer.create_message(params)).await?;
             to_json(serde_json::to_value(result))
         }
         Question::Roots => {
-            let result = tokio::time::timeout(timeout, peer.list_roots())
-                .await
-                .map_err(|_| {
-                    WireError::new(ErrorCode::Timeout, "the client did not answer in time")
-                })?
-                .map_err(|e| unanswered(&e))?;
+            let result = answered_within(timeout, peer.list_roots()).await?;
             to_json(serde_json::to_value(result))
         }
     }
+}
+
+/// The client's answer to a request, if it comes within `timeout`.
+async fn answered_within<T>(
+    timeout: Duration,
+    answer: impl std::future::Future<Output = Result<T, rmcp::service::ServiceError>>,
+) -> Result<T, WireError> {
+    tokio::time::timeout(timeout, answer)
+        .await
+        .map_err(|_| WireError::new(ErrorCode::Timeout, "the client did not answer in time"))?
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("the client did not answer: {e}"),
+            )
+        })
 }
 
 pub(super) async fn next_progress(route: &mut Option<ProgressRoute>) -> Option<Progress> {
