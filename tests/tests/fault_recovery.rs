@@ -56,28 +56,25 @@ impl Gateway {
         connect_http(&format!("{}/mcp", self.base), TEST_TOKEN).await
     }
 
-    async fn health(&self) -> Value {
+    /// The body of `GET <path>` on the gateway's HTTP port.
+    async fn get(&self, path: &str) -> String {
         self.http
-            .get(format!("{}/health", self.base))
+            .get(format!("{}{path}", self.base))
             .send()
             .await
-            .expect("/health answers")
-            .json()
+            .unwrap_or_else(|e| panic!("{path} answers: {e}"))
+            .text()
             .await
-            .expect("/health is JSON")
+            .unwrap_or_default()
+    }
+
+    async fn health(&self) -> Value {
+        serde_json::from_str(&self.get("/health").await).expect("/health is JSON")
     }
 
     /// `(tokio tasks alive, resident bytes)` from `/metrics`.
     async fn footprint(&self) -> (f64, f64) {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("/metrics answers")
-            .text()
-            .await
-            .unwrap();
+        let text = self.get("/metrics").await;
         let gauge = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
