@@ -9,6 +9,7 @@
 //! | `sophia.v1.progress.<caller>.<request id>` | workers | the caller that asked |
 //! | `sophia.v1.ask.<caller>.<request id>` | workers (request) | the caller that asked |
 //! | `sophia.v1.mcp.<service>.<method>` | gateways (request) | the service's replicas, queue group `sophia` |
+//! | `sophia.v1.mcp.<service>.cancel` | gateways | every replica of the service |
 //! | `sophia.v1.mcp.updated` | workers | gateways (sessions subscribed to the resource) |
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
 //! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
@@ -258,12 +259,27 @@ impl McpMethod {
     }
 }
 
+/// The prefix of one worker service's MCP offers, `sophia.v1.mcp.<service>`
+/// (the service name as one token, like [`model_token`]): the NATS service
+/// endpoint group its replicas serve [`mcp`] subjects in.
+pub fn mcp_group(service: &str) -> String {
+    format!("{ROOT}.mcp.{}", model_token(service))
+}
+
 /// Where a worker service answers `method` (queue group `sophia`), as a
 /// `ToolRequest` whose `args` are the MCP request's params and whose
 /// result's structured output is the MCP result:
 /// `sophia.v1.mcp.<service>.<method>`.
 pub fn mcp(service: &str, method: McpMethod) -> String {
-    format!("{ROOT}.mcp.{}.{}", model_token(service), method.as_str())
+    format!("{}.{}", mcp_group(service), method.as_str())
+}
+
+/// Where callers publish [`crate::Cancel`] for the MCP requests they sent
+/// one worker service: `sophia.v1.mcp.<service>.cancel`. Every replica of
+/// the service listens; the one running the request stops it. No
+/// [`McpMethod`] is named `cancel`, so this never reaches an offer.
+pub fn mcp_cancel(service: &str) -> String {
+    format!("{}.cancel", mcp_group(service))
 }
 
 /// The subject a worker sends [`crate::Ask`] requests to for one call:
@@ -303,6 +319,11 @@ mod tests {
             "sophia.v1.infer.meta%2Fllama-3%2E1.chat"
         );
         assert_eq!(model_token("a b*>"), "a%20b%2A%3E");
+        assert_eq!(
+            mcp("docs.v2", McpMethod::ReadResource),
+            "sophia.v1.mcp.docs%2Ev2.resources_read"
+        );
+        assert_eq!(mcp_cancel("docs"), "sophia.v1.mcp.docs.cancel");
         let id = Uuid::new_v4();
         let p = progress("gw1", id);
         assert_eq!(request_id_of_progress(&p), Some(id));

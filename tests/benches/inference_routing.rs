@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use intelligence_worker::{Cli, InferenceArgs};
 use serde_json::json;
-use sophia_kit::bus::{Bus, CallSpec};
+use sophia_kit::bus::{Bus, CallSpec, Target};
 use sophia_proto::{Caller, Category, headers, subject};
 use sophia_tests::Mesh;
 use sophia_tests::openai::StandIn;
@@ -155,8 +155,10 @@ async fn main() {
             async move {
                 let spec = CallSpec {
                     tool: "chat",
-                    category: Category::Inference,
-                    subject: Some(subject::inference("bench", "chat")),
+                    target: Target::Subject {
+                        subject: subject::inference("bench", "chat"),
+                        category: Category::Inference,
+                    },
                     args: body,
                     timeout: Duration::from_secs(10),
                     caller: Caller::default(),

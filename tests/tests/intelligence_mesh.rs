@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sophia_kit::bus::{Bus, CallSpec};
+use sophia_kit::bus::{Bus, CallSpec, Target};
 use sophia_proto::{Caller, Category, headers, subject};
 use sophia_tests::intelligence::replica;
 use sophia_tests::openai::StandIn;
@@ -22,8 +22,10 @@ async fn bus_chat(
 ) -> Result<sophia_kit::bus::Reply, sophia_kit::bus::CallError> {
     let spec = CallSpec {
         tool: "chat",
-        category: Category::Inference,
-        subject: Some(subject::inference(model, "chat")),
+        target: Target::Subject {
+            subject: subject::inference(model, "chat"),
+            category: Category::Inference,
+        },
         args: json!({"messages": [{"role": "user", "content": text}]}),
         timeout: Duration::from_secs(10),
         caller: Caller {
@@ -259,8 +261,10 @@ async fn tools_go_to_the_provider_and_tool_calls_come_back_over_the_bus() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     let spec = CallSpec {
         tool: "chat",
-        category: Category::Inference,
-        subject: Some(subject::inference("claude", "chat")),
+        target: Target::Subject {
+            subject: subject::inference("claude", "chat"),
+            category: Category::Inference,
+        },
         args: json!({"messages": [{"role": "user", "content": "weather in Paris?"}], "tools": tools}),
         timeout: Duration::from_secs(10),
         caller: Caller::default(),

@@ -198,3 +198,120 @@ async fn structured_content_with_its_output_schema_and_resource_links_survive_th
             "mimeType": "text/markdown", "description": "The README"})
     );
 }
+
+/// Sends the read of `uri` as a request that can be cancelled.
+async fn start_read(
+    client: &sophia_tests::client::McpClient,
+    uri: &str,
+) -> rmcp::service::RequestHandle<rmcp::RoleClient> {
+    use rmcp::model::{ClientRequest, ReadResourceRequest};
+    client
+        .send_request_with_option(
+            ClientRequest::ReadResourceRequest(ReadResourceRequest::new(
+                ReadResourceRequestParams::new(uri),
+            )),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_resource_read_travels_on_its_services_own_subjects_and_is_cancelled_there() {
+    use futures::{FutureExt, StreamExt};
+    use tokio::sync::watch;
+
+    let mut mesh = Mesh::start().await;
+    let nats = mesh.nats_client().await;
+    // Watchers beside the worker's queue group: plain subscriptions see
+    // every message on these subjects.
+    let mut reads = nats
+        .subscribe("sophia.v1.mcp.slow-docs.resources_read")
+        .await
+        .unwrap();
+    let mut service_cancels = nats
+        .subscribe("sophia.v1.mcp.slow-docs.cancel")
+        .await
+        .unwrap();
+    let mut category_cancels = nats.subscribe("sophia.v1.cancel.>").await.unwrap();
+    nats.flush().await.unwrap();
+
+    // A read that waits until it is stopped, and says when it starts and
+    // when it is dropped.
+    let (started, mut started_rx) = watch::channel(false);
+    let (stopped, mut stopped_rx) = watch::channel(false);
+    struct Stopped(watch::Sender<bool>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.send_replace(true);
+        }
+    }
+    let worker = Worker::new("slow-docs", "1.0.0").resource(
+        json!({"uri": "docs://slow", "name": "slow"}),
+        move |_| {
+            let started = started.clone();
+            let stopped = Stopped(stopped.clone());
+            async move {
+                let _stopped = stopped;
+                started.send_replace(true);
+                std::future::pending::<()>().await;
+                Ok(Contents::text("never"))
+            }
+        },
+    );
+    mesh.worker(worker).await;
+
+    let client = mesh.client().await;
+    eventually("the slow resource is listed", WAIT, || async {
+        let r = client.list_all_resources().await.ok()?;
+        r.iter().any(|r| r.uri == "docs://slow").then_some(())
+    })
+    .await;
+    // The service's offers are their own endpoint group, in no category
+    // (asked once the worker has announced, so it has subscribed).
+    let info = nats
+        .request("$SRV.INFO.slow-docs", "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let endpoints = info["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{info}");
+    assert_eq!(
+        endpoints[0]["subject"],
+        "sophia.v1.mcp.slow-docs.resources_read"
+    );
+    assert_eq!(endpoints[0]["queue_group"], "sophia");
+    assert_eq!(endpoints[0]["metadata"]["mcp_method"], "resources/read");
+    assert!(endpoints[0]["metadata"].get("category").is_none(), "{info}");
+
+    let handle = start_read(&client, "docs://slow").await;
+    let request = tokio::time::timeout(WAIT, reads.next())
+        .await
+        .expect("the read goes to sophia.v1.mcp.slow-docs.resources_read")
+        .unwrap();
+    let request: sophia_proto::ToolRequest = sophia_proto::decode(&request.payload).unwrap();
+    assert_eq!(request.args["uri"], "docs://slow");
+    tokio::time::timeout(WAIT, started_rx.wait_for(|s| *s))
+        .await
+        .expect("the worker starts reading")
+        .unwrap();
+
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    let cancel = tokio::time::timeout(WAIT, service_cancels.next())
+        .await
+        .expect("the cancel goes to sophia.v1.mcp.slow-docs.cancel")
+        .unwrap();
+    let cancel: sophia_proto::Cancel = sophia_proto::decode(&cancel.payload).unwrap();
+    assert_eq!(cancel.id, request.id, "the cancel names the read");
+    tokio::time::timeout(WAIT, stopped_rx.wait_for(|s| *s))
+        .await
+        .expect("the worker stops the read")
+        .unwrap();
+    // The gateway publishes from one connection, and NATS keeps one
+    // publisher's order: a category cancel sent with this one would be here.
+    nats.flush().await.unwrap();
+    assert!(
+        category_cancels.next().now_or_never().is_none(),
+        "no category hears the cancel of a resource read"
+    );
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use serde_json::Value;
-use sophia_kit::bus::{CallError, CallSpec};
+use sophia_kit::bus::{CallError, CallSpec, Target};
 use sophia_kit::telemetry::{Span, SpanKind, attr};
 use sophia_kit::{Call, Category, ErrorCode, WireError};
 use sophia_proto::chat::{ChatReply, ChatRequest, Message, Role, ToolCall, ToolDef};
@@ -185,8 +185,10 @@ impl Runner {
         state.messages = request.messages;
         let spec = CallSpec {
             tool: "chat",
-            category: Category::Inference,
-            subject: Some(subject::inference(&template.model, "chat")),
+            target: Target::Subject {
+                subject: subject::inference(&template.model, "chat"),
+                category: Category::Inference,
+            },
             args: args.map_err(|e| WireError::internal(e.to_string()))?,
             timeout: call.remaining(),
             caller: call.caller.clone(),
@@ -364,8 +366,7 @@ impl Runner {
             .min(call.remaining());
         let cs = CallSpec {
             tool: &spec.name,
-            category: spec.category,
-            subject: None,
+            target: Target::Tool(spec.category),
             args: arguments,
             timeout,
             caller: call.caller.clone(),

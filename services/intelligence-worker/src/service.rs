@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sophia_kit::bus::{CallError, CallSpec};
+use sophia_kit::bus::{CallError, CallSpec, Target};
 use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, ToolResult, WireError, Worker};
 use sophia_proto::chat::{ChatReply, ChatRequest, Message, ReplyUsage};
 use sophia_proto::subject;
@@ -331,8 +331,10 @@ async fn forward(call: &Call, router: &Router, op: &'static str) -> Result<ToolO
     let mut route = call.wants_progress().then(|| bus.progress_route());
     let spec = CallSpec {
         tool: op,
-        category: Category::Inference,
-        subject: Some(subject::inference(&model, op)),
+        target: Target::Subject {
+            subject: subject::inference(&model, op),
+            category: Category::Inference,
+        },
         args: call.args.clone(),
         timeout: call.remaining(),
         caller: call.caller.clone(),

@@ -19,7 +19,8 @@
 //! # Layout
 //! - [`tool`]: declaring tools and writing their handlers ([`Tool`], [`Call`]).
 //! - [`worker`]: running a worker: registration, announcements, draining.
-//! - `serve`: serving one request, from its arrival to the reply.
+//! - `serve`: serving one request, from its arrival to the reply; `served`:
+//!   what a subject serves (a tool, or an MCP offer).
 //! - [`bus`]: calling tools over the bus, for the gateway and for workers.
 //! - [`offers`]: MCP resources, prompts and completions a worker offers.
 //! - [`nats`]: connecting to NATS (credentials, TLS, reconnect).
@@ -38,6 +39,7 @@ pub mod offers;
 pub mod ops;
 pub mod schema;
 mod serve;
+mod served;
 pub mod telemetry;
 pub mod tool;
 pub mod vetting;

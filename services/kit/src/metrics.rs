@@ -33,6 +33,29 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// What a call is counted under: its tool (or MCP method) and its
+/// category ([`OFFERS`] for a worker's MCP offers).
+#[derive(Clone, Copy, Debug)]
+pub struct Counted<'a> {
+    /// Tool name, or the MCP method (`resources/read`, ...).
+    pub tool: &'a str,
+    /// Agent category, or [`OFFERS`].
+    pub category: &'a str,
+}
+
+/// The `category` label of a worker's MCP offers (resource reads, prompts,
+/// completions), which belong to no agent category.
+pub const OFFERS: &str = "mcp_offers";
+
+impl<'a> From<&'a ToolSpec> for Counted<'a> {
+    fn from(spec: &'a ToolSpec) -> Self {
+        Counted {
+            tool: &spec.name,
+            category: spec.category.as_str(),
+        }
+    }
+}
+
 /// Labels by category only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabels {
@@ -104,18 +127,19 @@ impl ToolCallMetrics {
     }
 
     /// Records how long a request waited before its handler started.
-    pub fn queue_wait(&self, spec: &ToolSpec, waited: std::time::Duration) {
+    pub fn queue_wait<'a>(&self, what: impl Into<Counted<'a>>, waited: std::time::Duration) {
         self.queue_wait
             .get_or_create(&CategoryLabels {
-                category: spec.category.to_string(),
+                category: what.into().category.to_owned(),
             })
             .observe(waited.as_secs_f64());
     }
 
     /// Records a finished call.
-    pub fn record(&self, spec: &ToolSpec, outcome: &str, started: Instant) {
-        let tool = spec.name.clone();
-        let category = spec.category.to_string();
+    pub fn record<'a>(&self, what: impl Into<Counted<'a>>, outcome: &str, started: Instant) {
+        let what = what.into();
+        let tool = what.tool.to_owned();
+        let category = what.category.to_owned();
         self.duration
             .get_or_create(&ToolLabels {
                 tool: tool.clone(),
@@ -132,11 +156,11 @@ impl ToolCallMetrics {
     }
 
     /// Counts a call in flight until the returned guard is dropped.
-    pub fn in_flight(&self, spec: &ToolSpec) -> InFlight {
+    pub fn in_flight<'a>(&self, what: impl Into<Counted<'a>>) -> InFlight {
         let gauge = self
             .in_flight
             .get_or_create(&CategoryLabels {
-                category: spec.category.to_string(),
+                category: what.into().category.to_owned(),
             })
             .clone();
         gauge.inc();

@@ -1,8 +1,10 @@
 //! MCP resources, resource templates, prompts and completions offered by a
 //! worker, besides its tools. They are announced with the worker's tools
-//! (in MCP's own JSON shapes) and served on `sophia.v1.mcp.<service>.*`
-//! subjects, each request a `ToolRequest` whose `args` are the MCP params
-//! and whose structured result is the MCP result.
+//! (in MCP's own JSON shapes) and served on the service's own subjects,
+//! `sophia.v1.mcp.<service>.<method>` (a NATS service endpoint group), each
+//! request a `ToolRequest` whose `args` are the MCP params and whose
+//! structured result is the MCP result. They belong to no category: their
+//! cancels arrive on `sophia.v1.mcp.<service>.cancel`.
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -23,10 +25,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use sophia_proto::subject::{self, McpMethod};
-use sophia_proto::{Category, Offers, ToolOutput, WireError};
+use sophia_proto::subject::McpMethod;
+use sophia_proto::{Offers, ToolOutput, WireError};
 
-use crate::tool::Tool;
+use crate::serve::Served;
+use crate::tool::{Call, Handler};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, WireError>> + Send>>;
 type ReadFn = Arc<dyn Fn(String) -> BoxFut<Contents> + Send + Sync>;
@@ -162,63 +165,51 @@ impl WorkerOffers {
         }
     }
 
-    /// The internal tools that serve the offers for `service`.
-    pub(crate) fn tools(&self, service: &str) -> Vec<Tool> {
-        let mut tools = Vec::new();
-        let any = json!({"type": "object"});
+    /// What serves each offered method: the handlers behind the service's
+    /// `sophia.v1.mcp.<service>.<method>` endpoints.
+    pub(crate) fn served(&self) -> Vec<(McpMethod, Served)> {
+        let mut served = Vec::new();
         if !self.resources.is_empty() || !self.templates.is_empty() {
             let me = self.clone();
-            tools.push(
-                Tool::new(
-                    "mcp_resources_read",
-                    Category::CodeGeneration,
-                    "resources/read",
+            let read: Handler = Arc::new(move |call: Call| {
+                let me = me.clone();
+                Box::pin(
+                    async move { me.read(call.args["uri"].as_str().unwrap_or_default()).await },
                 )
-                .input_schema(any.clone())
-                .on_subject(subject::mcp(service, McpMethod::ReadResource))
-                .unannounced()
-                .handler(move |call| {
-                    let me = me.clone();
-                    async move { me.read(call.args["uri"].as_str().unwrap_or_default()).await }
-                }),
-            );
+            });
+            served.push((
+                McpMethod::ReadResource,
+                Served::offer(McpMethod::ReadResource, read),
+            ));
         }
         if !self.prompts.is_empty() {
             let me = self.clone();
-            tools.push(
-                Tool::new("mcp_prompts_get", Category::CodeGeneration, "prompts/get")
-                    .input_schema(any.clone())
-                    .on_subject(subject::mcp(service, McpMethod::GetPrompt))
-                    .unannounced()
-                    .handler(move |call| {
-                        let me = me.clone();
-                        async move { me.get_prompt(&call.args).await }
-                    }),
-            );
+            let get: Handler = Arc::new(move |call: Call| {
+                let me = me.clone();
+                Box::pin(async move { me.get_prompt(&call.args).await })
+            });
+            served.push((
+                McpMethod::GetPrompt,
+                Served::offer(McpMethod::GetPrompt, get),
+            ));
         }
         if let Some(complete) = self.complete.clone() {
-            tools.push(
-                Tool::new(
-                    "mcp_complete",
-                    Category::CodeGeneration,
-                    "completion/complete",
-                )
-                .input_schema(any)
-                .on_subject(subject::mcp(service, McpMethod::Complete))
-                .unannounced()
-                .handler(move |call| {
-                    let complete = complete.clone();
-                    async move {
-                        let values = complete(call.args.clone()).await?;
-                        let total = values.len();
-                        let values: Vec<String> = values.into_iter().take(100).collect();
-                        Ok(structured(json!({"completion": {"values": values,
-                                "total": total, "hasMore": total > 100}})))
-                    }
-                }),
-            );
+            let suggest: Handler = Arc::new(move |call: Call| {
+                let complete = complete.clone();
+                Box::pin(async move {
+                    let values = complete(call.args.clone()).await?;
+                    let total = values.len();
+                    let values: Vec<String> = values.into_iter().take(100).collect();
+                    Ok(structured(json!({"completion": {"values": values,
+                            "total": total, "hasMore": total > 100}})))
+                })
+            });
+            served.push((
+                McpMethod::Complete,
+                Served::offer(McpMethod::Complete, suggest),
+            ));
         }
-        tools
+        served
     }
 
     async fn read(&self, uri: &str) -> Result<ToolOutput, WireError> {

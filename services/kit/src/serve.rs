@@ -22,11 +22,12 @@ use uuid::Uuid;
 
 use crate::metrics::ToolCallMetrics;
 use crate::telemetry::{Span, SpanKind, attr};
-use crate::tool::{Call, ProgressSink, Tool};
+use crate::tool::{Call, ProgressSink};
 use opentelemetry::KeyValue;
 
-/// Tools by subject, with their compiled input schemas.
-pub(crate) type ToolsBySubject = HashMap<String, (Tool, Arc<jsonschema::Validator>)>;
+/// What each subject serves.
+pub(crate) type ToolsBySubject = HashMap<String, Served>;
+pub(crate) use crate::served::Served;
 
 /// The longest deadline a request may ask for (one day).
 const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
@@ -190,10 +191,9 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
     let started = Instant::now();
     let trace = headers::Context::from_headers(req.message.headers.as_ref());
     let fallback_id = trace.request_id.unwrap_or(Uuid::nil());
-    let tool = shared.tools.get(req.message.subject.as_str()).cloned();
-    let spec = tool.as_ref().map(|(t, _)| t.spec().clone());
-    if let Some(spec) = &spec {
-        shared.metrics.queue_wait(spec, started - received);
+    let served = shared.tools.get(req.message.subject.as_str()).cloned();
+    if let Some(served) = &served {
+        shared.metrics.queue_wait(served, started - received);
     }
     let destination = req.message.subject.as_str();
     let mut attributes = vec![
@@ -206,9 +206,8 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
         KeyValue::new(attr::MESSAGING_BODY_SIZE, req.message.payload.len() as i64),
         KeyValue::new(attr::INSTANCE, shared.instance.clone()),
     ];
-    if let Some(spec) = &spec {
-        attributes.push(KeyValue::new(attr::TOOL_NAME, spec.name.clone()));
-        attributes.push(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
+    if let Some(served) = &served {
+        attributes.extend(served.attributes());
     }
     let process = Span::start(
         format!("process {destination}"),
@@ -221,7 +220,7 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
         Err(e) => (fallback_id, Err(e), 0),
         Ok(request) => {
             let id = request.id;
-            match tool {
+            match &served {
                 None => (
                     id,
                     Err(WireError::new(
@@ -230,11 +229,11 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
                     )),
                     0,
                 ),
-                Some((tool, validator)) => match check_args(&validator, &request) {
+                Some(served) => match check_args(served.validator.as_deref(), &request) {
                     Err(e) => (id, Err(e), 0),
                     Ok(()) => {
                         let (outcome, sent) =
-                            run_tool(shared, &tool, request, process.trace()).await;
+                            run_tool(shared, served, request, process.trace()).await;
                         (id, outcome, sent)
                     }
                 },
@@ -246,8 +245,8 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
         Err(e) => e.code.as_str(),
     };
     process.outcome(&outcome);
-    if let Some(spec) = &spec {
-        shared.metrics.record(spec, outcome_label, started);
+    if let Some(served) = &served {
+        shared.metrics.record(served, outcome_label, started);
     }
     let mut response = ToolResponse::new(id, outcome);
     response.progress_sent = progress_sent;
@@ -256,7 +255,13 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
 
 /// Validates the arguments here too: agents may call workers on the bus
 /// directly, without a gateway in front.
-fn check_args(validator: &jsonschema::Validator, request: &ToolRequest) -> Result<(), WireError> {
+fn check_args(
+    validator: Option<&jsonschema::Validator>,
+    request: &ToolRequest,
+) -> Result<(), WireError> {
+    let Some(validator) = validator else {
+        return Ok(());
+    };
     let problems = crate::schema::problems(validator, &request.args);
     if problems.is_empty() {
         return Ok(());
@@ -293,24 +298,23 @@ async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolR
 /// call's future is polled, never held across an await).
 async fn run_tool(
     shared: &Shared,
-    tool: &Tool,
+    served: &Served,
     request: ToolRequest,
     trace: headers::Context,
 ) -> (Result<sophia_proto::ToolOutput, WireError>, u64) {
     use tracing::Instrument;
     // Named for the tool served here (a forwarded call keeps its caller's
     // tool name in the request).
-    let served = &tool.spec().name;
+    let mut attributes = served.attributes();
+    attributes.extend([
+        KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
+        KeyValue::new(attr::PRINCIPAL, request.caller.principal.clone()),
+    ]);
     let execute = Span::start(
-        format!("execute_tool {served}"),
+        format!("execute_tool {}", served.name),
         SpanKind::Internal,
         &trace,
-        vec![
-            KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
-            KeyValue::new(attr::TOOL_NAME, served.clone()),
-            KeyValue::new(attr::CATEGORY, tool.spec().category.to_string()),
-            KeyValue::new(attr::PRINCIPAL, request.caller.principal.clone()),
-        ],
+        attributes,
     );
     // The handler's own calls are children of this span.
     let trace = execute.trace();
@@ -329,8 +333,8 @@ async fn run_tool(
             Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_DEADLINE_MS));
         let progress_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let call = call_for(shared, request, deadline, trace, &token, &progress_sent);
-        let in_flight = shared.metrics.in_flight(tool.spec());
-        let outcome = supervise((tool.handler)(call), shared, &token, deadline).await;
+        let in_flight = shared.metrics.in_flight(served);
+        let outcome = supervise((served.handler)(call), shared, &token, deadline).await;
         drop(in_flight);
         shared.untrack(id);
         let outcome = match outcome {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// What a handler returns: the tool's output or a typed error.
 pub type ToolResult = Result<ToolOutput, WireError>;
 
-type Handler = Arc<dyn Fn(Call) -> BoxFuture<'static, ToolResult> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Call) -> BoxFuture<'static, ToolResult> + Send + Sync>;
 
 /// A tool: its announcement and its handler.
 #[derive(Clone)]
@@ -428,8 +428,7 @@ impl Call {
     /// caller. A cancel of this call cancels the forwarded one.
     pub async fn forward(
         &self,
-        subject: String,
-        category: Category,
+        target: crate::bus::Target,
         args: Value,
     ) -> Result<ToolOutput, crate::bus::CallError> {
         let mut request = sophia_proto::ToolRequest::new(
@@ -443,8 +442,7 @@ impl Call {
         request.ask = self.ask.clone();
         let spec = crate::bus::CallSpec {
             tool: &self.tool,
-            category,
-            subject: Some(subject),
+            target,
             args,
             timeout: self.remaining(),
             caller: self.caller.clone(),

@@ -161,19 +161,25 @@ pub(super) async fn forward(
     category: Category,
     args: Value,
 ) -> Result<ToolOutput, WireError> {
-    call.forward(run_subject(category), category, args)
-        .await
-        .map_err(|e| match e {
-            sophia_kit::bus::CallError::NoWorker { .. } => WireError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "no agno-worker replica runs {category} agents: start one with \
+    call.forward(
+        sophia_kit::bus::Target::Subject {
+            subject: run_subject(category),
+            category,
+        },
+        args,
+    )
+    .await
+    .map_err(|e| match e {
+        sophia_kit::bus::CallError::NoWorker { .. } => WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "no agno-worker replica runs {category} agents: start one with \
                      AGNO_CATEGORIES including {category}"
-                ),
             ),
-            sophia_kit::bus::CallError::Worker(w) => w,
-            other => WireError::new(other.code(), other.to_string()),
-        })
+        ),
+        sophia_kit::bus::CallError::Worker(w) => w,
+        other => WireError::new(other.code(), other.to_string()),
+    })
 }
 
 fn with_agent(mut out: ToolOutput, record: &AgentRecord) -> ToolOutput {

@@ -116,8 +116,7 @@ impl McpGateway {
             .set(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
         let call = CallSpec {
             tool: &spec.name,
-            category: spec.category,
-            subject: None,
+            target: Target::Tool(spec.category),
             args: plan.args,
             timeout: plan.timeout,
             caller: origin.caller,

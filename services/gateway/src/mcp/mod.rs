@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::registry::Registry;
 use opentelemetry::KeyValue;
-use sophia_kit::bus::{Bus, CallError, CallSpec, ClientCan, ClientQuestion, ProgressRoute};
+use sophia_kit::bus::{Bus, CallError, CallSpec, ClientCan, ClientQuestion, ProgressRoute, Target};
 use sophia_kit::metrics::ToolCallMetrics;
 use sophia_kit::telemetry::{Span, SpanKind, attr};
 

@@ -77,9 +77,11 @@ impl McpGateway {
     ) -> Result<Value, McpError> {
         let span = server_span(method.mcp_name(), None, context, vec![]);
         let spec = CallSpec {
-            tool: method.as_str(),
-            category: sophia_proto::Category::CodeGeneration,
-            subject: Some(sophia_proto::subject::mcp(service, method)),
+            tool: method.mcp_name(),
+            target: Target::Offer {
+                service: service.to_owned(),
+                method,
+            },
             args: params,
             timeout: self.inner.limits.default_timeout,
             caller: self.caller(context),

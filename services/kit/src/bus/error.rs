@@ -7,14 +7,14 @@ use super::*;
 pub enum CallError {
     /// No worker subscribes to the tool's subject (NATS "no responders").
     #[error(
-        "no worker is serving `{tool}` (category {category}) right now; start a worker \
+        "no worker is serving `{tool}` ({target}) right now; start a worker \
          for it or retry once one has joined"
     )]
     NoWorker {
         /// The tool.
         tool: String,
-        /// Its category.
-        category: Category,
+        /// Where it was sent.
+        target: Target,
     },
     /// The worker did not answer in time.
     #[error(

@@ -3,11 +3,13 @@
 //!
 //! [`Bus::call`] encodes a [`ToolRequest`] (offloading it if large), sends it
 //! to the tool's subject with a deadline and trace headers, relays progress
-//! from the gateway's progress inbox, forwards cancellation to the worker's
-//! category, and maps every failure to a [`CallError`] that says what to do.
+//! from the gateway's progress inbox, forwards cancellation to where the
+//! call went ([`Target`]: a tool's category, or one service's MCP offers),
+//! and maps every failure to a [`CallError`] that says what to do.
 //!
 //! - [`error`]: how a call failed; [`routes`]: progress and questions coming
-//!   back; [`liveness`]: whether the replica running a call is still there.
+//!   back; [`liveness`]: whether the replica running a call is still there;
+//!   [`target`]: where a call and its cancel go.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use sophia_proto::payload::PayloadStore;
 use sophia_proto::{
-    Ask, AskReply, AskRoute, Caller, Cancel, Category, ErrorCode, PROTOCOL_VERSION, Progress,
-    Question, ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
+    Ask, AskReply, AskRoute, Caller, Cancel, ErrorCode, PROTOCOL_VERSION, Progress, Question,
+    ToolOutput, ToolRequest, ToolResponse, WireError, headers, subject,
 };
 use tokio::sync::mpsc;
 
@@ -33,12 +35,14 @@ use uuid::Uuid;
 mod error;
 mod liveness;
 mod routes;
+mod target;
 
 pub use error::{CallError, Loss};
 pub use liveness::Liveness;
 use liveness::{AckGuard, AckWaiters, Watcher, watch_link};
 pub use routes::{ClientCan, ClientQuestion, ProgressRoute, RouteTarget};
 use routes::{ProgressRoutes, QuestionRoutes};
+pub use target::Target;
 
 /// A successful call: the output, and how many progress messages the worker
 /// published (see [`ProgressRoute::drain`]).
@@ -67,13 +71,10 @@ pub struct Bus {
 /// One call to make.
 #[derive(Debug)]
 pub struct CallSpec<'a> {
-    /// Tool name (or inference operation).
+    /// Tool name (or inference operation, or MCP method).
     pub tool: &'a str,
-    /// Its category (where cancels go).
-    pub category: Category,
-    /// The subject to send to; `None` for the tool's own
-    /// `sophia.v1.tools.<category>.<tool>`.
-    pub subject: Option<String>,
+    /// Where it goes, and where its cancel goes.
+    pub target: Target,
     /// Validated arguments.
     pub args: Value,
     /// Deadline budget.
@@ -199,23 +200,23 @@ impl Bus {
         spec: CallSpec<'_>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
-        let target = spec
-            .subject
-            .clone()
-            .unwrap_or_else(|| subject::tool(spec.category, spec.tool));
+        let destination = spec.target.subject(spec.tool);
+        let mut attributes = vec![
+            KeyValue::new(attr::MESSAGING_SYSTEM, "nats"),
+            KeyValue::new(attr::MESSAGING_DESTINATION, destination.clone()),
+            KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "send"),
+            KeyValue::new(attr::MESSAGING_OPERATION_NAME, "request"),
+            KeyValue::new(attr::MESSAGING_MESSAGE_ID, request.id.to_string()),
+            KeyValue::new(attr::TOOL_NAME, spec.tool.to_owned()),
+        ];
+        if let Some(category) = spec.target.category() {
+            attributes.push(KeyValue::new(attr::CATEGORY, category.to_string()));
+        }
         let span = Span::start(
-            format!("send {target}"),
+            format!("send {destination}"),
             SpanKind::Producer,
             &spec.trace,
-            vec![
-                KeyValue::new(attr::MESSAGING_SYSTEM, "nats"),
-                KeyValue::new(attr::MESSAGING_DESTINATION, target),
-                KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "send"),
-                KeyValue::new(attr::MESSAGING_OPERATION_NAME, "request"),
-                KeyValue::new(attr::MESSAGING_MESSAGE_ID, request.id.to_string()),
-                KeyValue::new(attr::TOOL_NAME, spec.tool.to_owned()),
-                KeyValue::new(attr::CATEGORY, spec.category.to_string()),
-            ],
+            attributes,
         );
         // The worker's spans are children of this one.
         let spec = CallSpec {
@@ -254,12 +255,8 @@ impl Bus {
         // The worker enforces the deadline and says so; wait a little longer so
         // its answer, not ours, is what the caller sees.
         let wait = spec.timeout + Duration::from_secs(1);
-        let target = spec
-            .subject
-            .clone()
-            .unwrap_or_else(|| subject::tool(spec.category, spec.tool));
         let send = self.client.send_request(
-            target,
+            spec.target.subject(spec.tool),
             async_nats::Request::new()
                 .payload(body)
                 .headers(hdrs)
@@ -269,13 +266,13 @@ impl Bus {
         let reply = tokio::select! {
             r = send => r,
             _ = cancel.cancelled() => {
-                self.cancel_on_worker(spec.category, id, "cancelled by the client").await;
+                self.cancel_on_worker(&spec.target, id, "cancelled by the client").await;
                 return Err(CallError::Cancelled);
             }
             loss = self.lost(ack_rx, spec.liveness, &acked_by) => {
                 // A retry takes the same id; a cancel now would stop it.
                 if !spec.liveness.retry {
-                    self.cancel_on_worker(spec.category, id, "its caller stopped waiting").await;
+                    self.cancel_on_worker(&spec.target, id, "its caller stopped waiting").await;
                 }
                 return Err(CallError::WorkerLost {
                     tool: spec.tool.to_owned(),
@@ -327,10 +324,10 @@ impl Bus {
         match e.kind() {
             RequestErrorKind::NoResponders => CallError::NoWorker {
                 tool: spec.tool.to_owned(),
-                category: spec.category,
+                target: spec.target.clone(),
             },
             RequestErrorKind::TimedOut => {
-                self.cancel_on_worker(spec.category, id, "the gateway stopped waiting")
+                self.cancel_on_worker(&spec.target, id, "the gateway stopped waiting")
                     .await;
                 if self.is_up() {
                     CallError::Timeout {
@@ -382,7 +379,7 @@ impl Bus {
         })
     }
 
-    async fn cancel_on_worker(&self, category: Category, id: Uuid, reason: &str) {
+    async fn cancel_on_worker(&self, target: &Target, id: Uuid, reason: &str) {
         let msg = Cancel {
             v: PROTOCOL_VERSION,
             id,
@@ -391,7 +388,7 @@ impl Bus {
         if let Ok(bytes) = sophia_proto::encode(&msg)
             && let Err(e) = self
                 .client
-                .publish(subject::cancel(category), bytes.into())
+                .publish(target.cancel_subject(), bytes.into())
                 .await
         {
             tracing::warn!(cause = %e, request_id = %id, "could not forward a cancel to the worker");

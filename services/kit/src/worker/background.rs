@@ -1,4 +1,5 @@
-//! What runs beside serving: cancels for this worker's categories, and
+//! What runs beside serving: cancels for this worker's categories and
+//! offers, and
 //! the announcer (on start, on reconnect, when a gateway asks, and every
 //! heartbeat).
 
@@ -7,14 +8,14 @@ use crate::StartKind;
 
 pub(super) async fn spawn_cancel_listener(
     shared: &Arc<Shared>,
-    categories: &[Category],
+    subjects: &[String],
     stop: CancellationToken,
 ) -> Result<(), KitError> {
     let mut subs = Vec::new();
-    for c in categories {
+    for s in subjects {
         let sub = shared
             .client
-            .subscribe(subject::cancel(*c))
+            .subscribe(s.clone())
             .await
             .map_err(|e| KitError::start(StartKind::Subscribe, "subscribe to cancels", e))?;
         subs.push(sub);

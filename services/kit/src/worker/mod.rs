@@ -13,14 +13,14 @@ use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use sophia_proto::payload::PayloadStore;
-use sophia_proto::{Announce, Cancel, Category, Discover, Leave, PROTOCOL_VERSION, subject};
+use sophia_proto::{Announce, Cancel, Discover, Leave, PROTOCOL_VERSION, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::ToolCallMetrics;
 use crate::nats::{self, Connection, NatsConfig};
-use crate::serve::{Shared, ToolsBySubject, dispatch};
+use crate::serve::{Served, Shared, ToolsBySubject, dispatch};
 use crate::tool::Tool;
 use crate::{KitError, StartKind, ops};
 use async_nats::service::endpoint::Endpoint;
@@ -225,21 +225,58 @@ impl Worker {
                 .await
                 .map_err(|e| KitError::start(StartKind::Subscribe, "add a tool's endpoint", e))?;
             endpoints.push(endpoint);
-            by_subject.insert(subj, (tool.clone(), validator));
+            by_subject.insert(subj, Served::tool(tool, validator));
         }
+        self.register_offers(service, &mut endpoints, &mut by_subject)
+            .await?;
         Ok((endpoints, by_subject))
+    }
+
+    /// The service's MCP offers, as their own endpoint group
+    /// `sophia.v1.mcp.<service>` (one endpoint per method, in no category).
+    async fn register_offers(
+        &self,
+        service: &async_nats::service::Service,
+        endpoints: &mut Vec<Endpoint>,
+        by_subject: &mut ToolsBySubject,
+    ) -> Result<(), KitError> {
+        let group = service.group(subject::mcp_group(&self.name));
+        for (method, served) in self.offers.served() {
+            let subj = subject::mcp(&self.name, method);
+            if by_subject.contains_key(&subj) {
+                return Err(KitError::InvalidTool {
+                    tool: served.name,
+                    why: format!("a tool is already served on {subj}"),
+                });
+            }
+            let metadata = HashMap::from([
+                ("service".to_owned(), self.name.clone()),
+                ("mcp_method".to_owned(), method.mcp_name().to_owned()),
+            ]);
+            // Unnamed: the endpoint is known by its subject, which no tool
+            // name can be.
+            let endpoint = group
+                .endpoint_builder()
+                .metadata(metadata)
+                .add(method.as_str())
+                .await
+                .map_err(|e| {
+                    KitError::start(StartKind::Subscribe, "add an MCP offer's endpoint", e)
+                })?;
+            endpoints.push(endpoint);
+            by_subject.insert(subj, served);
+        }
+        Ok(())
     }
 
     /// Connects, registers and serves until `shutdown` is cancelled, then
     /// drains. Returns once serving has started; the handle reports what was
     /// bound and waits for the drain to finish.
     pub async fn run(
-        mut self,
+        self,
         config: WorkerConfig,
         shutdown: CancellationToken,
     ) -> Result<WorkerHandle, KitError> {
-        let offer_tools = self.offers.tools(&self.name);
-        self.tools.extend(offer_tools);
         let validators = self.validate()?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let (registry, metrics) = self.metrics_registry(&conn);
@@ -262,8 +299,7 @@ impl Worker {
             .map_err(|e| KitError::start(StartKind::Subscribe, "answer liveness asks", e))?;
         let registered = CancellationToken::new();
         let background = CancellationToken::new();
-        let categories = self.categories();
-        spawn_cancel_listener(&shared, &categories, background.clone()).await?;
+        spawn_cancel_listener(&shared, &self.cancel_subjects(), background.clone()).await?;
         spawn_announcer(
             &conn,
             announce,
@@ -367,12 +403,17 @@ impl Worker {
         }
     }
 
-    /// The categories of this worker's tools (where its cancels arrive).
-    fn categories(&self) -> Vec<Category> {
+    /// Where this worker's cancels arrive: its tools' categories, and its
+    /// own service's if it offers anything.
+    fn cancel_subjects(&self) -> Vec<String> {
         let mut c: Vec<_> = self.tools.iter().map(|t| t.spec().category).collect();
         c.sort();
         c.dedup();
-        c
+        let mut subjects: Vec<_> = c.into_iter().map(subject::cancel).collect();
+        if !self.offers.served().is_empty() {
+            subjects.push(subject::mcp_cancel(&self.name));
+        }
+        subjects
     }
 
     /// `/health`'s detail: what the worker's own check says it cannot do.
