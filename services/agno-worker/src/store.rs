@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use sophia_kit::kv::{Bucket, BucketConfig, KvError, KvErrorKind};
 use sophia_proto::chat::Message;
 
 use crate::agent::{AgentRecord, now_ms};
@@ -50,10 +49,6 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 /// Checks an id used as a key.
 pub fn valid_id(id: &str) -> Result<(), StoreError> {
     if !id.is_empty()
@@ -71,31 +66,15 @@ pub fn valid_id(id: &str) -> Result<(), StoreError> {
 /// The buckets.
 #[derive(Clone)]
 pub struct Store {
-    agents: kv::Store,
-    sessions: kv::Store,
-    pending: kv::Store,
-    runs: kv::Store,
+    agents: Bucket,
+    sessions: Bucket,
+    pending: Bucket,
+    runs: Bucket,
 }
 
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    description: &str,
-    max_age: Duration,
-) -> Result<kv::Store, StoreError> {
-    match js.get_key_value(name).await {
-        Ok(s) => Ok(s),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.into(),
-                description: description.into(),
-                history: 1,
-                max_age,
-                num_replicas: sophia_proto::payload::replicas(&js.client()),
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable),
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> Self {
+        StoreError::Unavailable(e.to_string())
     }
 }
 
@@ -103,19 +82,22 @@ impl Store {
     /// Opens (creating if needed) the buckets; agents, sessions and
     /// pending actions expire after `ttl` without a write.
     pub async fn open(client: async_nats::Client, ttl: Duration) -> Result<Self, StoreError> {
-        let js = jetstream::new(client);
+        let open = |name: &str, description: &str, max_age: Duration| {
+            Bucket::open(
+                &client,
+                BucketConfig::new(name, description).max_age(max_age),
+            )
+        };
         Ok(Self {
-            agents: bucket(&js, AGENTS_BUCKET, "Sophia Mesh agents", ttl).await?,
-            sessions: bucket(&js, SESSIONS_BUCKET, "Sophia Mesh agent sessions", ttl).await?,
-            pending: bucket(
-                &js,
+            agents: open(AGENTS_BUCKET, "Sophia Mesh agents", ttl).await?,
+            sessions: open(SESSIONS_BUCKET, "Sophia Mesh agent sessions", ttl).await?,
+            pending: open(
                 PENDING_BUCKET,
                 "Sophia Mesh actions awaiting confirmation",
                 ttl,
             )
             .await?,
-            runs: bucket(
-                &js,
+            runs: open(
                 RUNS_BUCKET,
                 "Sophia Mesh agent runs in progress",
                 Duration::from_secs(3600),
@@ -126,20 +108,21 @@ impl Store {
 
     /// Stores an agent.
     pub async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(agent).map_err(unavailable)?;
-        self.agents
-            .put(&agent.id, bytes.into())
-            .await
-            .map_err(unavailable)?;
+        self.agents.put(&agent.id, agent).await?;
         Ok(())
     }
 
-    /// An agent by id.
+    /// An agent by id. A record this version cannot read is no agent (and
+    /// is logged), so one bad record does not hide the others.
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
         valid_id(id)?;
-        match self.agents.get(id).await.map_err(unavailable)? {
-            Some(b) => Ok(serde_json::from_slice(&b).ok()),
-            None => Ok(None),
+        match self.agents.get(id).await {
+            Ok(agent) => Ok(agent),
+            Err(e) if e.kind() == KvErrorKind::Corrupt => {
+                tracing::warn!(cause = %e, "skipping an agent record this version cannot read");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -147,19 +130,15 @@ impl Store {
     pub async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
         let existed = self.agent(id).await?.is_some();
         if existed {
-            self.agents.purge(id).await.map_err(unavailable)?;
+            self.agents.delete(id).await?;
         }
         Ok(existed)
     }
 
     /// Every agent (up to `limit`).
     pub async fn agents(&self, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
-        let keys: Vec<String> = match self.agents.keys().await {
-            Ok(k) => k.try_collect().await.map_err(unavailable)?,
-            Err(e) => return Err(unavailable(e)),
-        };
         let mut out = Vec::new();
-        for key in keys.into_iter().take(limit) {
+        for key in self.agents.keys().await?.into_iter().take(limit) {
             if let Some(a) = self.agent(&key).await? {
                 out.push(a);
             }
@@ -171,19 +150,16 @@ impl Store {
     /// A session and its revision (`None` if it does not exist yet).
     pub async fn session(&self, id: &str) -> Result<(Session, Option<u64>), StoreError> {
         valid_id(id)?;
-        match self.sessions.entry(id).await.map_err(unavailable)? {
-            Some(e) if e.operation == kv::Operation::Put => Ok((
-                serde_json::from_slice(&e.value).map_err(unavailable)?,
-                Some(e.revision),
-            )),
-            _ => Ok((
+        Ok(match self.sessions.entry(id).await? {
+            Some((session, revision)) => (session, Some(revision)),
+            None => (
                 Session {
                     id: id.to_owned(),
                     ..Session::default()
                 },
                 None,
-            )),
-        }
+            ),
+        })
     }
 
     /// Appends a run's new messages to a session with a compare-and-swap
@@ -194,13 +170,14 @@ impl Store {
             let (mut session, revision) = self.session(id).await?;
             session.messages.extend_from_slice(new_messages);
             session.updated_ms = now_ms();
-            let bytes: bytes::Bytes = serde_json::to_vec(&session).map_err(unavailable)?.into();
             let written = match revision {
-                Some(rev) => self.sessions.update(id, bytes, rev).await.is_ok(),
-                None => self.sessions.create(id, bytes).await.is_ok(),
+                Some(rev) => self.sessions.update(id, &session, rev).await,
+                None => self.sessions.create(id, &session).await,
             };
-            if written {
-                return Ok(());
+            match written {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == KvErrorKind::Conflict => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(StoreError::Contended(id.to_owned()))
@@ -208,11 +185,7 @@ impl Store {
 
     /// Stores a new pending action.
     pub async fn put_pending(&self, action: &PendingAction) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(action).map_err(unavailable)?;
-        self.pending
-            .create(&action.id, bytes.into())
-            .await
-            .map_err(unavailable)?;
+        self.pending.create(&action.id, action).await?;
         Ok(())
     }
 
@@ -224,14 +197,9 @@ impl Store {
         status: ActionStatus,
     ) -> Result<Option<PendingAction>, StoreError> {
         valid_id(id)?;
-        let Some(entry) = self.pending.entry(id).await.map_err(unavailable)? else {
+        let Some((mut action, revision)) = self.pending.entry::<PendingAction>(id).await? else {
             return Ok(None);
         };
-        if entry.operation != kv::Operation::Put {
-            return Ok(None);
-        }
-        let mut action: PendingAction =
-            serde_json::from_slice(&entry.value).map_err(unavailable)?;
         if action.status != ActionStatus::Pending {
             return Err(StoreError::AlreadyDecided(
                 id.to_owned(),
@@ -239,31 +207,31 @@ impl Store {
             ));
         }
         action.status = status;
-        let bytes = serde_json::to_vec(&action).map_err(unavailable)?;
-        match self.pending.update(id, bytes.into(), entry.revision).await {
+        match self.pending.update(id, &action, revision).await {
             Ok(_) => Ok(Some(action)),
-            Err(_) => Err(StoreError::AlreadyDecided(id.to_owned(), "decided".into())),
+            Err(e) if e.kind() == KvErrorKind::Conflict => {
+                Err(StoreError::AlreadyDecided(id.to_owned(), "decided".into()))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Marks a run in progress; the guard's `finish` removes the mark.
     pub async fn run_started(&self, category: &str, id: &str) {
-        let _ = self
-            .runs
-            .put(format!("{category}.{id}"), bytes::Bytes::from_static(b"1"))
-            .await;
+        if let Err(e) = self.runs.put(&format!("{category}.{id}"), &1).await {
+            tracing::warn!(cause = %e, "could not mark a run in progress");
+        }
     }
 
     /// Removes a run's in-progress mark.
     pub async fn run_finished(&self, category: &str, id: &str) {
-        let _ = self.runs.purge(format!("{category}.{id}")).await;
+        if let Err(e) = self.runs.delete(&format!("{category}.{id}")).await {
+            tracing::warn!(cause = %e, "could not clear a run's in-progress mark");
+        }
     }
 
     /// Runs in progress, per category.
     pub async fn runs_in_progress(&self) -> Result<Vec<String>, StoreError> {
-        match self.runs.keys().await {
-            Ok(k) => k.try_collect().await.map_err(unavailable),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(self.runs.keys().await?)
     }
 }

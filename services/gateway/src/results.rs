@@ -26,10 +26,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, ReadResourceResult, ResourceContents};
 use serde_json::{Value, json};
+use sophia_kit::kv::{Bucket, BucketConfig};
 
 /// The bucket holding the parts.
 pub const RESULTS_BUCKET: &str = "sophia_results";
@@ -49,7 +49,7 @@ const LINK_BYTES: usize = 1024;
 /// The parts store, shared by the gateway replicas.
 #[derive(Clone)]
 pub struct LargeResults {
-    kv: kv::Store,
+    kv: Bucket,
     ttl: Duration,
     inline_limit: usize,
     part_bytes: usize,
@@ -90,22 +90,16 @@ impl LargeResults {
     ) -> Result<Self, String> {
         // A part must fit in one NATS message.
         let part_bytes = PART_BYTES.min(client.server_info().max_payload.saturating_sub(8 * 1024));
-        let js = jetstream::new(client);
-        let kv = match js.get_key_value(RESULTS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: RESULTS_BUCKET.into(),
-                    description: "Sophia Mesh: large tool results, in parts for HTTP clients"
-                        .into(),
-                    history: 1,
-                    max_age: ttl,
-                    num_replicas: sophia_proto::payload::replicas(&js.client()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?,
-        };
+        let kv = Bucket::open(
+            &client,
+            BucketConfig::new(
+                RESULTS_BUCKET,
+                "Sophia Mesh: large tool results, in parts for HTTP clients",
+            )
+            .max_age(ttl),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             kv,
             ttl,
@@ -190,15 +184,14 @@ impl LargeResults {
             for (n, part) in parts.into_iter().enumerate() {
                 let key = format!("{id}.{}.{n}", o.block);
                 let bytes = bytes::Bytes::copy_from_slice(part.as_bytes());
-                puts.push(async move { self.kv.put(key, bytes).await });
+                puts.push(async move { self.kv.put_bytes(&key, bytes).await });
             }
         }
         futures::future::try_join_all(puts)
             .await
             .map_err(|e| e.to_string())?;
-        let manifest = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
         self.kv
-            .put(format!("{id}.manifest"), manifest.into())
+            .put(&format!("{id}.manifest"), &manifest)
             .await
             .map_err(|e| e.to_string())?;
         Ok(counts)
@@ -223,21 +216,19 @@ impl LargeResults {
                 None,
             )
         };
-        let manifest = self
+        let manifest: Manifest = self
             .kv
-            .get(format!("{id}.manifest"))
+            .get(&format!("{id}.manifest"))
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .ok_or_else(not_found)?;
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest).map_err(|e| unavailable(e.to_string()))?;
         if manifest.owner != reader {
             return Err(not_found());
         }
         let meta = manifest.blocks.get(&block).ok_or_else(not_found)?;
         let data = self
             .kv
-            .get(format!("{id}.{block}.{part}"))
+            .get_bytes(&format!("{id}.{block}.{part}"))
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .ok_or_else(not_found)?;

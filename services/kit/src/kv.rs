@@ -4,7 +4,8 @@
 //! then [`Bucket::get`], [`Bucket::put`] and [`Bucket::delete`] read and
 //! write JSON values, and [`Bucket::create`], [`Bucket::update`] and
 //! [`Bucket::delete_at`] do the same with compare-and-swap on a key's
-//! revision. A key that is not there is `Ok(None)`; a bus that does not
+//! revision ([`Bucket::put_bytes`] and [`Bucket::get_bytes`] carry values
+//! that are not JSON). A key that is not there is `Ok(None)`; a bus that does not
 //! answer, a value that does not decode and a lost compare-and-swap are
 //! [`KvError`]s of different [`KvErrorKind`]s, never "missing".
 //!
@@ -276,10 +277,25 @@ impl Bucket {
     /// Writes `value` at `key`, whatever was there; returns the new revision.
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<u64, KvError> {
         let bytes = self.encode(key, value)?;
+        self.put_bytes(key, bytes.into()).await
+    }
+
+    /// Writes raw `bytes` at `key` (for values that are not JSON, such as
+    /// the parts of a large result); returns the new revision.
+    pub async fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<u64, KvError> {
         self.store
-            .put(key, bytes.into())
+            .put(key, bytes)
             .await
             .map_err(|e| self.error(put_kind(e.kind()), key, e))
+    }
+
+    /// The raw bytes at `key`, as [`Bucket::put_bytes`] wrote them; `None`
+    /// when the key has no value.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<bytes::Bytes>, KvError> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|e| self.error(entry_kind(e.kind()), key, e))
     }
 
     /// Writes `value` at `key` only if the key has no value; a
