@@ -64,6 +64,7 @@ impl Supervisor {
         let name = &self.server.name;
         self.status.update(name, |s| s.state = State::Starting);
         let conn = upstream::connect(self.server.clone()).await?;
+        self.status.update(name, |s| s.pid = conn.link.pid);
         let selection = self.list(&conn.link).await?;
         Ok((conn, selection))
     }
