@@ -24,8 +24,11 @@ pub struct ToolCtx {
     pub upstream: String,
 }
 
+/// What ended the wait for the server's answer (boxed: a result is large).
 enum Outcome {
-    Answered(Result<Result<ServerResult, ServiceError>, tokio::sync::oneshot::error::RecvError>),
+    Answered(
+        Box<Result<Result<ServerResult, ServiceError>, tokio::sync::oneshot::error::RecvError>>,
+    ),
     Cancelled,
     Deadline,
 }
@@ -67,43 +70,42 @@ pub async fn run(ctx: Arc<ToolCtx>, call: Call) -> ToolResult {
     };
     let deadline = tokio::time::Instant::from_std(call.deadline);
     let outcome = tokio::select! {
-        r = &mut handle.rx => Outcome::Answered(r),
+        r = &mut handle.rx => Outcome::Answered(Box::new(r)),
         _ = call.cancelled() => Outcome::Cancelled,
         _ = tokio::time::sleep_until(deadline) => Outcome::Deadline,
         _ = relay_side => Outcome::Cancelled,
     };
-    match outcome {
-        Outcome::Answered(Ok(Ok(ServerResult::CallToolResult(result)))) => {
-            Ok(crate::convert::output(result))
+    let answered = match outcome {
+        Outcome::Answered(r) => *r,
+        Outcome::Cancelled => {
+            let _ = handle.cancel(Some("cancelled by the caller".into())).await;
+            return Err(WireError::new(
+                ErrorCode::Cancelled,
+                "the call was cancelled",
+            ));
         }
-        Outcome::Answered(Ok(Ok(_))) => Err(WireError::new(
+        Outcome::Deadline => {
+            let _ = handle
+                .cancel(Some("the caller's deadline passed".into()))
+                .await;
+            let name = &link.server.name;
+            return Err(WireError::new(
+                ErrorCode::Timeout,
+                format!("the MCP server {name} did not answer before the call's deadline"),
+            ));
+        }
+    };
+    match answered {
+        Ok(Ok(ServerResult::CallToolResult(result))) => Ok(crate::convert::output(result)),
+        Ok(Ok(_)) => Err(WireError::new(
             ErrorCode::Failed,
             format!(
                 "the MCP server {} answered tools/call with something else than a tool result",
                 link.server.name
             ),
         )),
-        Outcome::Answered(Ok(Err(e))) => Err(upstream_error(link, e)),
-        Outcome::Answered(Err(_)) => Err(server_gone(link)),
-        Outcome::Cancelled => {
-            let _ = handle.cancel(Some("cancelled by the caller".into())).await;
-            Err(WireError::new(
-                ErrorCode::Cancelled,
-                "the call was cancelled",
-            ))
-        }
-        Outcome::Deadline => {
-            let _ = handle
-                .cancel(Some("the caller's deadline passed".into()))
-                .await;
-            Err(WireError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "the MCP server {} did not answer before the call's deadline",
-                    link.server.name
-                ),
-            ))
-        }
+        Ok(Err(e)) => Err(upstream_error(link, e)),
+        Err(_) => Err(server_gone(link)),
     }
 }
 
