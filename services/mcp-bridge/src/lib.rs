@@ -1,0 +1,146 @@
+//! `mcp-bridge`: puts existing MCP servers on the Sophia Mesh.
+//!
+//! Each upstream server in the configuration (stdio or Streamable HTTP,
+//! reached with rmcp's client) becomes a kit worker of its own,
+//! `bridge-<name>`, announcing the server's tools as `<prefix>_<tool>` in
+//! the server's category. A call flows: gateway → bus → that worker's
+//! handler ([`relay`]) → the server's `tools/call`; the server's progress,
+//! log records and requests (sampling, elicitation, roots) go back through
+//! the kit's call, and a cancel goes up as `notifications/cancelled`.
+//!
+//! # Layout
+//! - [`config`]: the TOML file and the command line.
+//! - [`upstream`]: starting a server and speaking MCP to it (rmcp client,
+//!   process group, stderr tail).
+//! - [`names`]: which tools go on the mesh under which names.
+//! - [`convert`]: MCP tools and results into the mesh's shapes.
+//! - [`relay`]: one call, relayed.
+//! - `supervisor`: one server's life: serve, re-announce, restart, stop.
+//! - [`status`]: what each server is doing, for `/health` and tests.
+//!
+//! See `docs/bridge.md`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod convert;
+pub mod names;
+pub mod relay;
+pub mod status;
+mod supervisor;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sophia_kit::{KitError, Worker, WorkerHandle};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BridgeConfig, Cli, ConfigError, ServerConfig};
+pub use names::Clash;
+pub use status::{ServerStatus, State, Status};
+
+use names::Names;
+use supervisor::Supervisor;
+
+/// The default port of the bridge's `/health`, `/ready` and `/metrics`.
+pub const DEFAULT_HTTP_PORT: u16 = 8093;
+
+/// Why the bridge did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The configuration is unusable; the message names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Two servers' tools would have the same name on the mesh.
+    #[error("{0}")]
+    Clash(#[from] Clash),
+    /// The bridge's own worker (its `/health`) could not start.
+    #[error(transparent)]
+    Kit(#[from] KitError),
+}
+
+/// A running bridge.
+pub struct BridgeHandle {
+    /// Where the bridge's `/health` (listing servers that are down) is served.
+    pub http_addr: SocketAddr,
+    /// What each server is doing.
+    pub status: Status,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BridgeHandle {
+    /// Every server's status, by name.
+    pub fn servers(&self) -> Vec<ServerStatus> {
+        self.status.servers()
+    }
+
+    /// Waits until every server and worker has stopped after shutdown.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts every server (concurrently; one that fails is reported and
+/// retried while the others serve), refuses tool names that clash, and
+/// serves until `shutdown`; then drains every worker and stops every
+/// server process.
+pub async fn run(
+    config: BridgeConfig,
+    shutdown: CancellationToken,
+) -> Result<BridgeHandle, BridgeError> {
+    config.validate()?;
+    let (status, names) = (Status::default(), Names::default());
+    let supervisors: Vec<Supervisor> = config
+        .servers
+        .iter()
+        .map(|s| Supervisor {
+            server: Arc::new(s.clone()),
+            worker: config.worker.clone(),
+            status: status.clone(),
+            names: names.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .collect();
+    let started = futures::future::join_all(supervisors.iter().map(|s| s.start())).await;
+    let first_clash = started
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .find_map(|(_, sel)| sel.clashes.first().cloned());
+    if let Some(clash) = first_clash {
+        close_all(started).await;
+        return Err(clash.into());
+    }
+    let health = status.clone();
+    let own = Worker::new("mcp-bridge", env!("CARGO_PKG_VERSION"))
+        .description("Sophia Mesh bridge to MCP servers")
+        .degraded(move || health.degraded());
+    let own_stop = CancellationToken::new();
+    let own: WorkerHandle = own.run(config.worker.clone(), own_stop.clone()).await?;
+    let http_addr = own.http_addr;
+    let runs: Vec<_> = supervisors
+        .into_iter()
+        .zip(started)
+        .map(|(s, first)| tokio::spawn(s.run(first)))
+        .collect();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        futures::future::join_all(runs).await;
+        own_stop.cancel();
+        own.stopped().await;
+    });
+    Ok(BridgeHandle {
+        http_addr,
+        status,
+        task,
+    })
+}
+
+/// Closes started connections (stopping their processes) before giving up.
+async fn close_all(started: Vec<Result<supervisor::Started, upstream::StartError>>) {
+    let closing = started.into_iter().flatten().map(|(conn, _)| async move {
+        let (_, close, closed) = conn.split();
+        close.cancel();
+        let _ = closed.await;
+    });
+    futures::future::join_all(closing).await;
+}
