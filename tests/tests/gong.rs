@@ -389,3 +389,31 @@ async fn without_credentials_the_worker_is_degraded_and_calls_say_what_to_set() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn it_serves_as_the_least_privilege_worker_user_of_nats_conf() {
+    // ops/nats/nats.conf's generic `worker` user is all it needs: it keeps
+    // nothing on JetStream.
+    let mesh = Mesh::least_privilege().await;
+    let standin = StandIn::start().await;
+    let _worker = replica(
+        &mesh,
+        &standin.base_url,
+        Some((ACCESS_KEY, ACCESS_KEY_SECRET)),
+    )
+    .await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "gong_get_transcript").await;
+    let r = ok(call(
+        &client,
+        "gong_get_transcript",
+        json!({"call_id": call_id(2)}),
+    )
+    .await);
+    assert!(
+        text_of(&r).contains("Grace Hopper (External)"),
+        "{}",
+        text_of(&r)
+    );
+    assert_eq!(mesh.nats.violations(), Vec::<String>::new());
+}
