@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Brings the whole Sophia Mesh up on this machine, in the foreground:
-# nats-server (JetStream), the gateway, the three workers and the echo example.
+# nats-server (JetStream), the gateway, the three workers, the gong-worker and
+# the echo example.
 # Installs nats-server if it is missing, builds the binaries, prints the Cursor
 # mcp.json snippet, and stops everything on Ctrl-C.
 #
 # Ports (the seed layout): NATS 4222 (monitoring 8222), gateway 8000 (MCP at
 # /mcp), agno-worker 8090, pulumi-worker 8091, intelligence-worker 8092,
-# echo-worker 8099. Override NATS_PORT or SOPHIA_GATEWAY_PORT if taken.
+# gong-worker 8093, echo-worker 8099. Override NATS_PORT or SOPHIA_GATEWAY_PORT if taken.
 # State (token, JetStream store, logs) lives in .sophia/.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ say "nats-server: $nats_bin"
 say "building the mesh (release); the first build takes a few minutes"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" \
   --bin sophia-gateway --bin agno-worker --bin pulumi-worker \
-  --bin intelligence-worker --bin echo-worker
+  --bin intelligence-worker --bin echo-worker --bin gong-worker
 bin="$root/target/release"
 
 token_file="$state/gateway-token"
@@ -96,12 +97,16 @@ fi
 start agno-worker "$bin/agno-worker" --http-addr 127.0.0.1:8090
 start pulumi-worker "$bin/pulumi-worker" --http-addr 127.0.0.1:8091
 start intelligence-worker "$bin/intelligence-worker" --http-addr 127.0.0.1:8092
+# Gong: always started. Without GONG_ACCESS_KEY and GONG_ACCESS_KEY_SECRET
+# in the environment its /health says degraded and its tools say what to set.
+start gong-worker "$bin/gong-worker" --http-addr 127.0.0.1:8093
 start echo-worker "$bin/echo-worker" --http-addr 127.0.0.1:8099
 SOPHIA_GATEWAY_TOKEN="$token" start gateway "$bin/sophia-gateway" --http-addr "127.0.0.1:$gateway_port"
 wait_http "$gateway_port" /ready gateway
 wait_http 8090 /ready agno-worker
 wait_http 8091 /ready pulumi-worker
 wait_http 8092 /ready intelligence-worker
+wait_http 8093 /ready gong-worker
 wait_http 8099 /ready echo-worker
 
 cat <<JSON
@@ -129,6 +134,8 @@ The token is kept in $token_file. Logs: $logs/. Health: http://127.0.0.1:$gatewa
 Agents need a model: a local Ollama (\`ollama serve\`, then \`ollama pull llama3.2:1b\`;
 found without a restart), or SOPHIA_INTELLIGENCE_CONFIG with an API key
 (ops/intelligence/example.toml). Pulumi previews need the pulumi CLI on PATH.
+Gong's tools need GONG_ACCESS_KEY and GONG_ACCESS_KEY_SECRET exported before
+up.sh (docs/gong.md).
 Press Ctrl-C to stop.
 JSON
 

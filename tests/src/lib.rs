@@ -16,6 +16,7 @@ pub mod agno;
 pub mod announce;
 pub mod bridge;
 pub mod client;
+pub mod gong;
 pub mod intelligence;
 pub mod mesh;
 pub mod nats;

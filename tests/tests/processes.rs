@@ -44,11 +44,12 @@ use yaml_serde::Value as Yaml;
 
 /// The workspace's service binaries: a compose service running one of these
 /// is a Sophia service.
-const SOPHIA_BINARIES: [&str; 5] = [
+const SOPHIA_BINARIES: [&str; 6] = [
     "sophia-gateway",
     "agno-worker",
     "pulumi-worker",
     "intelligence-worker",
+    "gong-worker",
     "echo-worker",
 ];
 const GATEWAY: &str = "sophia-gateway";
@@ -788,8 +789,8 @@ async fn compose_services_run_as_processes_and_answer_health_checks() {
         }
     }
     let health = wait_for_mesh_health(&mesh).await;
-    // All that is missing is what no compose service offers yet: a
-    // business-intelligence worker (the model and the Pulumi CLI are there).
+    // All that is missing is what the shell does not give: Gong's
+    // credentials (the model and the Pulumi CLI are there).
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(
         health["degraded"]
@@ -798,12 +799,24 @@ async fn compose_services_run_as_processes_and_answer_health_checks() {
             .iter()
             .map(|d| d["what"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["category business_intelligence"],
+        ["gong-worker"],
+        "{health}"
+    );
+    assert!(
+        health["degraded"][0]["problem"]
+            .to_string()
+            .contains("GONG_ACCESS_KEY"),
         "{health}"
     );
     assert_eq!(health["bus"], "connected", "{health}");
     // Every worker service's tools are on offer in their categories.
-    for category in ["agents", "infrastructure", "inference", "code_generation"] {
+    for category in [
+        "agents",
+        "infrastructure",
+        "inference",
+        "code_generation",
+        "business_intelligence",
+    ] {
         assert!(
             health["categories"][category]["tools"].as_u64() > Some(0),
             "the gateway offers {category} tools: {health}"
@@ -952,7 +965,7 @@ async fn every_services_metrics_parse_and_move_after_calls() {
     // The gateway's view of the mesh: replicas per service (as many as the
     // compose file runs), tools per category.
     let expected = mesh.expected_replicas();
-    assert_eq!(expected.len(), 4, "{expected:?}");
+    assert_eq!(expected.len(), 5, "{expected:?}");
     for (service, replicas) in expected.iter().map(|(s, n)| (s.as_str(), *n as f64)) {
         assert_eq!(
             sum(

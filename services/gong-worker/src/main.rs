@@ -1,0 +1,11 @@
+//! `gong-worker` binary: configuration from flags and environment, then `run`.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = gong_worker::Cli::parse();
+    cli.worker.default_http_port(gong_worker::DEFAULT_HTTP_PORT);
+    sophia_kit::serve_until_signal("gong-worker", |shutdown| gong_worker::run(cli, shutdown))
+        .await?;
+    Ok(())
+}
