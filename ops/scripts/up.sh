@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Brings the whole Sophia Mesh up on this machine, in the foreground:
 # nats-server (JetStream), the gateway, the three workers, the gong-worker and
-# the echo example.
+# the echo example, and mcp-bridge with the catalog configs named in
+# SOPHIA_BRIDGE_CATALOG (comma-separated: business_intelligence,
+# infrastructure, code_generation; see ops/bridge/catalog/ and docs/bridge.md).
 # Installs nats-server if it is missing, builds the binaries, prints the Cursor
 # mcp.json snippet, and stops everything on Ctrl-C.
 #
 # Ports (the seed layout): NATS 4222 (monitoring 8222), gateway 8000 (MCP at
 # /mcp), agno-worker 8090, pulumi-worker 8091, intelligence-worker 8092,
-# gong-worker 8093, echo-worker 8099. Override NATS_PORT or SOPHIA_GATEWAY_PORT if taken.
+# gong-worker 8093, mcp-bridge 8094, echo-worker 8099. Override NATS_PORT or SOPHIA_GATEWAY_PORT if taken.
 # State (token, JetStream store, logs) lives in .sophia/.
 set -euo pipefail
 
@@ -26,7 +28,7 @@ say "nats-server: $nats_bin"
 say "building the mesh (release); the first build takes a few minutes"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" \
   --bin sophia-gateway --bin agno-worker --bin pulumi-worker \
-  --bin intelligence-worker --bin echo-worker --bin gong-worker
+  --bin intelligence-worker --bin echo-worker --bin gong-worker --bin mcp-bridge
 bin="$root/target/release"
 
 token_file="$state/gateway-token"
@@ -48,6 +50,29 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The catalog configs named in SOPHIA_BRIDGE_CATALOG, joined into one bridge
+# config in .sophia/ (TOML arrays of tables concatenate); prints its path, or
+# nothing when none is enabled. Says which runtime to install when one of
+# them is missing.
+bridge_catalog() {
+  local names="${SOPHIA_BRIDGE_CATALOG:-}" out="$state/bridge.toml" name file
+  [ -n "$names" ] || return 0
+  : >"$out"
+  for name in ${names//,/ }; do
+    file="$root/ops/bridge/catalog/$name.toml"
+    if [ ! -f "$file" ]; then
+      say "SOPHIA_BRIDGE_CATALOG names $name, but there is no $file (known: $(cd "$root/ops/bridge/catalog" && ls *.toml | sed 's/.toml//' | tr '\n' ' '))"
+      exit 1
+    fi
+    cat "$file" >>"$out"
+  done
+  grep -q '^command = "npx"' "$out" && ! command -v npx >/dev/null \
+    && say "the bridge catalog runs servers with npx: install Node.js 18+ (Debian/Ubuntu: apt-get install nodejs npm)"
+  grep -q '^command = "uvx"' "$out" && ! command -v uvx >/dev/null \
+    && say "the bridge catalog runs servers with uvx: install uv (pipx install uv, or https://docs.astral.sh/uv/)"
+  echo "$out"
+}
 
 start() { # name, command...
   local name="$1"; shift
@@ -101,6 +126,14 @@ start intelligence-worker "$bin/intelligence-worker" --http-addr 127.0.0.1:8092
 # in the environment its /health says degraded and its tools say what to set.
 start gong-worker "$bin/gong-worker" --http-addr 127.0.0.1:8093
 start echo-worker "$bin/echo-worker" --http-addr 127.0.0.1:8099
+bridge_config="$(bridge_catalog)"
+if [ -n "$bridge_config" ]; then
+  # The catalog's paths are relative to the checkout; the memory server's
+  # graph is kept in .sophia/ unless SOPHIA_MEMORY_FILE says otherwise.
+  export SOPHIA_MEMORY_FILE="${SOPHIA_MEMORY_FILE:-$state/memory.jsonl}"
+  cd "$root"
+  start mcp-bridge "$bin/mcp-bridge" --config "$bridge_config" --http-addr 127.0.0.1:8094
+fi
 SOPHIA_GATEWAY_TOKEN="$token" start gateway "$bin/sophia-gateway" --http-addr "127.0.0.1:$gateway_port"
 wait_http "$gateway_port" /ready gateway
 wait_http 8090 /ready agno-worker
@@ -108,6 +141,7 @@ wait_http 8091 /ready pulumi-worker
 wait_http 8092 /ready intelligence-worker
 wait_http 8093 /ready gong-worker
 wait_http 8099 /ready echo-worker
+if [ -n "$bridge_config" ]; then wait_http 8094 /health mcp-bridge; fi
 
 cat <<JSON
 

@@ -28,6 +28,18 @@ pub fn everything_bin() -> PathBuf {
     bin
 }
 
+/// The venv holding the pinned Python MCP servers (mcp-server-git,
+/// mcp-server-time), or a panic saying how to install it.
+pub fn python_servers() -> PathBuf {
+    let dir = std::env::var_os("SOPHIA_MCP_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "SOPHIA_MCP_PYTHON is not set: run ops/scripts/test.sh, or \
+             export SOPHIA_MCP_PYTHON=$(ops/scripts/install-mcp-servers.sh --python)"
+        )
+    });
+    PathBuf::from(dir)
+}
+
 /// server-everything over stdio, named `everything`, in code_generation.
 pub fn everything() -> ServerConfig {
     let bin = everything_bin();

@@ -282,6 +282,8 @@ fn every_service_command_is_a_binary_the_image_builds() {
         }
         let image = if name == "pulumi-worker" {
             "sophia-pulumi-worker:dev"
+        } else if name.starts_with("mcp-bridge") {
+            "sophia-mcp-bridge:dev"
         } else {
             "sophia-mesh:dev"
         };
@@ -346,6 +348,61 @@ fn provider_keys() -> BTreeSet<String> {
         .collect()
 }
 
+/// The variables the bridge catalog's servers read through `env:NAME`.
+fn bridge_catalog_env() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in files_under("ops/bridge/catalog", "toml") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let config: toml::Value = toml::from_str(&text).unwrap();
+        for server in config["servers"].as_array().unwrap() {
+            for table in ["env", "headers"] {
+                for value in server
+                    .get(table)
+                    .and_then(|t| t.as_table())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(name) = value.1.as_str().and_then(|v| v.strip_prefix("env:")) {
+                        names.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_bridge_image_runs_the_catalogs_servers_and_every_catalog_file_has_a_bridge() {
+    let stage = dockerfile_stage("mcp-bridge");
+    for runtime in [
+        "node --version",
+        "npx --version",
+        "uvx --version",
+        "COPY ops/bridge/catalog",
+    ] {
+        assert!(
+            stage.contains(runtime),
+            "the mcp-bridge stage checks {runtime}"
+        );
+    }
+    let configs: BTreeSet<String> = services(&compose())
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("mcp-bridge"))
+        .filter_map(|(_, svc)| env_of(&svc).get("SOPHIA_BRIDGE_CONFIG").cloned())
+        .collect();
+    let catalog: BTreeSet<String> = files_under("ops/bridge/catalog", "toml")
+        .into_iter()
+        .map(|f| {
+            f.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(configs, catalog, "one compose bridge per catalog file");
+}
+
 #[test]
 fn every_environment_variable_is_one_the_services_read() {
     let known = config_env_keys();
@@ -359,7 +416,8 @@ fn every_environment_variable_is_one_the_services_read() {
             assert!(
                 known.contains(key)
                     || PASSTHROUGH.contains(&key.as_str())
-                    || provider_keys().contains(key),
+                    || provider_keys().contains(key)
+                    || (name.starts_with("mcp-bridge") && bridge_catalog_env().contains(key)),
                 "{name} sets {key}, which no service reads (typo?)"
             );
         }

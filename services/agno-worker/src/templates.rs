@@ -103,7 +103,7 @@ const BUILTIN: [Builtin; 7] = {
             "Answers business questions with SQL on Snowflake.",
             "You answer business questions with read-only SQL on Snowflake. Inspect the \
              schema first, run the smallest query that answers, and show the numbers.",
-            &["snowflake_list_tables", "snowflake_query"],
+            &["snowflake_list_objects", "snowflake_run_snowflake_query"],
         ),
         (
             "hubspot_agent",
@@ -111,7 +111,7 @@ const BUILTIN: [Builtin; 7] = {
             "Looks up deals, contacts and pipelines in HubSpot.",
             "You work with HubSpot CRM data: deals, contacts, companies and pipelines. \
              Cite the records you used.",
-            &["hubspot_search_deals", "hubspot_get_contact"],
+            &["hubspot-search-objects", "hubspot-batch-read-objects"],
         ),
         (
             "pulumi_agent",
@@ -135,22 +135,28 @@ const BUILTIN: [Builtin; 7] = {
             "Builds and inspects container images and running containers.",
             "You work with Docker images and containers. Inspect before you change, and \
              say what each command will do.",
-            &["docker_list_containers", "docker_inspect"],
+            &["docker_list_containers", "docker_container_logs"],
         ),
         (
             "code_agent",
             CodeGeneration,
             "Writes, reviews and explains code.",
-            "You write and review code. Prefer small, tested changes, and explain them.",
-            &[],
+            "You write and review code. Prefer small, tested changes, and explain them. \
+             Read the repository's state with the git tools first.",
+            &["git_status", "git_diff_unstaged", "git_log"],
         ),
         (
             "memory_agent",
             CodeGeneration,
             "Remembers and recalls facts about the codebase and the team's decisions.",
             "You keep and recall facts about the codebase and the team's decisions. \
-             Say where each fact came from.",
-            &[],
+             Say where each fact came from. Search the memory before adding to it.",
+            &[
+                "memory_search_nodes",
+                "memory_open_nodes",
+                "memory_create_entities",
+                "memory_add_observations",
+            ],
         ),
     ]
 };
