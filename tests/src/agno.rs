@@ -24,13 +24,23 @@ impl Replica {
 /// Starts an agno-worker serving the runs of `categories`, with the
 /// built-in templates.
 pub async fn replica(mesh: &Mesh, categories: &[Category]) -> Replica {
+    replica_with(mesh, categories, None).await
+}
+
+/// Starts an agno-worker serving the runs of `categories`, with the
+/// templates of the TOML file `templates` besides the built-in ones.
+pub async fn replica_with(
+    mesh: &Mesh,
+    categories: &[Category],
+    templates: Option<std::path::PathBuf>,
+) -> Replica {
     let stop = CancellationToken::new();
     let handle = agno_worker::run(
         Cli {
             worker: mesh.agno_config(),
             agno: AgnoArgs {
                 categories: categories.to_vec(),
-                templates: None,
+                templates,
                 session_ttl_s: 3600,
             },
         },
