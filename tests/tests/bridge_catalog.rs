@@ -46,7 +46,7 @@ fn catalog(mesh: &Mesh) -> Vec<ServerConfig> {
 }
 
 fn installed_npm() -> PathBuf {
-    PathBuf::from(sophia_tests::bridge::everything_bin())
+    sophia_tests::bridge::everything_bin()
         .ancestors()
         .nth(3)
         .expect("<dir>/node_modules/.bin/<bin>")
