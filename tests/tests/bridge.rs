@@ -295,3 +295,42 @@ async fn shutdown_leaves_no_server_process_behind() {
         assert!(!group_alive(pid), "process group {pid} outlived the bridge");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_server_with_a_bad_schema_and_bad_lines_is_contained() {
+    let mesh = Mesh::start().await;
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/bridge/unruly.py");
+    let unruly = mcp_bridge::ServerConfig::stdio(
+        "unruly",
+        sophia_kit::Category::CodeGeneration,
+        "python3",
+        &[script.to_str().unwrap()],
+    );
+    let mut bridge = RunningBridge::start(&mesh, vec![unruly, everything()]).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "everything_echo").await;
+    wait_for_tool(&client, "unruly_fine").await;
+    // While it floods, the other server and its own good tool still answer.
+    for i in 0..20 {
+        let message = format!("still here {i}");
+        let echoed = call(&client, "everything_echo", json!({"message": message})).await;
+        assert!(text_of(&echoed).contains(&message), "{echoed:?}");
+        let fine = call(&client, "unruly_fine", json!({})).await;
+        assert_eq!(text_of(&fine), "fine", "{fine:?}");
+    }
+    // The tool whose schema is not JSON Schema is not offered, and the
+    // server's status says why.
+    let listed = client.list_all_tools().await.unwrap();
+    assert!(!listed.iter().any(|t| t.name == "unruly_broken"));
+    let status = bridge.server("unruly");
+    let said = format!("{status:?}");
+    assert!(said.contains("broken"), "{said}");
+    // The lines that are not JSON-RPC were skipped, not fatal.
+    assert_eq!(
+        (status.state, status.restarts),
+        (mcp_bridge::State::Serving, 0),
+        "{said}"
+    );
+    bridge.stop().await;
+}
