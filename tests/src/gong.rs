@@ -237,22 +237,33 @@ fn by_ids(body: &Value) -> Result<Vec<Value>, (StatusCode, &'static str)> {
     Ok(found)
 }
 
+/// A POST by call ids: recorded, authenticated (or scripted), and the
+/// calls it names, or the response that refuses it.
+fn admit(
+    inner: &Arc<Mutex<Inner>>,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Vec<Value>, Box<Response>> {
+    let hit = Hit {
+        path: path.into(),
+        query: None,
+        body: body.clone(),
+    };
+    if let Some(r) = gate(inner, hit, headers) {
+        return Err(Box::new(r));
+    }
+    by_ids(body).map_err(|(status, message)| Box::new(error(status, message)))
+}
+
 async fn extensive(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let hit = Hit {
-        path: "/v2/calls/extensive".into(),
-        query: None,
-        body: body.clone(),
-    };
-    if let Some(r) = gate(&inner, hit, &headers) {
-        return r;
-    }
-    let found = match by_ids(&body) {
-        Ok(f) => f,
-        Err((status, message)) => return error(status, message),
+    let found = match admit(&inner, "/v2/calls/extensive", &headers, &body) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
     let fields = &body["contentSelector"]["exposedFields"];
     let calls: Vec<Value> = found
@@ -284,17 +295,9 @@ async fn transcript(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let hit = Hit {
-        path: "/v2/calls/transcript".into(),
-        query: None,
-        body: body.clone(),
-    };
-    if let Some(r) = gate(&inner, hit, &headers) {
-        return r;
-    }
-    let found = match by_ids(&body) {
-        Ok(f) => f,
-        Err((status, message)) => return error(status, message),
+    let found = match admit(&inner, "/v2/calls/transcript", &headers, &body) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
     let transcripts: Vec<Value> = found
         .iter()
