@@ -51,6 +51,22 @@ pub fn everything() -> ServerConfig {
     )
 }
 
+/// The conformance suite's fixtures as a plain MCP server over stdio
+/// (`examples/conformance-server`, the workspace binary), named
+/// `conformance`, with prefix `""`: its tools keep the names the suite
+/// calls them by.
+pub fn conformance_server() -> ServerConfig {
+    let bin = crate::procs::binary("conformance-server");
+    let mut s = ServerConfig::stdio(
+        "conformance",
+        Category::CodeGeneration,
+        bin.to_str().expect("a UTF-8 path"),
+        &[],
+    );
+    s.prefix = Some(String::new());
+    s
+}
+
 /// A script from `tests/fixtures/bridge/`, run with `sh`, as server `name`,
 /// giving up on `initialize` after two seconds.
 pub fn fixture(name: &str, script: &str) -> ServerConfig {

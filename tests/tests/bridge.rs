@@ -1,7 +1,8 @@
 //! The MCP bridge in front of the real `@modelcontextprotocol/server-everything`
 //! over stdio, reached by an rmcp client through the gateway: tools, calls,
-//! progress, cancellation, sampling, a crash and restart, misbehaving
-//! servers, and shutdown without orphans.
+//! progress, cancellation, sampling, resources, templates, prompts,
+//! completions, resource updates and list changes, a crash and restart,
+//! misbehaving servers, and shutdown without orphans.
 
 use std::time::{Duration, Instant};
 
@@ -335,5 +336,181 @@ async fn a_flooding_server_with_a_bad_schema_and_bad_lines_is_contained() {
         (mcp_bridge::State::Serving, 0),
         "{said}"
     );
+    bridge.stop().await;
+}
+
+/// JSON as an rmcp type.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("valid MCP params")
+}
+
+const ARCHITECTURE: &str = "demo://resource/static/document/architecture.md";
+
+/// A client of a mesh whose bridge serves server-everything, once its
+/// resources are on offer.
+async fn everything_with_offers(mesh: &Mesh) -> (RunningBridge, sophia_tests::McpClient) {
+    let bridge = RunningBridge::start(mesh, vec![everything()]).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "everything_echo").await;
+    eventually("server-everything's resources on offer", WAIT, || async {
+        let listed = client.list_all_resources().await.ok()?;
+        listed.iter().any(|r| r.uri == ARCHITECTURE).then_some(())
+    })
+    .await;
+    (bridge, client)
+}
+
+#[tokio::test]
+async fn resources_templates_prompts_and_completions_of_the_upstream_are_offered() {
+    let mesh = Mesh::start().await;
+    let (mut bridge, client) = everything_with_offers(&mesh).await;
+
+    let doc = client
+        .read_resource(typed(json!({"uri": ARCHITECTURE})))
+        .await
+        .expect("resources/read");
+    let doc = serde_json::to_value(&doc.contents).unwrap();
+    assert_eq!(doc[0]["mimeType"], "text/markdown", "{doc}");
+    assert!(doc[0]["text"].as_str().unwrap_or("").contains('#'), "{doc}");
+
+    let templates = client.list_all_resource_templates().await.unwrap();
+    let blob_template = "demo://resource/dynamic/blob/{resourceId}";
+    assert!(templates.iter().any(|t| t.uri_template == blob_template));
+    // The upstream's contents as they are: its own mimeType, not the
+    // template's (application/octet-stream).
+    let blob = client
+        .read_resource(typed(json!({"uri": "demo://resource/dynamic/blob/7"})))
+        .await
+        .expect("a templated read");
+    let blob = serde_json::to_value(&blob.contents).unwrap();
+    assert_eq!(blob[0]["mimeType"], "text/plain", "{blob}");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob[0]["blob"].as_str().expect("a blob"))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bytes).starts_with("Resource 7:"));
+    let refused = client
+        .read_resource(typed(json!({"uri": "demo://resource/dynamic/text/nope"})))
+        .await
+        .expect_err("the upstream refuses a bad id");
+    assert!(refused.to_string().contains("everything"), "{refused}");
+
+    let prompts = client.list_all_prompts().await.unwrap();
+    let args = prompts
+        .iter()
+        .find(|p| p.name == "args-prompt")
+        .expect("args-prompt");
+    assert_eq!(args.arguments.as_ref().map(Vec::len), Some(2));
+    let got = client
+        .get_prompt(typed(json!({"name": "args-prompt",
+            "arguments": {"city": "Paris", "state": "TX"}})))
+        .await
+        .expect("prompts/get");
+    let got = serde_json::to_value(&got.messages).unwrap();
+    assert_eq!(
+        got[0]["content"]["text"], "What's weather in Paris, TX?",
+        "{got}"
+    );
+    let missing = client
+        .get_prompt(typed(json!({"name": "args-prompt"})))
+        .await;
+    assert!(
+        missing.is_err(),
+        "the required city is missing: {missing:?}"
+    );
+
+    let department = client
+        .complete(typed(
+            json!({"ref": {"type": "ref/prompt", "name": "completable-prompt"},
+            "argument": {"name": "department", "value": "S"}}),
+        ))
+        .await
+        .expect("completion/complete");
+    assert_eq!(department.completion.values, ["Sales", "Support"]);
+    let name = client
+        .complete(typed(
+            json!({"ref": {"type": "ref/prompt", "name": "completable-prompt"},
+            "argument": {"name": "name", "value": "A"},
+            "context": {"arguments": {"department": "Engineering"}}}),
+        ))
+        .await
+        .expect("completion/complete with context");
+    assert_eq!(name.completion.values, ["Alice"]);
+    let id = client
+        .complete(typed(
+            json!({"ref": {"type": "ref/resource", "uri": blob_template},
+            "argument": {"name": "resourceId", "value": "3"}}),
+        ))
+        .await
+        .expect("completion/complete of a template");
+    assert_eq!(id.completion.values, ["3"]);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+#[allow(deprecated)] // resources/subscribe: what the 2025 revisions (and Cursor) use
+async fn resource_updates_and_list_changes_of_the_upstream_reach_the_client() {
+    let mesh = Mesh::start().await;
+    let (mut bridge, client) = everything_with_offers(&mesh).await;
+    let mut updated = client.service().updated.subscribe();
+    client
+        .subscribe(typed(json!({"uri": ARCHITECTURE})))
+        .await
+        .expect("resources/subscribe");
+    // server-everything sends updates of what the bridge subscribed to
+    // once this is on (the first at once).
+    call(&client, "everything_toggle-subscriber-updates", json!({})).await;
+    tokio::time::timeout(
+        WAIT,
+        updated.wait_for(|u| u.iter().any(|u| u == ARCHITECTURE)),
+    )
+    .await
+    .expect("notifications/resources/updated arrives")
+    .unwrap();
+
+    // A tool that adds a resource: resources/list_changed upstream, a new
+    // worker, list_changed to the client, and the resource readable.
+    let mut changed = client.service().offers_changed.subscribe();
+    let before = *changed.borrow_and_update();
+    let made = call(
+        &client,
+        "everything_gzip-file-as-resource",
+        json!({"name": "hi.gz", "data": "data:text/plain;base64,aGk=", "outputType": "resourceLink"}),
+    )
+    .await;
+    assert_ne!(made.is_error, Some(true), "{made:?}");
+    tokio::time::timeout(WAIT, changed.wait_for(|n| *n > before))
+        .await
+        .expect("resources/list_changed reaches the client")
+        .unwrap();
+    let session = "demo://resource/session/hi.gz";
+    eventually("the new resource listed", WAIT, || async {
+        let listed = client.list_all_resources().await.ok()?;
+        listed.iter().any(|r| r.uri == session).then_some(())
+    })
+    .await;
+    let read = client
+        .read_resource(typed(json!({"uri": session})))
+        .await
+        .expect("the new resource is readable");
+    let read = serde_json::to_value(&read.contents).unwrap();
+    assert_eq!(read[0]["mimeType"], "application/gzip", "{read}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_whose_lists_are_broken_still_serves_its_tools_and_says_why() {
+    let mesh = Mesh::start().await;
+    let mut bad = fixture("bad", "bad-offers.py");
+    bad.command = Some("python3".into());
+    let mut bridge = RunningBridge::start(&mesh, vec![bad]).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "bad_ok").await;
+    assert_eq!(text_of(&call(&client, "bad_ok", json!({})).await), "ok");
+    let refused = bridge.server("bad").refused.join("\n");
+    for what in ["resources/list", "resources/templates/list", "prompts/list"] {
+        assert!(refused.contains(&format!("{what} failed")), "{refused}");
+    }
+    assert!(client.list_all_resources().await.unwrap().is_empty());
     bridge.stop().await;
 }

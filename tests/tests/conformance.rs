@@ -1,7 +1,12 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`,
-//! pinned in `ops/scripts/install-conformance.sh`) against the gateway, with
-//! the conformance worker (`examples/conformance-worker`) behind it on the
-//! bus: the suite's server scenarios over Streamable HTTP.
+//! pinned in `ops/scripts/install-conformance.sh`) against the gateway: the
+//! suite's server scenarios over Streamable HTTP, with the suite's fixtures
+//! behind the gateway on the bus in two ways, each against the same
+//! expected failures:
+//! - the conformance worker (`examples/conformance-worker`), a kit worker;
+//! - the MCP bridge (`mcp-bridge`, in-process) in front of
+//!   `examples/conformance-server`, a plain rmcp server over stdio with the
+//!   same fixtures: gateway → bus → bridge → upstream MCP server.
 //!
 //! Everything runs under the least-privilege NATS users. Scenarios the
 //! gateway cannot pass yet would be listed in
@@ -21,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use futures::TryStreamExt;
 use sophia_tests::Mesh;
+use sophia_tests::bridge::{RunningBridge, conformance_server};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::tools::wait_for_tool;
 
@@ -107,15 +113,38 @@ fn suite(version: &str) -> PathBuf {
     path
 }
 
+/// What holds the suite's fixtures behind the gateway.
+#[derive(Clone, Copy, Debug)]
+enum Fixtures {
+    /// The conformance worker, on the bus.
+    Worker,
+    /// The bridge, on the bus, in front of the conformance server (stdio).
+    Bridge,
+}
+
+impl Fixtures {
+    /// Puts the fixtures on `mesh`; the bridge, to keep while the suite
+    /// runs.
+    async fn start(self, mesh: &mut Mesh) -> Option<RunningBridge> {
+        match self {
+            Fixtures::Worker => {
+                mesh.worker(conformance_worker::worker()).await;
+                None
+            }
+            Fixtures::Bridge => Some(RunningBridge::start(mesh, vec![conformance_server()]).await),
+        }
+    }
+}
+
 /// Runs suite `version`'s server scenarios (with `args`) against the
-/// gateway, the conformance worker behind it, with that version's baseline
-/// of expected failures; the suite's output.
-async fn run_suite(version: &str, args: &[&str]) -> String {
+/// gateway, `fixtures` behind it, with that version's baseline of expected
+/// failures; the suite's output.
+async fn run_suite(version: &str, args: &[&str], fixtures: Fixtures) -> String {
     let suite = suite(version);
     // Under the least-privilege NATS users of ops/nats/nats.conf, so that
     // the suite also proves every relayed feature is permitted.
     let mut mesh = Mesh::least_privilege().await;
-    mesh.worker(conformance_worker::worker()).await;
+    let bridge = fixtures.start(&mut mesh).await;
     let client = mesh.client().await;
     wait_for_tool(&client, "test_simple_text").await;
     drop(client);
@@ -150,18 +179,41 @@ async fn run_suite(version: &str, args: &[&str]) -> String {
     assert!(violations.is_empty(), "{violations:#?}");
     assert!(
         out.status.success(),
-        "conformance {version} found a regression (or a fixed scenario still listed as \
-         expected to fail):\n{stdout}\n{stderr}"
+        "conformance {version} with {fixtures:?} found a regression (or a fixed scenario \
+         still listed as expected to fail):\n{stdout}\n{stderr}"
     );
+    if let Some(mut bridge) = bridge {
+        bridge.stop().await;
+    }
     stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_suite_0_1_16_passes_through_the_gateway_and_the_bus() {
-    run_suite("0.1.16", &[]).await;
+    run_suite("0.1.16", &[], Fixtures::Worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_suite_0_2_passes_the_2025_11_25_requirements() {
-    run_suite("0.2.0-alpha.12", &["--requirements", "2025-11-25"]).await;
+    run_suite(
+        "0.2.0-alpha.12",
+        &["--requirements", "2025-11-25"],
+        Fixtures::Worker,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_0_1_16_passes_through_the_bridge_to_a_stdio_server() {
+    run_suite("0.1.16", &[], Fixtures::Bridge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_0_2_passes_the_2025_11_25_requirements_through_the_bridge() {
+    run_suite(
+        "0.2.0-alpha.12",
+        &["--requirements", "2025-11-25"],
+        Fixtures::Bridge,
+    )
+    .await;
 }

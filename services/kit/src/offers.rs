@@ -35,7 +35,7 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, WireError>> + Send>>;
 type ReadFn = Arc<dyn Fn(String) -> BoxFut<Contents> + Send + Sync>;
 type TemplateFn = Arc<dyn Fn(String, HashMap<String, String>) -> BoxFut<Contents> + Send + Sync>;
 type PromptFn = Arc<dyn Fn(Value) -> BoxFut<Value> + Send + Sync>;
-type CompleteFn = Arc<dyn Fn(Value) -> BoxFut<Vec<String>> + Send + Sync>;
+type CompleteFn = Arc<dyn Fn(Value) -> BoxFut<Completion> + Send + Sync>;
 
 /// A resource's contents.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,12 +44,46 @@ pub enum Contents {
     Text(String),
     /// Bytes.
     Blob(Vec<u8>),
+    /// MCP `ResourceContents` objects as they are, each with its own
+    /// `uri`, `mimeType`, `text` or `blob`: for relays, such as the MCP
+    /// bridge, that pass another server's contents on unchanged.
+    Mcp(Vec<Value>),
 }
 
 impl Contents {
     /// Text contents.
     pub fn text(text: impl Into<String>) -> Self {
         Contents::Text(text.into())
+    }
+}
+
+/// A completion's suggestions, with what the offerer knows of the rest.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Completion {
+    /// The suggestions, best first (at most 100 are sent).
+    pub values: Vec<String>,
+    /// How many there are in all, if known (default: `values.len()`).
+    pub total: Option<u64>,
+    /// Whether there are more than those sent (default: more than 100).
+    pub has_more: Option<bool>,
+}
+
+impl From<Vec<String>> for Completion {
+    fn from(values: Vec<String>) -> Self {
+        Self {
+            values,
+            ..Self::default()
+        }
+    }
+}
+
+impl Completion {
+    /// MCP's `CompleteResult`.
+    fn to_mcp(&self) -> Value {
+        let total = self.total.unwrap_or(self.values.len() as u64);
+        let has_more = self.has_more.unwrap_or(self.values.len() > 100);
+        let values: Vec<&String> = self.values.iter().take(100).collect();
+        json!({"completion": {"values": values, "total": total, "hasMore": has_more}})
     }
 }
 
@@ -104,6 +138,14 @@ pub(crate) struct WorkerOffers {
     complete: Option<CompleteFn>,
 }
 
+/// MCP's `ReadResourceResult` for `contents` read from `uri`.
+fn read_result(uri: &str, mime: Option<&Value>, contents: Contents) -> Value {
+    match contents {
+        Contents::Mcp(list) => json!({"contents": list}),
+        one => json!({"contents": [contents_json(uri, mime, one)]}),
+    }
+}
+
 fn contents_json(uri: &str, mime: Option<&Value>, contents: Contents) -> Value {
     use base64::Engine;
     let mut c = json!({"uri": uri});
@@ -113,6 +155,7 @@ fn contents_json(uri: &str, mime: Option<&Value>, contents: Contents) -> Value {
     match contents {
         Contents::Text(t) => c["text"] = json!(t),
         Contents::Blob(b) => c["blob"] = json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        Contents::Mcp(list) => return json!(list),
     }
     c
 }
@@ -150,7 +193,7 @@ impl WorkerOffers {
     pub(crate) fn set_completions<F, Fut>(&mut self, complete: F)
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<String>, WireError>> + Send + 'static,
+        Fut: Future<Output = Result<Completion, WireError>> + Send + 'static,
     {
         self.complete = Some(Arc::new(move |params| Box::pin(complete(params))));
     }
@@ -197,11 +240,8 @@ impl WorkerOffers {
             let suggest: Handler = Arc::new(move |call: Call| {
                 let complete = complete.clone();
                 Box::pin(async move {
-                    let values = complete(call.args.clone()).await?;
-                    let total = values.len();
-                    let values: Vec<String> = values.into_iter().take(100).collect();
-                    Ok(structured(json!({"completion": {"values": values,
-                            "total": total, "hasMore": total > 100}})))
+                    let completion = complete(call.args.clone()).await?;
+                    Ok(structured(completion.to_mcp()))
                 })
             });
             served.push((
@@ -215,15 +255,21 @@ impl WorkerOffers {
     async fn read(&self, uri: &str) -> Result<ToolOutput, WireError> {
         if let Some((resource, read)) = self.resources.iter().find(|(r, _)| r["uri"] == uri) {
             let contents = read(uri.to_owned()).await?;
-            return Ok(structured(json!({"contents": [
-                contents_json(uri, resource.get("mimeType"), contents)]})));
+            return Ok(structured(read_result(
+                uri,
+                resource.get("mimeType"),
+                contents,
+            )));
         }
         for (template, read) in &self.templates {
             let pattern = template["uriTemplate"].as_str().unwrap_or_default();
             if let Some(vars) = match_template(pattern, uri) {
                 let contents = read(uri.to_owned(), vars).await?;
-                return Ok(structured(json!({"contents": [
-                    contents_json(uri, template.get("mimeType"), contents)]})));
+                return Ok(structured(read_result(
+                    uri,
+                    template.get("mimeType"),
+                    contents,
+                )));
             }
         }
         Err(WireError::invalid_arguments(format!(
@@ -271,7 +317,45 @@ fn structured(value: Value) -> ToolOutput {
 
 #[cfg(test)]
 mod tests {
-    use super::match_template;
+    use super::{Completion, Contents, WorkerOffers, match_template};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn relayed_contents_and_completions_pass_unchanged() {
+        let mut offers = WorkerOffers::default();
+        let upstream = json!({"uri": "a://b", "mimeType": "text/plain", "blob": "aGk="});
+        let given = upstream.clone();
+        offers.add_resource(
+            json!({"uri": "a://b", "name": "b", "mimeType": "application/octet-stream"}),
+            move |_| {
+                let given = given.clone();
+                async move { Ok(Contents::Mcp(vec![given])) }
+            },
+        );
+        let read = offers.read("a://b").await.unwrap().structured.unwrap();
+        assert_eq!(read, json!({"contents": [upstream]}));
+        let relayed = Completion {
+            values: vec!["x".into()],
+            total: Some(250),
+            has_more: Some(true),
+        };
+        assert_eq!(
+            relayed.to_mcp(),
+            json!({"completion": {"values": ["x"], "total": 250, "hasMore": true}})
+        );
+        let own = Completion::from(vec!["y".to_owned(); 101]).to_mcp();
+        assert_eq!(
+            own["completion"]["values"].as_array().map(Vec::len),
+            Some(100)
+        );
+        assert_eq!(
+            (
+                own["completion"]["total"].clone(),
+                own["completion"]["hasMore"].clone()
+            ),
+            (json!(101), json!(true))
+        );
+    }
 
     #[test]
     fn templates_match_level_one_variables() {

@@ -109,6 +109,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub deny: Vec<String>,
     /// Tool names on the mesh are `<prefix>_<tool>`; default: the name.
+    /// `""` keeps the upstream's own names (still checked for clashes).
     #[serde(default)]
     pub prefix: Option<String>,
     /// How long callers wait for this server's tools, in milliseconds
@@ -183,9 +184,12 @@ impl ServerConfig {
         self.prefix.as_deref().unwrap_or(&self.name)
     }
 
-    /// The mesh name of upstream tool `tool`.
+    /// The mesh name of upstream tool `tool` (its own with prefix `""`).
     pub fn mesh_name(&self, tool: &str) -> String {
-        format!("{}_{tool}", self.prefix())
+        match self.prefix() {
+            "" => tool.to_owned(),
+            prefix => format!("{prefix}_{tool}"),
+        }
     }
 
     /// Whether upstream tool `tool` is put on the mesh (allow and deny lists).
@@ -272,6 +276,12 @@ impl BridgeConfig {
             if !Category::AGENTS.contains(&s.category) {
                 let m = "expected business_intelligence, infrastructure or code_generation";
                 return Err(key_error(&at("category"), m));
+            }
+            // "" (upstream names as they are) may be shared: clashes
+            // between tools are refused at start, naming both.
+            if s.prefix().is_empty() {
+                check_transport(s, &at)?;
+                continue;
             }
             check_token(s.prefix(), 40).map_err(|m| key_error(&at("prefix"), &m))?;
             if !prefixes.insert(s.prefix()) {

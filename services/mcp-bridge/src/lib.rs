@@ -3,19 +3,27 @@
 //! Each upstream server in the configuration (stdio or Streamable HTTP,
 //! reached with rmcp's client) becomes a kit worker of its own,
 //! `bridge-<name>`, announcing the server's tools as `<prefix>_<tool>` in
-//! the server's category. A call flows: gateway → bus → that worker's
-//! handler ([`relay`]) → the server's `tools/call`; the server's progress,
-//! log records and requests (sampling, elicitation, roots) go back through
-//! the kit's call, and a cancel goes up as `notifications/cancelled`.
+//! the server's category (the server's own names with prefix `""`), and its
+//! resources, resource templates, prompts and completions as the kit's
+//! offers. A call flows: gateway → bus → that worker's handler ([`relay`])
+//! → the server's `tools/call`; the server's progress, log records and
+//! requests (sampling, elicitation, roots) go back through the kit's call,
+//! and a cancel goes up as `notifications/cancelled`. A resource read,
+//! prompt or completion flows: gateway → `sophia.v1.mcp.bridge-<name>.*` →
+//! the worker's offer handler ([`offers`]) → the server, its answer passed
+//! on unchanged.
 //!
 //! # Layout
 //! - [`config`]: the TOML file and the command line.
 //! - [`upstream`]: starting a server and speaking MCP to it (rmcp client,
 //!   process group, stderr tail).
 //! - [`names`]: which tools go on the mesh under which names.
+//! - [`offers`]: the server's resources, templates, prompts and
+//!   completions: listed, offered, and each request relayed.
 //! - [`convert`]: MCP tools and results into the mesh's shapes.
 //! - [`relay`]: one call, relayed.
-//! - `supervisor`: one server's life: serve, re-announce, restart, stop.
+//! - `supervisor`: one server's life: serve, re-announce (tools or offers
+//!   changed), relay resource updates, restart, stop.
 //! - [`status`]: what each server is doing, for `/health` and tests.
 //!
 //! See `docs/bridge.md`.
@@ -24,6 +32,7 @@
 pub mod config;
 pub mod convert;
 pub mod names;
+pub mod offers;
 pub mod relay;
 pub mod status;
 mod supervisor;

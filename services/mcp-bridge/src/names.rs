@@ -43,6 +43,8 @@ pub struct Selection {
     pub refused: Vec<String>,
     /// Upstream tools left out because another server has their name.
     pub clashes: Vec<Clash>,
+    /// What the server offers besides tools (listed by the supervisor).
+    pub offers: crate::offers::Offers,
 }
 
 impl Selection {
@@ -125,6 +127,37 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("server ab's tool x"), "{line}");
+    }
+
+    #[test]
+    fn an_empty_prefix_keeps_upstream_names_and_still_refuses_clashes() {
+        let names = Names::default();
+        let mut a = ServerConfig::stdio("a", Category::CodeGeneration, "x", &[]);
+        a.prefix = Some(String::new());
+        let mut b = ServerConfig::stdio("b", Category::CodeGeneration, "x", &[]);
+        b.prefix = Some(String::new());
+        let sel = names.select(&a, &tools(&["read", "write"]));
+        let got: Vec<_> = sel
+            .tools
+            .iter()
+            .map(|(_, t)| t.spec().name.clone())
+            .collect();
+        assert_eq!(got, ["read", "write"]);
+        let sel = names.select(&b, &tools(&["read", "list"]));
+        assert_eq!(sel.tools.len(), 1);
+        let line = sel.clashes[0].to_string();
+        assert!(
+            line.contains("server a's tool read") && line.contains("server b's tool read"),
+            "{line}"
+        );
+        let mut bad = ServerConfig::stdio("c", Category::CodeGeneration, "x", &[]);
+        bad.prefix = Some(String::new());
+        let sel = names.select(&bad, &tools(&["no spaces allowed"]));
+        assert!(
+            sel.tools.is_empty() && sel.refused.len() == 1,
+            "{:?}",
+            sel.refused
+        );
     }
 
     #[test]

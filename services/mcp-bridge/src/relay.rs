@@ -110,7 +110,7 @@ pub async fn run(ctx: Arc<ToolCtx>, call: Call) -> ToolResult {
 }
 
 /// The call ended because the server's connection closed.
-fn server_gone(link: &Link) -> WireError {
+pub(crate) fn server_gone(link: &Link) -> WireError {
     WireError::new(
         ErrorCode::Unavailable,
         format!(

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::names::{Names, Selection};
+use crate::offers::Offers;
 use crate::relay::{self, ToolCtx};
 use crate::status::{State, Status};
 use crate::upstream::{self, Connection, Link, StartError};
@@ -48,6 +49,7 @@ struct Serving {
     handle: WorkerHandle,
     stop: CancellationToken,
     specs: Vec<sophia_proto::ToolSpec>,
+    offers: Offers,
 }
 
 impl Serving {
@@ -69,11 +71,11 @@ impl Supervisor {
         Ok((conn, selection))
     }
 
-    /// The server's tools now, once a burst of list changes is over (many
-    /// servers add tools right after `initialize`).
+    /// The server's tools and other offers now, once a burst of list
+    /// changes is over (many servers add tools right after `initialize`).
     async fn list(&self, link: &Link) -> Result<Selection, StartError> {
         for _ in 0..5 {
-            let changed = link.shared.tools_changed.notified();
+            let changed = link.shared.list_changed.notified();
             if tokio::time::timeout(SETTLE, changed).await.is_err() {
                 break;
             }
@@ -83,7 +85,11 @@ impl Supervisor {
             .await
             .map_err(|_| StartError::ListTools("no answer in time".into()))?
             .map_err(|e| StartError::ListTools(e.to_string()))?;
-        Ok(self.names.select(&self.server, &tools))
+        let mut selection = self.names.select(&self.server, &tools);
+        let (offers, notes) = Offers::list(link, self.server.init_timeout()).await;
+        selection.offers = offers;
+        selection.refused.extend(notes);
+        Ok(selection)
     }
 
     /// Serves until shutdown, restarting the server whenever it goes down.
@@ -143,12 +149,14 @@ impl Supervisor {
             Shutdown,
             Closed,
             Changed,
+            Updated(String),
         }
         loop {
             let event = tokio::select! {
                 _ = self.shutdown.cancelled() => Event::Shutdown,
                 _ = &mut closed => Event::Closed,
-                _ = link.shared.tools_changed.notified() => Event::Changed,
+                _ = link.shared.list_changed.notified() => Event::Changed,
+                Some(uri) = async { link.shared.updated.lock().await.recv().await } => Event::Updated(uri),
             };
             match event {
                 Event::Shutdown => {
@@ -173,11 +181,19 @@ impl Supervisor {
                     return Ended::Exited;
                 }
                 Event::Changed => serving = self.relist(&link, serving).await,
+                Event::Updated(uri) => {
+                    if let Some(Err(e)) = match &serving {
+                        Some(s) => Some(s.handle.resource_updated(&uri).await),
+                        None => None,
+                    } {
+                        tracing::warn!(server = %name, cause = %e, "could not relay a resource update");
+                    }
+                }
             }
         }
     }
 
-    /// Re-lists the tools after `list_changed`; a different list is served
+    /// Re-lists after `list_changed`; a different list is served
     /// by a new worker before the old one leaves.
     async fn relist(&self, link: &Arc<Link>, serving: Option<Serving>) -> Option<Serving> {
         let selection = match self.list(link).await {
@@ -189,9 +205,9 @@ impl Supervisor {
         };
         let same = serving
             .as_ref()
-            .map(|s| s.specs.clone())
+            .map(|s| (s.specs.clone(), s.offers.clone()))
             .unwrap_or_default();
-        if selection.specs() == same {
+        if (selection.specs(), selection.offers.clone()) == same {
             return serving;
         }
         tracing::info!(server = %self.server.name, tools = selection.tools.len(), "tool list changed; re-announcing");
@@ -216,11 +232,12 @@ impl Supervisor {
         for r in &selection.refused {
             tracing::warn!(server = %name, "{r}");
         }
-        if selection.tools.is_empty() {
+        if selection.tools.is_empty() && selection.offers.is_empty() {
             return None;
         }
-        let mut worker = Worker::new(self.server.service(), env!("CARGO_PKG_VERSION"))
+        let worker = Worker::new(self.server.service(), env!("CARGO_PKG_VERSION"))
             .description(format!("MCP server {name}, bridged by mcp-bridge"));
+        let mut worker = selection.offers.offer(worker, link);
         for (upstream, tool) in selection.tools {
             let ctx = Arc::new(ToolCtx {
                 link: link.clone(),
@@ -237,6 +254,7 @@ impl Supervisor {
                 handle,
                 stop,
                 specs,
+                offers: selection.offers,
             }),
             Err(e) => {
                 tracing::error!(server = %name, cause = %e, "could not serve the MCP server's tools");

@@ -129,6 +129,23 @@ impl Worker {
         F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Vec<String>, crate::WireError>> + Send + 'static,
     {
+        let complete = Arc::new(complete);
+        self.offers.set_completions(move |params| {
+            let values = complete(params);
+            async move { values.await.map(crate::offers::Completion::from) }
+        });
+        self
+    }
+
+    /// [`Worker::completions`] for an offerer that knows the total and
+    /// whether there are more (a relay of another server's answer).
+    pub fn completions_full<F, Fut>(mut self, complete: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::offers::Completion, crate::WireError>>
+            + Send
+            + 'static,
+    {
         self.offers.set_completions(complete);
         self
     }

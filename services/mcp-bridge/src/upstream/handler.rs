@@ -3,8 +3,11 @@
 //!
 //! - Progress goes to the call whose request carried the token (rmcp's
 //!   [`ProgressDispatcher`]).
-//! - `tools/list_changed` wakes the server's supervisor (a [`Notify`], so a
-//!   flood of them is one wake-up).
+//! - `tools/list_changed`, `resources/list_changed` and
+//!   `prompts/list_changed` wake the server's supervisor (a [`Notify`], so a
+//!   flood of them is one wake-up), which re-lists and rebuilds the worker.
+//! - `resources/updated` goes to the supervisor on a bounded queue (a flood
+//!   overflows it and is dropped), which tells the gateways.
 //! - Sampling, elicitation and roots requests, and log records, go to a call
 //!   in flight on this connection, which puts them to its own caller through
 //!   the kit's question path. MCP over stdio does not say which request a
@@ -20,7 +23,7 @@ use rmcp::handler::client::progress::ProgressDispatcher;
 use rmcp::model::{
     ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam,
+    ProgressNotificationParam, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, ErrorData as McpError, RoleClient};
@@ -28,6 +31,9 @@ use serde_json::{Value, json};
 use sophia_kit::WireError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
+
+/// How many resource updates may wait for the supervisor; more are dropped.
+const UPDATES_QUEUED: usize = 64;
 
 /// What an upstream server asks of the caller of a call in flight.
 #[derive(Debug)]
@@ -56,8 +62,11 @@ pub(crate) struct Shared {
     pub server: String,
     /// Routes progress notifications to calls by token.
     pub progress: ProgressDispatcher,
-    /// Woken by `notifications/tools/list_changed`.
-    pub tools_changed: Notify,
+    /// Woken by `notifications/{tools,resources,prompts}/list_changed`.
+    pub list_changed: Notify,
+    /// URIs from `notifications/resources/updated`, for the supervisor.
+    pub updated: tokio::sync::Mutex<mpsc::Receiver<String>>,
+    updated_tx: mpsc::Sender<String>,
     calls: Mutex<Vec<(Uuid, mpsc::Sender<Ask>)>>,
 }
 
@@ -75,10 +84,13 @@ impl Drop for InFlight<'_> {
 
 impl Shared {
     pub(crate) fn new(server: &str) -> Arc<Self> {
+        let (updated_tx, updated) = mpsc::channel(UPDATES_QUEUED);
         Arc::new(Self {
             server: server.to_owned(),
             progress: ProgressDispatcher::new(),
-            tools_changed: Notify::new(),
+            list_changed: Notify::new(),
+            updated: tokio::sync::Mutex::new(updated),
+            updated_tx,
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -223,6 +235,24 @@ impl ClientHandler for Bridged {
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
-        self.0.tools_changed.notify_one();
+        self.0.list_changed.notify_one();
+    }
+
+    async fn on_resource_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.0.list_changed.notify_one();
+    }
+
+    async fn on_prompt_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.0.list_changed.notify_one();
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        if self.0.updated_tx.try_send(params.uri).is_err() {
+            tracing::debug!(server = %self.0.server, "too many resource updates at once; dropped one");
+        }
     }
 }
