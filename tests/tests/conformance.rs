@@ -113,6 +113,27 @@ fn suite(version: &str) -> PathBuf {
     path
 }
 
+/// The checks that did not pass, from the suite's per-scenario
+/// `checks.json` files under `results`, to say why a scenario failed.
+fn failed_checks(results: &std::path::Path) -> String {
+    let mut out = String::new();
+    let Ok(dirs) = std::fs::read_dir(results) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(dir.path().join("checks.json")) else {
+            continue;
+        };
+        let checks: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for check in checks.as_array().into_iter().flatten() {
+            if check["status"] != "SUCCESS" {
+                out.push_str(&format!("{}: {check}\n", dir.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
 /// What holds the suite's fixtures behind the gateway.
 #[derive(Clone, Copy, Debug)]
 enum Fixtures {
@@ -140,6 +161,11 @@ impl Fixtures {
 /// gateway, `fixtures` behind it, with that version's baseline of expected
 /// failures; the suite's output.
 async fn run_suite(version: &str, args: &[&str], fixtures: Fixtures) -> String {
+    // One suite at a time: each runs some thirty scenarios with their own
+    // clients and timeouts, and four at once on two cores measure the
+    // machine, not the mesh.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let suite = suite(version);
     // Under the least-privilege NATS users of ops/nats/nats.conf, so that
     // the suite also proves every relayed feature is permitted.
@@ -180,7 +206,8 @@ async fn run_suite(version: &str, args: &[&str], fixtures: Fixtures) -> String {
     assert!(
         out.status.success(),
         "conformance {version} with {fixtures:?} found a regression (or a fixed scenario \
-         still listed as expected to fail):\n{stdout}\n{stderr}"
+         still listed as expected to fail):\n{stdout}\n{stderr}\nfailed checks:\n{}",
+        failed_checks(results.path())
     );
     if let Some(mut bridge) = bridge {
         bridge.stop().await;

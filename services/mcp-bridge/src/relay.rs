@@ -76,7 +76,25 @@ pub async fn run(ctx: Arc<ToolCtx>, call: Call) -> ToolResult {
         _ = relay_side => Outcome::Cancelled,
     };
     let answered = match outcome {
-        Outcome::Answered(r) => *r,
+        Outcome::Answered(r) => {
+            // rmcp hands each notification to the handler in a task of its
+            // own, so progress the server sent before its answer may still
+            // be on its way to the dispatcher: let those tasks run, then
+            // relay what arrived, so the client sees it before the result.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            while let Some(Some(p)) = futures::FutureExt::now_or_never(progress.next()) {
+                call.progress(p.progress, p.total, p.message).await;
+            }
+            // Log records likewise; a question now has no call to ask for.
+            while let Ok(ask) = asks.try_recv() {
+                if matches!(ask, Ask::Log(..)) {
+                    answer(&call, ask).await;
+                }
+            }
+            *r
+        }
         Outcome::Cancelled => {
             let _ = handle.cancel(Some("cancelled by the caller".into())).await;
             return Err(WireError::new(
