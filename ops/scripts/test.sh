@@ -4,7 +4,7 @@
 # stdio binary, the official MCP conformance suite (installed here with npm
 # if missing), the official MCP Python SDK as a client (installed here into
 # a venv if missing), MCP servers behind the bridge (installed here with
-# npm if missing), and a smoke pass of the benchmarks. First, the static
+# npm and into a venv if missing), and a smoke pass of the benchmarks. First, the static
 # checks of the deployment files (ops/scripts/check-ops.sh: compose schema,
 # hadolint, promtool, Kubernetes schemas, dashboards);
 # SOPHIA_SKIP_OPS_CHECKS=1 skips them.
@@ -26,6 +26,9 @@ export SOPHIA_PYTHON_SDK
 # MCP servers the bridge puts on the mesh (npm, pinned), run by tests/tests/bridge.rs.
 SOPHIA_MCP_SERVERS="$("$root/ops/scripts/install-mcp-servers.sh")"  # an npm prefix
 export SOPHIA_MCP_SERVERS
+# Python MCP servers the bridge puts on the mesh (PyPI, pinned), run by tests/tests/bridge_more.rs.
+SOPHIA_PYTHON_SERVERS="$("$root/ops/scripts/install-python-servers.sh")"  # their venv
+export SOPHIA_PYTHON_SERVERS
 echo "test: using $SOPHIA_NATS_SERVER ($("$SOPHIA_NATS_SERVER" --version))" >&2
 cd "$root"
 # Some tests start the services as processes, as compose does: build them first.

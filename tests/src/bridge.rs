@@ -28,16 +28,28 @@ pub fn everything_bin() -> PathBuf {
     bin
 }
 
-/// The venv holding the pinned Python MCP servers (mcp-server-git,
-/// mcp-server-time), or a panic saying how to install it.
+/// The venv of the pinned Python MCP servers (mcp-server-git,
+/// mcp-server-time; `ops/scripts/install-python-servers.sh`), or a panic
+/// saying how to install it.
 pub fn python_servers() -> PathBuf {
-    let dir = std::env::var_os("SOPHIA_MCP_PYTHON").unwrap_or_else(|| {
+    let dir = std::env::var_os("SOPHIA_PYTHON_SERVERS").unwrap_or_else(|| {
         panic!(
-            "SOPHIA_MCP_PYTHON is not set: run ops/scripts/test.sh, or \
-             export SOPHIA_MCP_PYTHON=$(ops/scripts/install-mcp-servers.sh --python)"
+            "SOPHIA_PYTHON_SERVERS is not set: run ops/scripts/test.sh, or \
+             export SOPHIA_PYTHON_SERVERS=$(ops/scripts/install-python-servers.sh)"
         )
     });
     PathBuf::from(dir)
+}
+
+/// Program `program` of [`python_servers`].
+pub fn python_server(program: &str) -> PathBuf {
+    let bin = python_servers().join("bin").join(program);
+    assert!(
+        bin.exists(),
+        "{} is missing: run ops/scripts/install-python-servers.sh",
+        bin.display()
+    );
+    bin
 }
 
 /// server-everything over stdio, named `everything`, in code_generation.

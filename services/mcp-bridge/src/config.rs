@@ -119,6 +119,23 @@ pub struct ServerConfig {
     /// How long the server may take to start and initialize, in milliseconds.
     #[serde(default)]
     pub init_timeout_ms: Option<u64>,
+    /// How many bridge replicas serve it: each its own copy (`"all"`, the
+    /// default), or exactly one at a time (`"single"`, leased on JetStream
+    /// KV: for servers that keep state on local disk).
+    #[serde(default)]
+    pub replicas: Replicas,
+}
+
+/// Which bridge replicas serve a server (`replicas` in the file).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Replicas {
+    /// Every replica runs its own copy; calls are shared through the queue
+    /// group.
+    #[default]
+    All,
+    /// One replica at a time, the holder of the server's lease (`lease.rs`).
+    Single,
 }
 
 /// How the bridge reaches a server.
@@ -167,6 +184,7 @@ impl ServerConfig {
             prefix: None,
             timeout_ms: None,
             init_timeout_ms: None,
+            replicas: Replicas::All,
         }
     }
 
@@ -378,6 +396,24 @@ mod tests {
         assert_eq!(s.transport(), Transport::Stdio { command: "npx" });
         assert_eq!(s.mesh_name("echo"), "everything_echo");
         assert_eq!(s.service(), "bridge-everything");
+        assert_eq!(s.replicas, Replicas::All);
+    }
+
+    #[test]
+    fn a_server_with_state_on_disk_is_served_by_a_single_replica() {
+        let c = parse(
+            "[[servers]]\nname = \"git\"\ncategory = \"code_generation\"\n\
+             command = \"x\"\nreplicas = \"single\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers[0].replicas, Replicas::Single);
+        let e = parse(
+            "[[servers]]\nname = \"git\"\ncategory = \"code_generation\"\n\
+             command = \"x\"\nreplicas = \"two\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 5") && e.contains("single"), "{e}");
     }
 
     #[test]

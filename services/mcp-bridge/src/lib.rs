@@ -24,6 +24,8 @@
 //! - [`relay`]: one call, relayed.
 //! - `supervisor`: one server's life: serve, re-announce (tools or offers
 //!   changed), relay resource updates, restart, stop.
+//! - [`lease`]: `replicas = "single"`: one replica at a time serves a
+//!   server, the holder of its lease on JetStream KV.
 //! - [`status`]: what each server is doing, for `/health` and tests.
 //!
 //! See `docs/bridge.md`.
@@ -31,6 +33,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod lease;
 pub mod names;
 pub mod offers;
 pub mod relay;
@@ -44,10 +47,11 @@ use std::sync::Arc;
 use sophia_kit::{KitError, Worker, WorkerHandle};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{BridgeConfig, Cli, ConfigError, ServerConfig};
+pub use config::{BridgeConfig, Cli, ConfigError, Replicas, ServerConfig};
 pub use names::Clash;
 pub use status::{ServerStatus, State, Status};
 
+use lease::Leases;
 use names::Names;
 use supervisor::Supervisor;
 
@@ -74,7 +78,12 @@ pub struct BridgeHandle {
     pub http_addr: SocketAddr,
     /// What each server is doing.
     pub status: Status,
+    /// This replica's instance id (its `mcp-bridge` worker's), as leases
+    /// name their holder.
+    pub instance: String,
     task: tokio::task::JoinHandle<()>,
+    runs: Vec<tokio::task::AbortHandle>,
+    own: Arc<parking_lot::Mutex<Option<WorkerHandle>>>,
 }
 
 impl BridgeHandle {
@@ -86,6 +95,22 @@ impl BridgeHandle {
     /// Waits until every server and worker has stopped after shutdown.
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+
+    /// Stops at once, without draining, giving back leases or saying
+    /// goodbye, as a killed process would (its upstream processes are
+    /// killed). For tests of a replica that dies.
+    pub fn abort(&self) {
+        for run in &self.runs {
+            run.abort();
+        }
+        self.task.abort();
+        if let Some(own) = self.own.lock().take() {
+            own.abort();
+            tokio::spawn(async move {
+                let _ = own.client.drain().await;
+            });
+        }
     }
 }
 
@@ -110,10 +135,17 @@ pub async fn run(
             shutdown: shutdown.clone(),
         })
         .collect();
-    let started = futures::future::join_all(supervisors.iter().map(|s| s.start())).await;
+    // A `replicas = "single"` server starts once this replica holds its lease.
+    let started = futures::future::join_all(supervisors.iter().map(|s| async move {
+        match s.server.replicas {
+            Replicas::All => Some(s.start().await),
+            Replicas::Single => None,
+        }
+    }))
+    .await;
     let first_clash = started
         .iter()
-        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|r| r.as_ref()?.as_ref().ok())
         .find_map(|(_, sel)| sel.clashes.first().cloned());
     if let Some(clash) = first_clash {
         close_all(started).await;
@@ -125,31 +157,48 @@ pub async fn run(
         .degraded(move || health.degraded());
     let own_stop = CancellationToken::new();
     let own: WorkerHandle = own.run(config.worker.clone(), own_stop.clone()).await?;
-    let http_addr = own.http_addr;
+    let (http_addr, instance) = (own.http_addr, own.instance.clone());
+    let leases = Leases::new(own.client.clone(), instance.clone());
     let runs: Vec<_> = supervisors
         .into_iter()
         .zip(started)
-        .map(|(s, first)| tokio::spawn(s.run(first)))
+        .map(|(s, first)| {
+            let leases = (s.server.replicas == Replicas::Single).then(|| leases.clone());
+            tokio::spawn(s.run(first, leases))
+        })
         .collect();
+    let aborts = runs.iter().map(|r| r.abort_handle()).collect();
+    let own = Arc::new(parking_lot::Mutex::new(Some(own)));
+    let ours = own.clone();
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         futures::future::join_all(runs).await;
         own_stop.cancel();
-        own.stopped().await;
+        let own = ours.lock().take();
+        if let Some(own) = own {
+            own.stopped().await;
+        }
     });
     Ok(BridgeHandle {
         http_addr,
         status,
+        instance,
         task,
+        runs: aborts,
+        own,
     })
 }
 
 /// Closes started connections (stopping their processes) before giving up.
-async fn close_all(started: Vec<Result<supervisor::Started, upstream::StartError>>) {
-    let closing = started.into_iter().flatten().map(|(conn, _)| async move {
-        let (_, close, closed) = conn.split();
-        close.cancel();
-        let _ = closed.await;
-    });
+async fn close_all(started: Vec<Option<Result<supervisor::Started, upstream::StartError>>>) {
+    let closing = started
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|(conn, _)| async move {
+            let (_, close, closed) = conn.split();
+            close.cancel();
+            let _ = closed.await;
+        });
     futures::future::join_all(closing).await;
 }

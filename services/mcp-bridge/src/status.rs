@@ -18,6 +18,9 @@ pub enum State {
     Down,
     /// Stopped by the bridge's shutdown.
     Stopped,
+    /// `replicas = "single"`: another bridge replica holds the server's
+    /// lease and serves it; this one takes over if that one dies.
+    Standby,
 }
 
 /// One server's status.
@@ -80,6 +83,11 @@ impl Status {
                     s.name
                 )),
                 (State::Down, None) => lines.push(format!("MCP server {} is not serving", s.name)),
+                (State::Standby, Some(e)) => lines.push(format!(
+                    "MCP server {} (replicas = \"single\") may be served by no replica; this \
+                     one {e}",
+                    s.name
+                )),
                 _ => {}
             }
             for r in &s.refused {

@@ -11,6 +11,7 @@ use sophia_kit::{Worker, WorkerConfig, WorkerHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::lease::Leases;
 use crate::names::{Names, Selection};
 use crate::offers::Offers;
 use crate::relay::{self, ToolCtx};
@@ -36,6 +37,7 @@ enum Ended {
 }
 
 /// Runs one server until shutdown.
+#[derive(Clone)]
 pub(crate) struct Supervisor {
     pub server: Arc<ServerConfig>,
     pub worker: WorkerConfig,
@@ -46,7 +48,7 @@ pub(crate) struct Supervisor {
 
 /// A running worker for one connection.
 struct Serving {
-    handle: WorkerHandle,
+    handle: Option<WorkerHandle>,
     stop: CancellationToken,
     specs: Vec<sophia_proto::ToolSpec>,
     offers: Offers,
@@ -54,9 +56,27 @@ struct Serving {
 
 impl Serving {
     /// Drains the worker: gateways withdraw its tools.
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.stop.cancel();
-        self.handle.stopped().await;
+        if let Some(handle) = self.handle.take() {
+            handle.stopped().await;
+        }
+    }
+}
+
+/// A worker whose supervisor is gone without [`Serving::stop`] (the bridge
+/// was aborted) stops at once, undrained, as if the process had died: no
+/// replica keeps serving a server it no longer supervises.
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = handle.client.drain().await;
+                });
+            }
+        }
     }
 }
 
@@ -92,11 +112,32 @@ impl Supervisor {
         Ok(selection)
     }
 
-    /// Serves until shutdown, restarting the server whenever it goes down.
-    pub(crate) async fn run(self, first: Result<Started, StartError>) {
+    /// Serves until shutdown, restarting the server whenever it goes down;
+    /// a `replicas = "single"` server only while this replica holds its
+    /// lease (`leases`). `first` is the first start, if already made.
+    pub(crate) async fn run(
+        self,
+        first: Option<Result<Started, StartError>>,
+        leases: Option<Leases>,
+    ) {
+        match leases {
+            Some(leases) => self.run_leased(&leases).await,
+            None => self.run_restarting(first).await,
+        }
+        let name = &self.server.name;
+        self.names.release(name);
+        self.status.update(name, |s| {
+            s.state = State::Stopped;
+            s.pid = None;
+            s.tools.clear();
+        });
+    }
+
+    /// Starts, serves and restarts the server until `self.shutdown`.
+    pub(crate) async fn run_restarting(&self, first: Option<Result<Started, StartError>>) {
         let name = self.server.name.clone();
         let mut backoff = BACKOFF_FIRST;
-        let mut attempt = Some(first);
+        let mut attempt = first;
         loop {
             let started = match attempt.take() {
                 Some(a) => a,
@@ -129,12 +170,6 @@ impl Supervisor {
             backoff = (backoff * 2).min(BACKOFF_CAP);
             self.status.update(&name, |s| s.restarts += 1);
         }
-        self.names.release(&name);
-        self.status.update(&name, |s| {
-            s.state = State::Stopped;
-            s.pid = None;
-            s.tools.clear();
-        });
     }
 
     /// Serves one connection: its worker, re-announced on list changes,
@@ -182,8 +217,8 @@ impl Supervisor {
                 }
                 Event::Changed => serving = self.relist(&link, serving).await,
                 Event::Updated(uri) => {
-                    if let Some(Err(e)) = match &serving {
-                        Some(s) => Some(s.handle.resource_updated(&uri).await),
+                    if let Some(Err(e)) = match serving.as_ref().and_then(|s| s.handle.as_ref()) {
+                        Some(handle) => Some(handle.resource_updated(&uri).await),
                         None => None,
                     } {
                         tracing::warn!(server = %name, cause = %e, "could not relay a resource update");
@@ -251,7 +286,7 @@ impl Supervisor {
         let stop = CancellationToken::new();
         match worker.run(config, stop.clone()).await {
             Ok(handle) => Some(Serving {
-                handle,
+                handle: Some(handle),
                 stop,
                 specs,
                 offers: selection.offers,
