@@ -193,7 +193,7 @@ impl HttpEverything {
 }
 
 #[tokio::test]
-async fn server_everything_over_streamable_http_gets_its_header_from_the_environment() {
+async fn server_everything_over_streamable_http_gets_its_header_and_relays_progress_and_sampling() {
     let mesh = Mesh::start().await;
     let upstream = HttpEverything::start("X-Sophia-Team").await;
     let url = format!("http://127.0.0.1:{}/mcp", upstream.port);
@@ -216,6 +216,33 @@ async fn server_everything_over_streamable_http_gets_its_header_from_the_environ
     );
     let sum = call(&client, "everything_get-sum", json!({"a": 20, "b": 22})).await;
     assert!(text_of(&sum).contains("42"), "{}", text_of(&sum));
+
+    // Progress and the server's own requests travel over HTTP too.
+    let (done, progress) = sophia_tests::tools::call_with_progress(
+        &client,
+        "everything_trigger-long-running-operation",
+        json!({"duration": 1, "steps": 3}),
+    )
+    .await;
+    assert!(text_of(&done).contains("completed"), "{done:?}");
+    let steps: Vec<f64> = progress.iter().map(|p| p.progress).collect();
+    assert_eq!(steps, [1.0, 2.0, 3.0]);
+    let sampling = mesh
+        .client_as(sophia_tests::Recorder {
+            sample_reply: Some("sampled over HTTP".into()),
+            ..Default::default()
+        })
+        .await;
+    let sampled = call(
+        &sampling,
+        "everything_trigger-sampling-request",
+        json!({"prompt": "say hi", "maxTokens": 20}),
+    )
+    .await;
+    assert!(
+        text_of(&sampled).contains("sampled over HTTP"),
+        "{sampled:?}"
+    );
 
     let expected = std::env::var("SOPHIA_MCP_SERVERS").unwrap();
     let values = upstream.header_values("X-Sophia-Team");

@@ -77,22 +77,7 @@ pub async fn run(ctx: Arc<ToolCtx>, call: Call) -> ToolResult {
     };
     let answered = match outcome {
         Outcome::Answered(r) => {
-            // rmcp hands each notification to the handler in a task of its
-            // own, so progress the server sent before its answer may still
-            // be on its way to the dispatcher: let those tasks run, then
-            // relay what arrived, so the client sees it before the result.
-            for _ in 0..8 {
-                tokio::task::yield_now().await;
-            }
-            while let Some(Some(p)) = futures::FutureExt::now_or_never(progress.next()) {
-                call.progress(p.progress, p.total, p.message).await;
-            }
-            // Log records likewise; a question now has no call to ask for.
-            while let Ok(ask) = asks.try_recv() {
-                if matches!(ask, Ask::Log(..)) {
-                    answer(&call, ask).await;
-                }
-            }
+            relay_pending(&call, &mut progress, &mut asks).await;
             *r
         }
         Outcome::Cancelled => {
@@ -124,6 +109,29 @@ pub async fn run(ctx: Arc<ToolCtx>, call: Call) -> ToolResult {
         )),
         Ok(Err(e)) => Err(upstream_error(link, e)),
         Err(_) => Err(server_gone(link)),
+    }
+}
+
+/// Relays the progress and log records the server sent before its answer.
+/// rmcp hands each notification to the handler in a task of its own, so
+/// some may still be on their way: those tasks run first, then what arrived
+/// is relayed, so the client sees it before the result. A question now has
+/// no call to ask for.
+async fn relay_pending(
+    call: &Call,
+    progress: &mut (impl futures::Stream<Item = rmcp::model::ProgressNotificationParam> + Unpin),
+    asks: &mut mpsc::Receiver<Ask>,
+) {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    while let Some(Some(p)) = futures::FutureExt::now_or_never(progress.next()) {
+        call.progress(p.progress, p.total, p.message).await;
+    }
+    while let Ok(ask) = asks.try_recv() {
+        if matches!(ask, Ask::Log(..)) {
+            answer(call, ask).await;
+        }
     }
 }
 
