@@ -141,9 +141,10 @@ const BUILTIN: [Builtin; 7] = {
             "code_agent",
             CodeGeneration,
             "Writes, reviews and explains code.",
-            "You write and review code. Prefer small, tested changes, and explain them. \
-             Read the repository's state with the git tools first.",
-            &["git_status", "git_diff_unstaged", "git_log"],
+            "You write and review code. Prefer small, tested changes, and explain them.",
+            // No tools: the agent a first run can use with nothing but a
+            // model (README); the catalog's git tools are there to add.
+            &[],
         ),
         (
             "memory_agent",
