@@ -22,29 +22,7 @@ if [ -x "$dir/bin/python" ] && cmp -s "$lock" "$dir/requirements.txt" \
   exit 0
 fi
 
-# A fresh Debian or Ubuntu may lack python3, or the venv module and
-# ensurepip that `python3 -m venv` needs (package python3-venv).
-if ! { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; } \
-  && command -v apt-get >/dev/null; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "install-python-sdk: installing Debian's python3 and python3-venv with apt-get" >&2
-  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3 python3-venv >&2
-fi
-if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  echo "install-python-sdk: python3 with its venv module is needed (Debian/Ubuntu: apt-get install python3-venv)" >&2
-  exit 1
-fi
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "install-python-sdk: mcp $version needs Python 3.11 or newer; python3 is $(python3 --version 2>&1)" >&2
-  exit 1
-fi
-
-echo "install-python-sdk: installing mcp $version into $dir" >&2
-rm -rf "$dir"
-python3 -m venv "$dir" >&2
-"$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-  --requirement "$lock" >&2
-"$dir/bin/python" -m pip check >&2
-cp "$lock" "$dir/requirements.txt"
+# shellcheck source=ops/scripts/python-venv.sh
+. "$root/ops/scripts/python-venv.sh"
+make_venv install-python-sdk "$dir" "$lock" "mcp $version"
 echo "$dir"
