@@ -18,9 +18,8 @@
 //! without `--bench` (as under `cargo test --all-targets`) it runs a short
 //! smoke pass.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -28,67 +27,11 @@ use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 use sophia_proto::{Caller, ToolRequest, ToolResponse, subject};
 use sophia_tests::Mesh;
+use sophia_tests::bench::{IN_FLIGHT, Plan, measure, print_table};
 use sophia_tests::bridge::{RunningBridge, everything, everything_bin};
 use sophia_tests::tools::{object, wait_for_tool};
 
 const PAYLOAD: usize = 1024;
-const IN_FLIGHT: usize = 64;
-
-struct Plan {
-    warmup: usize,
-    sequential: usize,
-    concurrent: usize,
-}
-
-struct Figures {
-    name: &'static str,
-    p50: Duration,
-    p99: Duration,
-    throughput: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn measure<F, Fut>(name: &'static str, plan: &Plan, op: F) -> Figures
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    eprintln!("measuring {name}");
-    for _ in 0..plan.warmup {
-        op().await;
-    }
-    let mut samples = Vec::with_capacity(plan.sequential);
-    for _ in 0..plan.sequential {
-        let t = Instant::now();
-        op().await;
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-    let per_task = plan.concurrent / IN_FLIGHT;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    op().await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("bench task");
-    }
-    Figures {
-        name,
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
-        throughput: (per_task * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64(),
-    }
-}
 
 /// An MCP `tools/call` of `tool` with `args`, checked to have worked.
 async fn mcp_call<S: rmcp::service::Service<rmcp::RoleClient>>(
@@ -190,16 +133,7 @@ async fn main() {
             " (smoke run: pass --bench for real figures)"
         }
     );
-    println!("{:<40} {:>10} {:>10} {:>10}", "path", "p50", "p99", "req/s");
-    for f in [&direct_fig, &bus, &gateway, &kit] {
-        println!(
-            "{:<40} {:>8.0}µs {:>8.0}µs {:>10.0}",
-            f.name,
-            f.p50.as_secs_f64() * 1e6,
-            f.p99.as_secs_f64() * 1e6,
-            f.throughput
-        );
-    }
+    print_table(&[&direct_fig, &bus, &gateway, &kit]);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!();
     println!(

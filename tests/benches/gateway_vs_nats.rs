@@ -17,9 +17,8 @@
 //! flight (throughput). Run with `cargo bench -p sophia-tests`; without
 //! `--bench` (as under `cargo test --all-targets`) it runs a short smoke pass.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use rmcp::ServiceExt;
@@ -28,71 +27,11 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::json;
 use sophia_proto::{Caller, ToolRequest, ToolResponse, subject};
+use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::{Mesh, Recorder, eventually};
 
 const PAYLOAD: usize = 1024;
-const IN_FLIGHT: usize = 64;
-
-struct Plan {
-    warmup: usize,
-    sequential: usize,
-    concurrent: usize,
-}
-
-struct Figures {
-    name: &'static str,
-    p50: Duration,
-    p99: Duration,
-    throughput: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-async fn measure<F, Fut>(name: &'static str, plan: &Plan, op: F) -> Figures
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    eprintln!("measuring {name}");
-    for _ in 0..plan.warmup {
-        op().await;
-    }
-    let mut samples = Vec::with_capacity(plan.sequential);
-    for _ in 0..plan.sequential {
-        let t = Instant::now();
-        op().await;
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-
-    eprintln!("  sequential done");
-    let per_task = plan.concurrent / IN_FLIGHT;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    op().await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("bench task");
-    }
-    let throughput = (per_task * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64();
-    Figures {
-        name,
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
-        throughput,
-    }
-}
 
 #[tokio::main]
 async fn main() {
@@ -359,18 +298,9 @@ async fn main() {
             " (smoke run: pass --bench for real figures)"
         }
     );
-    println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
-    for f in [
+    print_table(&[
         &raw, &bus, &http, &mcp, &mcp_raw, &no_replay, &create, &traced,
-    ] {
-        println!(
-            "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
-            f.name,
-            f.p50.as_secs_f64() * 1e6,
-            f.p99.as_secs_f64() * 1e6,
-            f.throughput
-        );
-    }
+    ]);
     let ratio = |f: &Figures| f.p50.as_secs_f64() / raw.p50.as_secs_f64();
     println!();
     println!(

@@ -14,6 +14,7 @@
 
 pub mod agno;
 pub mod announce;
+pub mod bench;
 pub mod bridge;
 pub mod client;
 pub mod gong;

@@ -1,0 +1,89 @@
+//! What the bench programs (`tests/benches/`) share: a plan, one path's
+//! figures (p50 and p99 of sequential calls, throughput with many in
+//! flight), and the table they print.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Calls in flight when throughput is measured.
+pub const IN_FLIGHT: usize = 64;
+
+/// How many calls each path gets.
+pub struct Plan {
+    /// Calls before measuring.
+    pub warmup: usize,
+    /// Calls one after another, for latency.
+    pub sequential: usize,
+    /// Calls with [`IN_FLIGHT`] at a time, for throughput.
+    pub concurrent: usize,
+}
+
+/// One path's figures.
+pub struct Figures {
+    /// The path.
+    pub name: &'static str,
+    /// Median latency of the sequential calls.
+    pub p50: Duration,
+    /// 99th percentile of the sequential calls.
+    pub p99: Duration,
+    /// Calls per second with [`IN_FLIGHT`] at a time.
+    pub throughput: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Measures `op` (one call of the path `name`) as `plan` says.
+pub async fn measure<F, Fut>(name: &'static str, plan: &Plan, op: F) -> Figures
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    eprintln!("measuring {name}");
+    for _ in 0..plan.warmup {
+        op().await;
+    }
+    let mut samples = Vec::with_capacity(plan.sequential);
+    for _ in 0..plan.sequential {
+        let t = Instant::now();
+        op().await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let per_task = plan.concurrent / IN_FLIGHT;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("bench task");
+    }
+    Figures {
+        name,
+        p50: percentile(&samples, 0.50),
+        p99: percentile(&samples, 0.99),
+        throughput: (per_task * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Prints `rows` as a table: path, p50, p99, req/s.
+pub fn print_table(rows: &[&Figures]) {
+    println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
+    for f in rows {
+        println!(
+            "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
+            f.name,
+            f.p50.as_secs_f64() * 1e6,
+            f.p99.as_secs_f64() * 1e6,
+            f.throughput
+        );
+    }
+}
