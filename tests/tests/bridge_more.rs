@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mcp_bridge::{Replicas, ServerConfig, State};
-use serde_json::json;
+use serde_json::{Value, json};
 use sophia_kit::Category;
 use sophia_tests::bridge::{RunningBridge, everything_bin, fixture, group_alive, python_server};
 use sophia_tests::tools::{WAIT, call, text_of, wait_for_tool};
@@ -181,6 +181,17 @@ impl HttpEverything {
         }
     }
 
+    /// The JSON-RPC messages the server received (one per body chunk that
+    /// parses; the bridge's bodies are small).
+    fn received(&self) -> Vec<Value> {
+        let lines = self.stderr.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("sophia-test: body "))
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    }
+
     /// The values of the recorded header, one per request.
     fn header_values(&self, header: &str) -> Vec<String> {
         let prefix = format!("sophia-test: header {header}: ");
@@ -193,7 +204,8 @@ impl HttpEverything {
 }
 
 #[tokio::test]
-async fn server_everything_over_streamable_http_gets_its_header_and_relays_progress_and_sampling() {
+async fn server_everything_over_streamable_http_gets_its_header_and_relays_progress_sampling_and_cancels()
+ {
     let mesh = Mesh::start().await;
     let upstream = HttpEverything::start("X-Sophia-Team").await;
     let url = format!("http://127.0.0.1:{}/mcp", upstream.port);
@@ -243,6 +255,44 @@ async fn server_everything_over_streamable_http_gets_its_header_and_relays_progr
         text_of(&sampled).contains("sampled over HTTP"),
         "{sampled:?}"
     );
+
+    // A cancelled call reaches the HTTP server as notifications/cancelled
+    // for that call's request id.
+    let args = json!({"duration": 30, "steps": 30});
+    let params =
+        rmcp::model::CallToolRequestParams::new("everything_trigger-long-running-operation")
+            .with_arguments(sophia_tests::tools::object(args));
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let long_call = |m: &Value| {
+        m["method"] == "tools/call"
+            && m["params"]["name"] == "trigger-long-running-operation"
+            && m["params"]["arguments"]["duration"] == 30
+    };
+    let id = eventually("the long call reaches the server", WAIT, || async {
+        upstream
+            .received()
+            .iter()
+            .find(|m| long_call(m))
+            .map(|m| m["id"].clone())
+    })
+    .await;
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    eventually(
+        "notifications/cancelled reaches the HTTP server",
+        WAIT,
+        || async {
+            upstream.received().into_iter().find(|m| {
+                m["method"] == "notifications/cancelled" && m["params"]["requestId"] == id
+            })
+        },
+    )
+    .await;
 
     let expected = std::env::var("SOPHIA_MCP_SERVERS").unwrap();
     let values = upstream.header_values("X-Sophia-Team");
