@@ -24,18 +24,10 @@ if [ "${#missing[@]}" -eq 0 ]; then
   echo "$dir"
   exit 0
 fi
-if ! command -v npm >/dev/null && command -v apt-get >/dev/null; then
-  # A fresh Debian or Ubuntu has no npm: Debian's Node.js brings it (and
-  # node@22 below replaces an old Node for the suite).
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "install-conformance: installing Debian's nodejs and npm with apt-get" >&2
-  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq nodejs npm >&2
-fi
-if ! command -v npm >/dev/null; then
-  echo "install-conformance: npm is needed (Debian/Ubuntu: apt-get install nodejs npm)" >&2
-  exit 1
-fi
+# node@22 below replaces an old Node for the suite.
+# shellcheck source=ops/scripts/need-npm.sh
+. "$root/ops/scripts/need-npm.sh"
+need_npm install-conformance
 major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
 for v in "${missing[@]}"; do
   packages=("@modelcontextprotocol/conformance@$v")

@@ -18,17 +18,9 @@ if installed; then
   echo "$dir"
   exit 0
 fi
-if ! command -v npm >/dev/null && command -v apt-get >/dev/null; then
-  # A fresh Debian or Ubuntu has no npm: Debian's Node.js brings it.
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "install-mcp-servers: installing Debian's nodejs and npm with apt-get" >&2
-  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq nodejs npm >&2
-fi
-if ! command -v npm >/dev/null; then
-  echo "install-mcp-servers: npm is needed (Debian/Ubuntu: apt-get install nodejs npm)" >&2
-  exit 1
-fi
+# shellcheck source=ops/scripts/need-npm.sh
+. "$root/ops/scripts/need-npm.sh"
+need_npm install-mcp-servers
 mkdir -p "$dir"
 cp "$src/package.json" "$src/package-lock.json" "$dir/"
 echo "install-mcp-servers: npm ci into $dir" >&2
