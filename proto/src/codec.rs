@@ -75,6 +75,7 @@ mod tests {
                 principal: "alice".into(),
                 session: Some("s1".into()),
                 via: "test".into(),
+                roles: vec!["analyst".into()],
             },
         );
         req.progress_to = Some("sophia.v1.progress.gw.x".into());

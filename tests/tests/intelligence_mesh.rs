@@ -32,6 +32,7 @@ async fn bus_chat(
             principal: "agent-7".into(),
             session: None,
             via: "test".into(),
+            ..Default::default()
         },
         trace: headers::Context::default(),
         liveness: Default::default(),

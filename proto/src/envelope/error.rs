@@ -31,6 +31,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The operation ran and failed; the message says why.
     Failed,
+    /// The caller is over its rate or concurrency limit. Retry after the
+    /// time the message (and `data.retry_after_ms`) gives.
+    Busy,
     /// A bug or unexpected state in the worker.
     Internal,
     /// The replica running the call died, froze or was cut off before it
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Failed => "failed",
+            ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::WorkerLost => "worker_lost",
             ErrorCode::Unknown => "unknown",
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::UnknownTool => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Busy => 429,
             ErrorCode::Cancelled => 499,
             ErrorCode::Failed | ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::WorkerLost => 502,
@@ -84,7 +89,7 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Conflict
+            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Conflict | ErrorCode::Busy
         )
     }
 }

@@ -29,6 +29,12 @@ pub struct Caller {
     /// The service that put the call on the bus, e.g. `sophia-gateway`.
     #[serde(default)]
     pub via: String,
+    /// The principal's roles, as the gateway authenticated them (API key or
+    /// OAuth claims). Workers check them against the policy
+    /// (`docs/security.md`); an agent passes its starter's on to every tool it
+    /// calls, so it never has more than the person who started it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// A tool call, sent as a NATS request to [`crate::subject::tool`].

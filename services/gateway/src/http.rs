@@ -20,7 +20,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::mcp::{McpGateway, Principal};
+use crate::mcp::{Identity, McpGateway};
 
 #[derive(Clone)]
 struct Auth {
@@ -41,8 +41,10 @@ async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()) => {
-            req.extensions_mut()
-                .insert(Principal(auth.principal.to_string()));
+            req.extensions_mut().insert(Identity {
+                principal: auth.principal.to_string(),
+                roles: Vec::new(),
+            });
             next.run(req).await
         }
         _ => (

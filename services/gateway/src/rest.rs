@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::mcp::{DirectCallError, McpGateway, Principal, Refusal};
+use crate::mcp::{DirectCallError, McpGateway, Identity, Refusal};
 
 /// The shortcuts: route → handler (each names the tool it calls).
 pub fn router(gateway: McpGateway) -> Router {
@@ -29,7 +29,7 @@ pub fn router(gateway: McpGateway) -> Router {
 /// confirmation rules are the same as over MCP.
 async fn pulumi_deploy(
     State(gateway): State<McpGateway>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(principal): axum::Extension<Identity>,
     body: axum::body::Bytes,
 ) -> Response {
     use serde_json::{Value, json};
@@ -65,7 +65,7 @@ async fn pulumi_deploy(
         args.insert("operation".into(), json!(operation));
     }
     let args = Value::Object(args);
-    match gateway.call_direct(tool, args, &principal.0).await {
+    match gateway.call_direct(tool, args, &principal).await {
         Ok(out) => {
             let result = out.structured.unwrap_or(Value::Null);
             if out.is_error {
@@ -121,7 +121,7 @@ fn direct_error(e: DirectCallError) -> Response {
 /// recent calls"}`), answered with that tool's structured result.
 async fn agno_create_agent(
     State(gateway): State<McpGateway>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(principal): axum::Extension<Identity>,
     body: axum::body::Bytes,
 ) -> Response {
     use serde_json::{Value, json};
@@ -132,20 +132,20 @@ async fn agno_create_agent(
         )
             .into_response();
     };
-    direct_json(&gateway, "agno_create_agent", args, &principal.0).await
+    direct_json(&gateway, "agno_create_agent", args, &principal).await
 }
 
 /// `GET /api/v1/agents/status`: agents and runs in progress per category
 /// (the `agno_agent_stats` tool).
 async fn agents_status(
     State(gateway): State<McpGateway>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(principal): axum::Extension<Identity>,
 ) -> Response {
     direct_json(
         &gateway,
         "agno_agent_stats",
         serde_json::json!({}),
-        &principal.0,
+        &principal,
     )
     .await
 }
@@ -156,7 +156,7 @@ async fn direct_json(
     gateway: &McpGateway,
     tool: &str,
     args: serde_json::Value,
-    principal: &str,
+    principal: &Identity,
 ) -> Response {
     use serde_json::{Value, json};
     match gateway.call_direct(tool, args, principal).await {

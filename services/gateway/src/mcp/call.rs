@@ -148,7 +148,7 @@ impl McpGateway {
         &self,
         name: &str,
         args: Value,
-        principal: &str,
+        identity: &Identity,
     ) -> Result<ToolOutput, DirectCallError> {
         let span = Span::start(
             format!("tools/call {}", sophia_kit::vetting::shown(name)),
@@ -166,9 +166,10 @@ impl McpGateway {
         })?;
         let origin = Origin {
             caller: Caller {
-                principal: principal.to_owned(),
+                principal: identity.principal.clone(),
                 session: None,
                 via: "sophia-gateway (REST)".into(),
+                roles: identity.roles.clone(),
             },
             span: &span,
             cancel: &tokio_util::sync::CancellationToken::new(),

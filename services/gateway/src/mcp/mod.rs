@@ -57,10 +57,16 @@ use convert::{error_result, from_json, to_mcp};
 use relay::Relay;
 use spans::server_span;
 
-/// The authenticated principal of an HTTP request, put in the request's
-/// extensions by the auth layer.
-#[derive(Clone, Debug)]
-pub struct Principal(pub String);
+/// Who an HTTP request comes from, as authentication established it (API
+/// key, OAuth access token, or the single gateway token), put in the
+/// request's extensions by the auth layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The principal, e.g. `alice` or the token's `sub`.
+    pub principal: String,
+    /// Its roles, which the policy maps to what it may call.
+    pub roles: Vec<String>,
+}
 
 /// Limits on tool calls.
 #[derive(Clone, Copy, Debug)]
@@ -195,18 +201,22 @@ impl McpGateway {
 
     fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
         let parts = context.extensions.get::<http::request::Parts>();
-        let principal = parts
-            .and_then(|p| p.extensions.get::<Principal>())
-            .map(|p| p.0.clone())
-            .unwrap_or_else(|| self.inner.local_principal.clone());
+        let identity = parts
+            .and_then(|p| p.extensions.get::<Identity>())
+            .cloned()
+            .unwrap_or_else(|| Identity {
+                principal: self.inner.local_principal.clone(),
+                roles: Vec::new(),
+            });
         let session = parts
             .and_then(|p| p.headers.get("mcp-session-id"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Caller {
-            principal,
+            principal: identity.principal,
             session,
             via: "sophia-gateway".into(),
+            roles: identity.roles,
         }
     }
 }
