@@ -19,6 +19,7 @@
 //!    a [`envelope::ToolResponse`] that carries a result or a typed error.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod chat;
 pub mod codec;
 pub mod envelope;

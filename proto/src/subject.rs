@@ -14,6 +14,7 @@
 //! | `sophia.v1.registry.announce` | workers (heartbeat) | gateways |
 //! | `sophia.v1.registry.leave` | workers (on drain) | gateways |
 //! | `sophia.v1.registry.discover` | gateways (on start) | every worker |
+//! | `sophia.v1.audit.<kind>` | gateways | the `sophia_audit` stream |
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,6 +36,15 @@ pub const REGISTRY_LEAVE: &str = "sophia.v1.registry.leave";
 /// Where workers say a resource they offer changed
 /// ([`crate::ResourceUpdated`]).
 pub const RESOURCE_UPDATED: &str = "sophia.v1.mcp.updated";
+/// The prefix of audit records' subjects ([`audit`]).
+pub const AUDIT_PREFIX: &str = "sophia.v1.audit";
+
+/// Where audit records of `kind` are published (and captured by the
+/// stream [`crate::audit::STREAM`]): `sophia.v1.audit.<kind>`.
+pub fn audit(kind: crate::audit::AuditKind) -> String {
+    format!("{AUDIT_PREFIX}.{}", kind.as_str())
+}
+
 /// Where a gateway asks every worker to announce itself now.
 pub const REGISTRY_DISCOVER: &str = "sophia.v1.registry.discover";
 

@@ -33,6 +33,9 @@ pub struct Mesh {
     workers: Vec<RunningWorker>,
     /// Services connect as `ops/nats/nats.conf`'s least-privilege users.
     least_privilege: bool,
+    /// The policy file the gateway and every worker configured here enforce
+    /// (`SOPHIA_POLICY`).
+    pub policy: Option<std::path::PathBuf>,
 }
 
 impl Mesh {
@@ -57,6 +60,7 @@ impl Mesh {
             gateway_stop: CancellationToken::new(),
             workers: Vec::new(),
             least_privilege: false,
+            policy: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Mesh {
     pub fn gateway_config(&self) -> GatewayConfig {
         let mut c = GatewayConfig::new(self.nats.url(), TEST_TOKEN);
         c.call_timeout_ms = 10_000;
+        c.policy = self.policy.clone();
         if self.least_privilege {
             c.nats.user = Some("gateway".into());
             c.nats.password = Some(crate::nats::GATEWAY_PASSWORD.into());
@@ -100,6 +105,7 @@ impl Mesh {
         let mut c = WorkerConfig::new(self.nats.url());
         c.heartbeat_ms = TEST_HEARTBEAT_MS;
         c.cancel_grace_ms = 500;
+        c.policy = self.policy.clone();
         if self.least_privilege {
             c.nats.user = Some("worker".into());
             c.nats.password = Some(crate::nats::WORKER_PASSWORD.into());

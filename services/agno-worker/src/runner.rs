@@ -148,11 +148,19 @@ impl Runner {
 
     /// The request for the next model turn: the conversation, the tools of
     /// the agent's allow-list that are on the mesh, and the answer's schema.
-    fn chat_request(&self, template: &Template, messages: Vec<Message>) -> ChatRequest {
+    /// Only tools the caller may call are offered: an agent never has more
+    /// than the person who started it.
+    fn chat_request(
+        &self,
+        call: &Call,
+        template: &Template,
+        messages: Vec<Message>,
+    ) -> ChatRequest {
         let tools = template
             .tools
             .iter()
             .filter_map(|name| self.directory.get(name))
+            .filter(|spec| call.caller_may_call(spec).is_ok())
             .map(|spec| ToolDef::function(spec.name, spec.description, spec.input_schema))
             .collect();
         let request = ChatRequest {
@@ -180,7 +188,7 @@ impl Runner {
         )
         .await;
         // The messages are lent to the request and taken back once written.
-        let request = self.chat_request(template, std::mem::take(&mut state.messages));
+        let request = self.chat_request(call, template, std::mem::take(&mut state.messages));
         let args = serde_json::to_value(&request);
         state.messages = request.messages;
         let spec = CallSpec {
@@ -252,26 +260,26 @@ impl Runner {
     ) -> Result<Option<PendingAction>, WireError> {
         let id = tool_call.id().to_owned();
         let name = tool_call.function.name.clone();
-        let (arguments, outcome) = match self.check(template, &name, &tool_call.function.arguments)
-        {
-            Err((arguments, why)) => (arguments, Err(why)),
-            Ok((spec, arguments)) => {
-                match confirmation(call, state, &spec, &id, &arguments).await? {
-                    Confirmation::Yes => {
-                        let r = self
-                            .run_tool(call, trace, &id, &spec, arguments.clone())
-                            .await;
-                        (arguments, r)
-                    }
-                    Confirmation::No(why) => (arguments, Err(why)),
-                    Confirmation::Ask => {
-                        // Put the call back: it runs first when confirmed.
-                        state.queued.insert(0, tool_call);
-                        return Ok(Some(pending(state, name, arguments)));
+        let (arguments, outcome) =
+            match self.check(call, template, &name, &tool_call.function.arguments) {
+                Err((arguments, why)) => (arguments, Err(why)),
+                Ok((spec, arguments)) => {
+                    match confirmation(call, state, &spec, &id, &arguments).await? {
+                        Confirmation::Yes => {
+                            let r = self
+                                .run_tool(call, trace, &id, &spec, arguments.clone())
+                                .await;
+                            (arguments, r)
+                        }
+                        Confirmation::No(why) => (arguments, Err(why)),
+                        Confirmation::Ask => {
+                            // Put the call back: it runs first when confirmed.
+                            state.queued.insert(0, tool_call);
+                            return Ok(Some(pending(state, name, arguments)));
+                        }
                     }
                 }
-            }
-        };
+            };
         record(call, state, id, name, arguments, outcome).await;
         Ok(None)
     }
@@ -279,6 +287,7 @@ impl Runner {
     /// The spec and parsed arguments, or what to tell the model.
     fn check(
         &self,
+        call: &Call,
         template: &Template,
         name: &str,
         raw: &str,
@@ -310,6 +319,9 @@ impl Runner {
                 format!("{name} is not on the mesh right now: no live worker offers it"),
             ));
         };
+        if let Err(refusal) = call.caller_may_call(&spec) {
+            return Err((arguments, refusal));
+        }
         if let Some(validator) = self.directory.validator(&spec) {
             let problems = sophia_kit::schema::problems(&validator, &arguments);
             if !problems.is_empty() {

@@ -86,6 +86,30 @@ pub struct GatewayConfig {
     /// seconds; 0 keeps them only in this replica's memory.
     #[arg(long, env = "SOPHIA_SSE_REPLAY_S", default_value_t = 300)]
     pub sse_replay_s: u64,
+    /// The mesh's policy file: roles mapped to what they may call, and the
+    /// profiles served at `/mcp/<profile>` (`docs/security.md`). Without
+    /// one, every authenticated caller may call every tool.
+    #[arg(long, env = "SOPHIA_POLICY")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Over stdio, the profile to serve (`ask`, `agent`, `background`, or
+    /// one the policy defines); the whole mesh by default.
+    #[arg(long, env = "SOPHIA_PROFILE")]
+    pub profile: Option<String>,
+    /// The most calls one principal may have in flight at once (0: no
+    /// limit); more get `busy`.
+    #[arg(long, env = "SOPHIA_PRINCIPAL_CONCURRENCY", default_value_t = 64)]
+    pub principal_concurrency: usize,
+    /// The calls a second one principal may start, on average (0: no
+    /// limit); faster ones get `busy` with the time to retry.
+    #[arg(long, env = "SOPHIA_PRINCIPAL_RATE", default_value_t = 0)]
+    pub principal_rate: u32,
+    /// The burst a principal may make above its rate (default: the rate).
+    #[arg(long, env = "SOPHIA_PRINCIPAL_BURST", default_value_t = 0)]
+    pub principal_burst: u32,
+    /// How long audit records are kept in the JetStream stream
+    /// `sophia_audit`, in seconds; 0 turns auditing off.
+    #[arg(long, env = "SOPHIA_AUDIT_RETENTION_S", default_value_t = 90 * 86_400)]
+    pub audit_retention_s: u64,
 }
 
 impl GatewayConfig {

@@ -252,16 +252,25 @@ pub fn mcp_router(
     http_config.session_store = Some(sessions);
     let gateway_for_rest = gateway.clone();
     // SSE events on the bus, so a broken stream resumes at any replica.
-    let manager = match events {
-        Some(events) => LocalSessionManager::default().with_event_store(events),
-        None => LocalSessionManager::default(),
-    };
-    let service: StreamableHttpService<McpGateway, LocalSessionManager> =
-        StreamableHttpService::new(
+    let serve = |gateway: McpGateway| {
+        let manager = match &events {
+            Some(events) => LocalSessionManager::default().with_event_store(events.clone()),
+            None => LocalSessionManager::default(),
+        };
+        StreamableHttpService::<McpGateway, LocalSessionManager>::new(
             move || Ok(gateway.for_session()),
             Arc::new(manager),
-            http_config,
-        );
+            http_config.clone(),
+        )
+    };
+    // One endpoint per profile (`/mcp/ask`, `/mcp/agent`, ...), each
+    // serving its subset of what the caller's policy allows.
+    let mut endpoints = Router::new();
+    for profile in gateway.access().profiles() {
+        let path = format!("/mcp/{}", profile.name);
+        endpoints = endpoints.nest_service(&path, serve(gateway.clone().with_profile(profile)));
+    }
+    let service = serve(gateway);
     let auth = Auth {
         token: token.into(),
         principal: config.principal.clone().into(),
@@ -270,6 +279,7 @@ pub fn mcp_router(
     // Layers run outside-in: auth first, then the body guard, then rmcp.
     Router::new()
         .nest_service("/mcp", service)
+        .merge(endpoints)
         .layer(middleware::from_fn_with_state(
             BodyLimit {
                 max: config.max_body_bytes,

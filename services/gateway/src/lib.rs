@@ -19,6 +19,7 @@
 //! the reply becomes a `CallToolResult`. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod events;
 pub mod faults;
@@ -94,7 +95,37 @@ async fn start_core(
     config: &GatewayConfig,
     stop: &CancellationToken,
 ) -> Result<Core, GatewayError> {
+    // A policy file that cannot be used stops start-up before anything else.
+    let policy = match &config.policy {
+        Some(path) => Some(Arc::new(sophia_kit::policy::Policy::load(path).map_err(
+            |e| KitError::Config {
+                key: "SOPHIA_POLICY",
+                message: e.to_string(),
+            },
+        )?)),
+        None => None,
+    };
     let conn = nats::connect(&config.nats, "sophia-gateway").await?;
+    let audit = access::Audit::open(&conn, Duration::from_secs(config.audit_retention_s))
+        .await
+        .map_err(|e| {
+            KitError::start(
+                StartKind::Store,
+                "open the audit stream sophia_audit (JetStream)",
+                e,
+            )
+        })?;
+    let limits = access::PrincipalLimits::new(
+        config.principal_concurrency,
+        config.principal_rate,
+        config.principal_burst,
+    );
+    spawn_tidy(limits.clone(), stop.child_token());
+    let local = mcp::Identity {
+        principal: config.principal.clone(),
+        roles: Vec::new(),
+    };
+    let access = access::Access::new(policy, limits, audit, local);
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut prometheus = prometheus_client::registry::Registry::default();
     sophia_kit::metrics::register_connection(&mut prometheus, &conn);
@@ -120,9 +151,9 @@ async fn start_core(
             default_timeout: Duration::from_millis(config.call_timeout_ms),
             max_timeout: Duration::from_millis(config.max_call_timeout_ms),
         },
-        config.principal.clone(),
         metrics,
         faults.clone(),
+        access,
     );
     Ok(Core {
         conn,
@@ -132,6 +163,19 @@ async fn start_core(
         prometheus,
         instance,
     })
+}
+
+/// Forgets idle principals' rate state every minute (bounded memory).
+fn spawn_tidy(limits: access::PrincipalLimits, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every.tick() => limits.tidy(),
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
 }
 
 /// `sophia_gateway_live_replicas{service}` and
@@ -356,11 +400,33 @@ pub async fn run_stdio(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     let core = start_core(&config, &shutdown).await?;
+    let gateway = match &config.profile {
+        None => core.gateway.clone(),
+        Some(name) => {
+            let profile = core
+                .gateway
+                .access()
+                .profile(name)
+                .ok_or_else(|| KitError::Config {
+                    key: "SOPHIA_PROFILE",
+                    message: format!(
+                        "no profile {name:?}; the profiles are {}",
+                        core.gateway
+                            .access()
+                            .profiles()
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+            core.gateway.clone().with_profile(profile)
+        }
+    };
     // The first tools/list waits until workers' answers to the discovery
     // request have stopped arriving (see `McpGateway::list_tools`); later
     // changes arrive as list_changed.
-    let service = core
-        .gateway
+    let service = gateway
         .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
         .await
         .map_err(|e| GatewayError::Stdio(e.to_string()))?;

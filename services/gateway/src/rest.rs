@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::mcp::{DirectCallError, McpGateway, Identity, Refusal};
+use crate::mcp::{DirectCallError, Identity, McpGateway, Refusal};
 
 /// The shortcuts: route → handler (each names the tool it calls).
 pub fn router(gateway: McpGateway) -> Router {
@@ -100,12 +100,15 @@ fn direct_error(e: DirectCallError) -> Response {
         DirectCallError::Refused(r) => match r {
             Refusal::UnknownTool(_) | Refusal::BusDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
+            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
         },
         DirectCallError::Call(c) => match c.code() {
             sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
             sophia_proto::ErrorCode::Conflict => StatusCode::CONFLICT,
             sophia_proto::ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             sophia_proto::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            sophia_proto::ErrorCode::Busy => StatusCode::TOO_MANY_REQUESTS,
+            sophia_proto::ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         },
     };

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod nats;
 pub mod offers;
 pub mod ops;
+pub mod policy;
 pub mod schema;
 mod serve;
 mod served;

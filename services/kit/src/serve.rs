@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub(crate) bus: crate::bus::Bus,
     /// This replica's instance id (on spans: which worker handled a call).
     pub(crate) instance: String,
+    /// The mesh's policy, checked against every request's caller.
+    pub(crate) policy: Option<Arc<crate::policy::Policy>>,
+    /// The worker service's name (what its offers belong to).
+    pub(crate) service: String,
 }
 
 /// The error of a call whose deadline passed on replica `instance` (alive,
@@ -229,7 +233,9 @@ async fn serve_request(shared: &Shared, req: service::Request, received: Instant
                     )),
                     0,
                 ),
-                Some(served) => match check_args(served.validator.as_deref(), &request) {
+                Some(served) => match permitted(shared, served, &request)
+                    .and_then(|()| check_args(served.validator.as_deref(), &request))
+                {
                     Err(e) => (id, Err(e), 0),
                     Ok(()) => {
                         let (outcome, sent) =
@@ -292,6 +298,31 @@ async fn decode_request(shared: &Shared, req: &service::Request) -> Result<ToolR
         ));
     }
     Ok(request)
+}
+
+/// Whether the policy (if any) lets the request's caller use `served`: the
+/// gateway checked already, but a request forged straight onto the bus
+/// meets the same rules here.
+fn permitted(shared: &Shared, served: &Served, request: &ToolRequest) -> Result<(), WireError> {
+    let Some(policy) = &shared.policy else {
+        return Ok(());
+    };
+    let item = match served.category {
+        Some(category) => crate::policy::Item::tool(&served.name, category, served.hints),
+        None => crate::policy::Item::offer(&shared.service),
+    };
+    let caller = &request.caller;
+    policy.decide(&caller.roles, &item).map_err(|why| {
+        tracing::warn!(
+            tool = %served.name,
+            principal = %caller.principal,
+            "refused a call the policy does not allow"
+        );
+        WireError::new(
+            ErrorCode::PermissionDenied,
+            crate::policy::refusal(&caller.principal, &caller.roles, &item, &why),
+        )
+    })
 }
 
 /// Runs a tool call inside its `tool_call` span (entered only while the
@@ -388,6 +419,7 @@ fn call_for(
         progress_sent: progress_sent.clone(),
         bus: shared.bus.clone(),
         ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
+        policy: shared.policy.clone(),
     }
 }
 

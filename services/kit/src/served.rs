@@ -22,6 +22,9 @@ pub(crate) struct Served {
     pub(crate) handler: Handler,
     /// The compiled input schema; offers check their own params.
     pub(crate) validator: Option<Arc<jsonschema::Validator>>,
+    /// The tool's annotations (what the policy matches); offers are
+    /// read-only.
+    pub(crate) hints: sophia_proto::Hints,
 }
 
 impl Served {
@@ -31,6 +34,7 @@ impl Served {
             category: Some(tool.spec().category),
             handler: tool.handler.clone(),
             validator: Some(validator),
+            hints: tool.spec().hints,
         }
     }
 
@@ -41,6 +45,10 @@ impl Served {
             category: None,
             handler,
             validator: None,
+            hints: sophia_proto::Hints {
+                read_only: true,
+                ..Default::default()
+            },
         }
     }
 

@@ -196,6 +196,7 @@ pub struct Call {
     pub(crate) progress_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) bus: crate::bus::Bus,
     pub(crate) ask: Option<sophia_proto::AskRoute>,
+    pub(crate) policy: Option<std::sync::Arc<crate::policy::Policy>>,
 }
 
 /// The person's answer to [`Call::elicit`].
@@ -210,6 +211,20 @@ pub enum Answer {
 }
 
 impl Call {
+    /// Whether the mesh's policy (`SOPHIA_POLICY`) lets this call's caller
+    /// call `spec`; always, without a policy. An agent checks it before it
+    /// offers or calls a tool on its starter's behalf (the tool's worker
+    /// checks again). `Err` is the refusal, for the model or the person.
+    pub fn caller_may_call(&self, spec: &sophia_proto::ToolSpec) -> Result<(), String> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let item = crate::policy::Item::tool(&spec.name, spec.category, spec.hints);
+        policy.decide(&self.caller.roles, &item).map_err(|why| {
+            crate::policy::refusal(&self.caller.principal, &self.caller.roles, &item, &why)
+        })
+    }
+
     /// The arguments as a typed value; a mismatch is an `invalid_arguments` error.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T, WireError> {
         serde_json::from_value(self.args.clone())

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::registry::ToolEntry;
+use sophia_proto::audit::AuditKind;
 
 /// Why a call was refused before it reached the bus.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,10 @@ pub enum Refusal {
         /// What is wrong.
         problems: Vec<String>,
     },
+    /// The policy or the endpoint's profile does not let the caller call
+    /// the tool.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl Refusal {
@@ -36,6 +41,7 @@ impl Refusal {
             Refusal::UnknownTool(_) => ErrorCode::UnknownTool,
             Refusal::BusDown(_) => ErrorCode::Unavailable,
             Refusal::InvalidArguments { .. } => ErrorCode::InvalidArguments,
+            Refusal::Forbidden(_) => ErrorCode::PermissionDenied,
         }
     }
 }
@@ -66,10 +72,42 @@ struct Origin<'a> {
     cancel: &'a tokio_util::sync::CancellationToken,
 }
 
+/// Tools whose call is a person's decision on a change: recorded as
+/// confirmations too. `agno_confirm` decides an agent's pending action; a
+/// destructive tool given a `preview_id` applies the preview a person saw.
+fn confirmation(entry: &ToolEntry, args: &Value) -> Option<&'static str> {
+    if entry.spec.name == "agno_confirm" {
+        return Some(match args.get("approve").and_then(Value::as_bool) {
+            Some(true) => "accepted",
+            _ => "declined",
+        });
+    }
+    (entry.spec.hints.destructive && args.get("preview_id").is_some()).then_some("accepted")
+}
+
 impl McpGateway {
-    /// Checks a call of `name` with `args`: the bus is up, a live worker
-    /// offers the tool, the arguments fit its schema.
-    pub(crate) fn prepare(&self, name: &str, args: Value) -> Result<CallPlan, Refusal> {
+    /// Checks a call of `name` with `args` by `caller`: the policy and
+    /// profile allow it, the bus is up, a live worker offers the tool, the
+    /// arguments fit its schema. Refusals are audited.
+    pub(crate) fn prepare(
+        &self,
+        caller: &Caller,
+        name: &str,
+        args: Value,
+    ) -> Result<CallPlan, Refusal> {
+        self.plan(caller, name, args).inspect_err(|refusal| {
+            self.audit(
+                AuditKind::Refusal,
+                caller,
+                name,
+                refusal.code().as_str(),
+                guard::AuditDetail::default(),
+            );
+        })
+    }
+
+    fn plan(&self, caller: &Caller, name: &str, args: Value) -> Result<CallPlan, Refusal> {
+        self.authorize(caller, name)?;
         if let Some(down) = self.inner.link.down_message() {
             return Err(Refusal::BusDown(down));
         }
@@ -114,6 +152,34 @@ impl McpGateway {
         origin
             .span
             .set(KeyValue::new(attr::CATEGORY, spec.category.to_string()));
+        let _permit = self
+            .inner
+            .access
+            .limits
+            .admit(&origin.caller.principal)
+            .map_err(|busy| {
+                self.audit(
+                    AuditKind::Refusal,
+                    &origin.caller,
+                    &spec.name,
+                    ErrorCode::Busy.as_str(),
+                    guard::AuditDetail::default(),
+                );
+                origin.span.fail_code(ErrorCode::Busy);
+                CallError::Worker(
+                    WireError::new(ErrorCode::Busy, busy.message.clone()).with_data(json!({
+                        "retry_after_ms": busy.retry_after.as_millis() as u64,
+                    })),
+                )
+            })?;
+        self.inner.access.used(&spec.name);
+        let audited = self.inner.access.audit.enabled().then(|| {
+            (
+                origin.caller.clone(),
+                crate::access::audit::args_hash(&plan.args),
+                confirmation(&plan.entry, &plan.args),
+            )
+        });
         let call = CallSpec {
             tool: &spec.name,
             target: Target::Tool(spec.category),
@@ -139,6 +205,21 @@ impl McpGateway {
             }
         };
         self.inner.metrics.record(spec, label, started);
+        if let Some((caller, hash, confirmed)) = audited {
+            let trace_id = origin.span.trace_id();
+            for (kind, outcome) in [
+                (AuditKind::Call, Some(label)),
+                (AuditKind::Confirmation, confirmed),
+            ] {
+                let Some(outcome) = outcome else { continue };
+                let detail = guard::AuditDetail {
+                    started: Some(started),
+                    trace_id: trace_id.clone(),
+                    args_sha256: Some(hash.clone()),
+                };
+                self.audit(kind, &caller, &spec.name, outcome, detail);
+            }
+        }
         outcome
     }
 
@@ -161,16 +242,17 @@ impl McpGateway {
                 KeyValue::new("sophia.via", "rest"),
             ],
         );
-        let plan = self.prepare(name, args).inspect_err(|r| {
+        let caller = Caller {
+            principal: identity.principal.clone(),
+            session: None,
+            via: "sophia-gateway (REST)".into(),
+            roles: identity.roles.clone(),
+        };
+        let plan = self.prepare(&caller, name, args).inspect_err(|r| {
             span.fail(r.code().as_str(), "refused");
         })?;
         let origin = Origin {
-            caller: Caller {
-                principal: identity.principal.clone(),
-                session: None,
-                via: "sophia-gateway (REST)".into(),
-                roles: identity.roles.clone(),
-            },
+            caller,
             span: &span,
             cancel: &tokio_util::sync::CancellationToken::new(),
         };
@@ -196,7 +278,8 @@ impl McpGateway {
             ],
         );
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let plan = match self.prepare(&request.name, args) {
+        let caller = self.caller(&context);
+        let plan = match self.prepare(&caller, &request.name, args) {
             Ok(plan) => plan,
             Err(refusal) => {
                 span.fail(refusal.code().as_str(), "refused");
@@ -204,9 +287,9 @@ impl McpGateway {
             }
         };
         let timeout = plan.timeout;
-        let relay = Relay::open(self, &context);
+        let relay = Relay::open(self, &context).audited(self, &caller, &request.name);
         let origin = Origin {
-            caller: self.caller(&context),
+            caller: caller.clone(),
             span: &span,
             cancel: &context.ct,
         };
@@ -224,7 +307,7 @@ impl McpGateway {
             }
         };
         let result = match &self.results {
-            Some(results) => results.fit(result, &self.caller(&context).principal).await,
+            Some(results) => results.fit(result, &caller.principal).await,
             None => result,
         };
         Ok(result.into())

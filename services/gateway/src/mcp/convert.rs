@@ -99,6 +99,7 @@ impl Refusal {
         match self {
             Refusal::UnknownTool(_) => Err(McpError::invalid_params(self.to_string(), None)),
             Refusal::BusDown(down) => Ok(error_result(code, down, None)),
+            Refusal::Forbidden(why) => Ok(error_result(code, why, None)),
             Refusal::InvalidArguments { ref problems, .. } => {
                 let data = json!({ "errors": problems });
                 Ok(error_result(code, self.to_string(), Some(data)))

@@ -47,6 +47,7 @@ use sophia_kit::telemetry::{Span, SpanKind, attr};
 
 mod call;
 mod convert;
+mod guard;
 mod notify;
 mod offers;
 mod relay;
@@ -91,6 +92,10 @@ pub struct McpGateway {
     /// Where results too large for one HTTP response go in parts; `None`
     /// over stdio, where results stay whole.
     results: Option<crate::results::LargeResults>,
+    /// The profile this endpoint serves (`/mcp/<profile>`); `None` on `/mcp`.
+    profile: Option<Arc<sophia_kit::policy::Profile>>,
+    /// What this session has been shown, past a profile's budget.
+    shown: Arc<Mutex<guard::Shown>>,
 }
 
 /// No `logging/setLevel` yet.
@@ -118,14 +123,14 @@ struct Inner {
     /// The bus link, to say so when it is down.
     link: sophia_kit::nats::Connection,
     limits: CallLimits,
-    /// Principal for sessions without HTTP auth (stdio).
-    local_principal: String,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     metrics: ToolCallMetrics,
     /// Calls that ended because of a replica, for /health.
     faults: crate::faults::Faults,
     /// Resource subscriptions: URI → the sessions subscribed (by session key).
     subscriptions: Mutex<HashMap<String, Subscribers>>,
+    /// Policy, per-principal limits, audit.
+    access: crate::access::Access,
 }
 
 /// The sessions subscribed to one resource: (session key, its peer).
@@ -149,9 +154,9 @@ impl McpGateway {
         bus: Bus,
         link: sophia_kit::nats::Connection,
         limits: CallLimits,
-        local_principal: String,
         metrics: ToolCallMetrics,
         faults: crate::faults::Faults,
+        access: crate::access::Access,
     ) -> Self {
         let gw = Self {
             inner: Arc::new(Inner {
@@ -159,15 +164,17 @@ impl McpGateway {
                 bus,
                 link,
                 limits,
-                local_principal,
                 peers: Mutex::new(Vec::new()),
                 metrics,
                 faults,
                 subscriptions: Mutex::new(HashMap::new()),
+                access,
             }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
             session_key: 0,
             results: None,
+            profile: None,
+            shown: Arc::default(),
         };
         gw.spawn_list_changed();
         gw.spawn_offers_changed();
@@ -182,7 +189,20 @@ impl McpGateway {
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
             session_key: SESSION_KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             results: self.results.clone(),
+            profile: self.profile.clone(),
+            shown: Arc::default(),
         }
+    }
+
+    /// This handler, serving `profile`'s subset of the tools.
+    pub fn with_profile(mut self, profile: sophia_kit::policy::Profile) -> Self {
+        self.profile = Some(Arc::new(profile));
+        self
+    }
+
+    /// The gateway's policy, limits and audit.
+    pub fn access(&self) -> &crate::access::Access {
+        &self.inner.access
     }
 
     /// This handler, sending results over [`crate::results::INLINE_LIMIT`]
@@ -204,10 +224,7 @@ impl McpGateway {
         let identity = parts
             .and_then(|p| p.extensions.get::<Identity>())
             .cloned()
-            .unwrap_or_else(|| Identity {
-                principal: self.inner.local_principal.clone(),
-                roles: Vec::new(),
-            });
+            .unwrap_or_else(|| self.inner.access.local.clone());
         let session = parts
             .and_then(|p| p.headers.get("mcp-session-id"))
             .and_then(|v| v.to_str().ok())
@@ -365,9 +382,24 @@ impl ServerHandler for McpGateway {
                 None,
             ));
         }
+        let caller = self.caller(&_context);
+        let visible = self.visible(&caller.roles, &view);
+        self.remember_listed(&visible);
+        let mut listed: Vec<(&str, Tool)> = visible
+            .listed
+            .iter()
+            .map(|e| (e.spec.name.as_str(), e.mcp.clone()))
+            .collect();
+        if let Some(profile) = self.profile().filter(|_| !visible.hidden.is_empty()) {
+            listed.push((
+                guard::FIND_TOOLS,
+                guard::find_tools_tool(profile, visible.hidden.len()),
+            ));
+            listed.sort_by(|a, b| a.0.cmp(b.0));
+        }
         let cursor = request.and_then(|r| r.cursor);
         let (tools, next) = crate::paging::page(
-            view.tools.iter().map(|(name, e)| (name.as_str(), &e.mcp)),
+            listed.iter().map(|(name, tool)| (*name, tool)),
             cursor.as_deref(),
         )?;
         let mut result = ListToolsResult::with_all_items(tools.into_iter().cloned().collect());
@@ -380,6 +412,10 @@ impl ServerHandler for McpGateway {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if request.name == guard::FIND_TOOLS && self.profile().is_some() {
+            let args = request.arguments.unwrap_or_default();
+            return self.find_tools(&args, &context).await.map(Into::into);
+        }
         self.call_mcp(request, context).await
     }
 }

@@ -75,6 +75,8 @@ impl McpGateway {
         params: Value,
         context: &RequestContext<RoleServer>,
     ) -> Result<Value, McpError> {
+        let caller = self.caller(context);
+        self.check_offers(&caller, service, method.mcp_name())?;
         let span = server_span(method.mcp_name(), None, context, vec![]);
         let spec = CallSpec {
             tool: method.mcp_name(),
@@ -84,7 +86,7 @@ impl McpGateway {
             },
             args: params,
             timeout: self.inner.limits.default_timeout,
-            caller: self.caller(context),
+            caller,
             trace: span.trace(),
             // Reads of resources and prompts have no side effect.
             liveness: sophia_kit::bus::Liveness {
@@ -120,20 +122,30 @@ impl McpGateway {
     pub(super) async fn offer_list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, McpError> {
-        offers_list("resources", &self.inner.registry.view().resources, request)
+        let caller = self.caller(&context);
+        let allowed = |service: &str| self.offers_allowed(&caller, service);
+        offers_list(
+            "resources",
+            &self.inner.registry.view().resources,
+            request,
+            allowed,
+        )
     }
 
     pub(super) async fn offer_list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        let caller = self.caller(&context);
+        let allowed = |service: &str| self.offers_allowed(&caller, service);
         offers_list(
             "resourceTemplates",
             &self.inner.registry.view().templates,
             request,
+            allowed,
         )
     }
 
@@ -167,7 +179,8 @@ impl McpGateway {
         request: rmcp::model::SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.resource_owner(&request.uri)?;
+        let service = self.resource_owner(&request.uri)?;
+        self.check_offers(&self.caller(&context), &service, "resources/subscribe")?;
         let mut subs = self.inner.subscriptions.lock();
         let list = subs.entry(request.uri).or_default();
         if !list.iter().any(|(k, _)| *k == self.session_key) {
@@ -192,9 +205,16 @@ impl McpGateway {
     pub(super) async fn offer_list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, McpError> {
-        offers_list("prompts", &self.inner.registry.view().prompts, request)
+        let caller = self.caller(&context);
+        let allowed = |service: &str| self.offers_allowed(&caller, service);
+        offers_list(
+            "prompts",
+            &self.inner.registry.view().prompts,
+            request,
+            allowed,
+        )
     }
 
     pub(super) async fn offer_get_prompt(
@@ -256,10 +276,14 @@ pub(super) fn offers_list<T: serde::de::DeserializeOwned>(
     key: &str,
     offers: &std::collections::BTreeMap<String, (String, Value)>,
     request: Option<PaginatedRequestParams>,
+    allowed: impl Fn(&str) -> bool,
 ) -> Result<T, McpError> {
     let cursor = request.and_then(|r| r.cursor);
     let (items, next) = crate::paging::page(
-        offers.iter().map(|(k, (_, item))| (k.as_str(), item)),
+        offers
+            .iter()
+            .filter(|(_, (service, _))| allowed(service))
+            .map(|(k, (_, item))| (k.as_str(), item)),
         cursor.as_deref(),
     )?;
     let mut list = json!({ key: items });

@@ -26,12 +26,45 @@ pub(super) fn client_can(peer: &Peer<RoleServer>) -> ClientCan {
 }
 
 /// Puts a worker's question to the MCP client (elicitation, sampling or
-/// roots) and sends the client's answer back to the worker.
-pub(super) async fn ask(peer: Peer<RoleServer>, question: ClientQuestion, timeout: Duration) {
-    match relay_question(&peer, &question.ask.question, timeout).await {
+/// roots) and sends the client's answer back to the worker. A person's
+/// answer to an elicitation is audited as a confirmation.
+pub(super) async fn ask(
+    peer: Peer<RoleServer>,
+    question: ClientQuestion,
+    timeout: Duration,
+    audit: Option<Audited>,
+) {
+    let elicit = matches!(question.ask.question, Question::Elicit { .. });
+    let answer = relay_question(&peer, &question.ask.question, timeout).await;
+    if let (true, Some(audited)) = (elicit, audit) {
+        let outcome = match &answer {
+            Ok(result) => match result.get("action").and_then(Value::as_str) {
+                Some("accept") => "accepted",
+                Some("decline") => "declined",
+                _ => "cancelled",
+            },
+            Err(e) => e.code.as_str(),
+        };
+        audited.gateway.audit(
+            sophia_proto::audit::AuditKind::Confirmation,
+            &audited.caller,
+            &audited.tool,
+            outcome,
+            super::guard::AuditDetail::default(),
+        );
+    }
+    match answer {
         Ok(result) => question.answer(result).await,
         Err(e) => question.fail(e).await,
     }
+}
+
+/// Whose call a question belongs to, for the audit trail.
+#[derive(Clone)]
+pub(super) struct Audited {
+    gateway: McpGateway,
+    caller: Caller,
+    tool: String,
 }
 
 // Sampling and roots are deprecated by SEP-2577 in rmcp, but clients speaking
@@ -167,6 +200,7 @@ pub(super) struct Relay {
     questions: Option<mpsc::Receiver<ClientQuestion>>,
     token: Option<rmcp::model::ProgressToken>,
     logs: Option<u8>,
+    audit: Option<Audited>,
 }
 
 impl Relay {
@@ -188,7 +222,21 @@ impl Relay {
             questions,
             token,
             logs,
+            audit: None,
         }
+    }
+
+    /// Audits the person's answers to this call's questions as `caller`'s
+    /// confirmations of `tool`.
+    pub(super) fn audited(mut self, gateway: &McpGateway, caller: &Caller, tool: &str) -> Self {
+        if gateway.inner.access.audit.enabled() && self.questions.is_some() {
+            self.audit = Some(Audited {
+                gateway: gateway.clone(),
+                caller: caller.clone(),
+                tool: tool.to_owned(),
+            });
+        }
+        self
     }
 
     /// Where the worker sends progress and questions, if anywhere.
@@ -213,7 +261,7 @@ impl Relay {
                     relay(peer, self.token.as_ref(), self.logs, p).await
                 }
                 Some(q) = next_question(&mut self.questions) => {
-                    tokio::spawn(ask(peer.clone(), q, timeout));
+                    tokio::spawn(ask(peer.clone(), q, timeout, self.audit.clone()));
                 }
             }
         };

@@ -40,6 +40,11 @@ pub struct WorkerConfig {
     /// The largest payload (request or result) carried, in bytes.
     #[arg(long, env = "SOPHIA_MAX_PAYLOAD_BYTES", default_value_t = sophia_proto::payload::DEFAULT_MAX_BYTES)]
     pub max_payload_bytes: usize,
+    /// The mesh's policy file (`docs/security.md`): this worker refuses any
+    /// call whose caller's roles it does not allow, whoever put it on the
+    /// bus. Without one, the worker trusts the gateway's checks.
+    #[arg(long, env = "SOPHIA_POLICY")]
+    pub policy: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -65,6 +70,7 @@ impl WorkerConfig {
             drain_timeout_ms: 30_000,
             cancel_grace_ms: 5_000,
             max_payload_bytes: sophia_proto::payload::DEFAULT_MAX_BYTES,
+            policy: None,
         }
     }
 }

@@ -295,6 +295,15 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> Result<WorkerHandle, KitError> {
         let validators = self.validate()?;
+        let policy = match &config.policy {
+            Some(path) => Some(Arc::new(crate::policy::Policy::load(path).map_err(
+                |e| KitError::Config {
+                    key: "SOPHIA_POLICY",
+                    message: e.to_string(),
+                },
+            )?)),
+            None => None,
+        };
         let conn = nats::connect(&config.nats, &self.name).await?;
         let (registry, metrics) = self.metrics_registry(&conn);
         let instance = Uuid::new_v4().simple().to_string();
@@ -309,7 +318,12 @@ impl Worker {
             .map_err(|e| KitError::start(StartKind::Subscribe, "register the micro service", e))?;
         let (endpoints, by_subject) = self.register_endpoints(&service, validators).await?;
 
-        let shared = shared(&conn, &config, by_subject, metrics, &instance).await?;
+        let identity = Identity {
+            instance: &instance,
+            service: &self.name,
+            policy,
+        };
+        let shared = shared(&conn, &config, by_subject, metrics, identity).await?;
         let announce = self.announcement(&instance, config.heartbeat_ms);
         let alive = crate::serve::AliveResponder::start(&conn.client, &instance)
             .await
@@ -463,14 +477,22 @@ fn ready_check(conn: &Connection, registered: &CancellationToken) -> ops::ReadyC
     })
 }
 
+/// Which replica of which service this is, and the policy it enforces.
+struct Identity<'a> {
+    instance: &'a str,
+    service: &'a str,
+    policy: Option<Arc<crate::policy::Policy>>,
+}
+
 /// The state every request of this replica shares.
 async fn shared(
     conn: &Connection,
     config: &WorkerConfig,
     tools: ToolsBySubject,
     metrics: ToolCallMetrics,
-    instance: &str,
+    identity: Identity<'_>,
 ) -> Result<Arc<Shared>, KitError> {
+    let instance = identity.instance;
     let bus = crate::bus::Bus::start(
         conn.client.clone(),
         instance.to_owned(),
@@ -494,5 +516,7 @@ async fn shared(
         cancel_grace: Duration::from_millis(config.cancel_grace_ms),
         bus,
         instance: instance.to_owned(),
+        policy: identity.policy,
+        service: identity.service.to_owned(),
     }))
 }

@@ -1,0 +1,132 @@
+//! The audit trail: every tool call, refusal and confirmation appended to
+//! the JetStream stream `sophia_audit` (`docs/security.md`, "Audit").
+//!
+//! Records are queued in order to one task that publishes them with core
+//! NATS (the stream captures the subject), so auditing adds no round trip
+//! to a call. The client buffers them while the bus reconnects; if the
+//! queue overflows ([`QUEUE`] records), the gateway's log says how many
+//! were dropped.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, stream};
+use sha2::{Digest, Sha256};
+use sophia_proto::audit::{AuditKind, AuditRecord, STREAM};
+
+/// The most records waiting to be published.
+const QUEUE: usize = 16 * 1024;
+
+/// Appends audit records. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    queue: Option<tokio::sync::mpsc::Sender<AuditRecord>>,
+}
+
+impl Audit {
+    /// Opens (creating if needed) the stream, keeping records for `keep`
+    /// (zero: auditing off).
+    pub async fn open(
+        link: &sophia_kit::nats::Connection,
+        keep: Duration,
+    ) -> Result<Self, async_nats::Error> {
+        if keep.is_zero() {
+            return Ok(Audit::off());
+        }
+        let js = jetstream::new(link.client.clone());
+        let config = stream::Config {
+            name: STREAM.into(),
+            description: Some(
+                "Sophia Mesh: who called what, refusals and confirmations (no argument values)"
+                    .into(),
+            ),
+            subjects: vec![format!("{}.>", sophia_proto::subject::AUDIT_PREFIX)],
+            // Kept by age: a size cap would be reserved on the servers'
+            // disks up front, and a record dropped for size is lost evidence.
+            max_age: keep,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: sophia_proto::payload::replicas(&link.client),
+            ..Default::default()
+        };
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(mut existing) => {
+                // A new retention applies to the stream already there.
+                let info = existing.info().await?;
+                if info.config.max_age != keep {
+                    js.update_stream(config).await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let (queue, mut records) = tokio::sync::mpsc::channel::<AuditRecord>(QUEUE);
+        let client = link.client.clone();
+        tokio::spawn(async move {
+            while let Some(record) = records.recv().await {
+                let subject = sophia_proto::subject::audit(record.kind);
+                let Ok(body) = serde_json::to_vec(&record) else {
+                    continue;
+                };
+                if let Err(e) = client.publish(subject, body.into()).await {
+                    tracing::warn!(cause = %e, "could not append an audit record");
+                }
+            }
+        });
+        Ok(Audit { queue: Some(queue) })
+    }
+
+    /// No audit (stdio tests, or `SOPHIA_AUDIT_RETENTION_S=0`).
+    pub fn off() -> Self {
+        Audit { queue: None }
+    }
+
+    /// Whether records are kept.
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Appends `record`.
+    pub fn record(&self, record: AuditRecord) {
+        let Some(queue) = &self.queue else { return };
+        if queue.try_send(record).is_err() {
+            tracing::warn!("the audit queue is full: a record was dropped");
+        }
+    }
+}
+
+/// A record of `kind` by `who`, now.
+pub fn record(kind: AuditKind, who: &Who<'_>, tool: &str, outcome: &str) -> AuditRecord {
+    AuditRecord {
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        kind,
+        principal: who.principal.to_owned(),
+        roles: who.roles.to_vec(),
+        profile: who.profile.map(str::to_owned),
+        via: who.via.to_owned(),
+        tool: sophia_kit::vetting::shown(tool),
+        outcome: outcome.to_owned(),
+        duration_ms: 0,
+        trace_id: None,
+        args_sha256: None,
+    }
+}
+
+/// Who did something, and where.
+pub struct Who<'a> {
+    /// The principal.
+    pub principal: &'a str,
+    /// Its roles.
+    pub roles: &'a [String],
+    /// The endpoint's profile.
+    pub profile: Option<&'a str>,
+    /// `mcp`, `rest` or `stdio`.
+    pub via: &'a str,
+}
+
+/// SHA-256 (hex) of `args` as JSON.
+pub fn args_hash(args: &serde_json::Value) -> String {
+    let digest = Sha256::digest(args.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
