@@ -146,12 +146,28 @@ if [ -n "$bridge_config" ]; then wait_http 8094 /health mcp-bridge; fi
 cat <<JSON
 
 Sophia Mesh is up. Add this to Cursor's mcp.json (~/.cursor/mcp.json or
-.cursor/mcp.json in a project); use one of the two entries:
+.cursor/mcp.json in a project). "sophia" is the whole mesh; each profile
+entry serves one Cursor mode within Cursor's ~40-tool budget (ask: read-only
+tools; agent: everything, destructive tools ask you first; background: the
+agents and long jobs). Turn on the entry for the mode you work in;
+"sophia-stdio" runs the gateway inside Cursor instead (add --profile ask, ...).
 
 {
   "mcpServers": {
     "sophia": {
       "url": "http://127.0.0.1:$gateway_port/mcp",
+      "headers": { "Authorization": "Bearer $token" }
+    },
+    "sophia-ask": {
+      "url": "http://127.0.0.1:$gateway_port/mcp/ask",
+      "headers": { "Authorization": "Bearer $token" }
+    },
+    "sophia-agent": {
+      "url": "http://127.0.0.1:$gateway_port/mcp/agent",
+      "headers": { "Authorization": "Bearer $token" }
+    },
+    "sophia-background": {
+      "url": "http://127.0.0.1:$gateway_port/mcp/background",
       "headers": { "Authorization": "Bearer $token" }
     },
     "sophia-stdio": {

@@ -357,3 +357,42 @@ async fn the_audit_stream_holds_one_record_per_call_refusal_and_confirmation_wit
     assert_eq!(records[0]["args_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(records[0]["trace_id"], trace_id, "{}", records[0]);
 }
+
+#[tokio::test]
+async fn the_agent_profile_asks_the_person_before_a_destructive_tool_runs() {
+    let mut mesh = Mesh::without_gateway();
+    let _policy = with_policy(&mut mesh, "[roles.\"*\"]\nallow = [{ tools = [\"*\"] }]\n");
+    mesh.start_gateway().await;
+    mesh.worker(infra_worker()).await;
+    let agent_url = format!("{}/agent", mesh.mcp_url());
+    let yes = ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true}));
+    let recorder = Recorder::answering([yes, ElicitResult::new(ElicitationAction::Decline)]);
+    let person =
+        connect_http_as(&agent_url, TEST_TOKEN, Default::default(), recorder.clone()).await;
+    wait_for_tool(&person, "wipe").await;
+
+    assert_eq!(
+        text_of(&call(&person, "wipe", json!({})).await),
+        "wipe done"
+    );
+    let asked = recorder.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(asked[0].0.contains("Run `wipe`?"), "{asked:?}");
+    // Not destructive: no question.
+    assert_eq!(text_of(&call(&person, "tag", json!({})).await), "tag done");
+    assert_eq!(recorder.asked.lock().unwrap().len(), 1);
+    // Declined: nothing runs.
+    let declined = call(&person, "wipe", json!({})).await;
+    assert_eq!(error_code(&declined).as_deref(), Some("cancelled"));
+    assert!(text_of(&declined).contains("Nothing was changed"));
+
+    // A client that cannot be asked is told what to do instead.
+    let mute = connect_http(&agent_url, TEST_TOKEN).await;
+    let refused = call(&mute, "wipe", json!({})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("permission_denied"));
+    assert!(
+        text_of(&refused).contains("cannot be asked"),
+        "{}",
+        text_of(&refused)
+    );
+}

@@ -286,6 +286,13 @@ impl McpGateway {
                 return refusal.into_mcp().map(Into::into);
             }
         };
+        if let Err(declined) = self
+            .confirm_destructive(&plan.entry, &plan.args, &caller, &context)
+            .await
+        {
+            span.fail(ErrorCode::Cancelled.as_str(), "not confirmed");
+            return Ok(declined.into());
+        }
         let timeout = plan.timeout;
         let relay = Relay::open(self, &context).audited(self, &caller, &request.name);
         let origin = Origin {

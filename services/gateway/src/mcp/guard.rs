@@ -255,6 +255,78 @@ impl McpGateway {
         Ok(result)
     }
 
+    /// On a profile that puts destructive tools behind confirmation (the
+    /// `agent` profile), asks the person before `entry` runs; `Err` is the
+    /// call's answer when they do not say yes. A call applying a reviewed
+    /// preview (`preview_id`) was confirmed already.
+    pub(super) async fn confirm_destructive(
+        &self,
+        entry: &ToolEntry,
+        args: &Value,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(), CallToolResult> {
+        let asks = self.profile().is_some_and(|p| p.confirm_destructive);
+        if !asks || !entry.spec.hints.destructive || args.get("preview_id").is_some() {
+            return Ok(());
+        }
+        let tool = &entry.spec.name;
+        let profile = self.profile().map_or("", |p| p.name.as_str());
+        if !relay::client_can(&context.peer).elicit {
+            self.audit(
+                sophia_proto::audit::AuditKind::Refusal,
+                caller,
+                tool,
+                "confirmation_impossible",
+                AuditDetail::default(),
+            );
+            return Err(convert::error_result(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the `{profile}` profile runs destructive tools such as `{tool}` only once                      you confirm, and this client cannot be asked (it does not support MCP                      elicitation). Use a client that does, pass the preview_id of a preview                      you reviewed, or use a profile without confirmation"
+                ),
+                None,
+            ));
+        }
+        let mut shown_args: String = args.to_string().chars().take(600).collect();
+        if shown_args.len() < args.to_string().len() {
+            shown_args.push('…');
+        }
+        let question = sophia_proto::Question::Elicit {
+            message: format!(
+                "Run `{tool}`? It may destroy or overwrite things. Arguments: {shown_args}"
+            ),
+            schema: json!({
+                "type": "object",
+                "properties": {"confirm": {"type": "boolean", "description": format!("run {tool}")}},
+                "required": ["confirm"],
+            }),
+        };
+        let answer =
+            relay::relay_question(&context.peer, &question, self.inner.limits.default_timeout)
+                .await;
+        let yes = answer.as_ref().is_ok_and(|a| {
+            a.get("action").and_then(Value::as_str) == Some("accept")
+                && a.pointer("/content/confirm").and_then(Value::as_bool) == Some(true)
+        });
+        let outcome = if yes { "accepted" } else { "declined" };
+        self.audit(
+            sophia_proto::audit::AuditKind::Confirmation,
+            caller,
+            tool,
+            outcome,
+            AuditDetail::default(),
+        );
+        if yes {
+            return Ok(());
+        }
+        Err(convert::error_result(
+            ErrorCode::Cancelled,
+            format!("`{tool}` did not run: you did not confirm it. Nothing was changed"),
+            None,
+        ))
+    }
+
     /// Whether `caller` may use the resources and prompts of `service` here
     /// (the policy and the profile).
     pub(super) fn offers_allowed(&self, caller: &Caller, service: &str) -> bool {
