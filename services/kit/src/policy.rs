@@ -613,6 +613,16 @@ allow = [{ tools = ["echo"] }]
     }
 
     #[test]
+    fn the_example_policy_parses() {
+        let text = include_str!("../../../ops/policy/example.toml");
+        let p = Policy::parse(text, "ops/policy/example.toml").unwrap();
+        let up = Item::tool("pulumi_up", Category::Infrastructure, hints(false, true));
+        assert!(p.decide(&["analyst".into()], &up).is_err());
+        assert_eq!(p.decide(&["operator".into()], &up), Ok(()));
+        assert!(p.profile("sales").is_some() && p.profile("ask").is_some());
+    }
+
+    #[test]
     fn default_profiles_are_ask_agent_and_background() {
         let p = Policy::parse("", "empty").unwrap();
         let ask = p.profile("ask").unwrap();
