@@ -99,10 +99,10 @@ pub struct GatewayConfig {
     /// limit); more get `busy`.
     #[arg(long, env = "SOPHIA_PRINCIPAL_CONCURRENCY", default_value_t = 64)]
     pub principal_concurrency: usize,
-    /// The calls a second one principal may start, on average (0: no
+    /// The calls a minute one principal may start, on average (0: no
     /// limit); faster ones get `busy` with the time to retry.
-    #[arg(long, env = "SOPHIA_PRINCIPAL_RATE", default_value_t = 0)]
-    pub principal_rate: u32,
+    #[arg(long, env = "SOPHIA_PRINCIPAL_RATE_PER_MIN", default_value_t = 0)]
+    pub principal_rate_per_min: u32,
     /// The burst a principal may make above its rate (default: the rate).
     #[arg(long, env = "SOPHIA_PRINCIPAL_BURST", default_value_t = 0)]
     pub principal_burst: u32,

@@ -117,7 +117,7 @@ async fn start_core(
         })?;
     let limits = access::PrincipalLimits::new(
         config.principal_concurrency,
-        config.principal_rate,
+        config.principal_rate_per_min,
         config.principal_burst,
     );
     spawn_tidy(limits.clone(), stop.child_token());

@@ -60,14 +60,14 @@ impl Drop for Permit {
 
 impl PrincipalLimits {
     /// At most `concurrency` calls in flight per principal (0: no limit),
-    /// and `rate` calls a second with bursts of `burst` (rate 0: no limit).
-    pub fn new(concurrency: usize, rate: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(rate).map(|per_second| {
-            let burst = NonZeroU32::new(burst).unwrap_or(per_second);
+    /// and `per_minute` calls a minute with bursts of `burst` (0: no limit).
+    pub fn new(concurrency: usize, per_minute: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute).map(|per_minute| {
+            let burst = NonZeroU32::new(burst).unwrap_or(per_minute);
             let clock = DefaultClock::default();
             (
                 RateLimiter::new(
-                    Quota::per_second(per_second).allow_burst(burst),
+                    Quota::per_minute(per_minute).allow_burst(burst),
                     governor::state::keyed::HashMapStateStore::default(),
                     clock.clone(),
                 ),
@@ -115,7 +115,7 @@ impl PrincipalLimits {
             return Err(Busy {
                 message: format!(
                     "busy: {} is calling faster than its rate limit \
-                     (SOPHIA_PRINCIPAL_RATE); retry in {} ms",
+                     (SOPHIA_PRINCIPAL_RATE_PER_MIN); retry in {} ms",
                     sophia_kit::vetting::shown(principal),
                     retry_after.as_millis()
                 ),
@@ -155,11 +155,12 @@ mod tests {
 
     #[test]
     fn a_principal_over_its_rate_is_told_when_to_retry() {
-        let limits = PrincipalLimits::new(0, 1, 2);
+        let limits = PrincipalLimits::new(0, 60, 2);
         assert!(limits.admit("alice").is_ok());
         assert!(limits.admit("alice").is_ok());
         let busy = limits.admit("alice").err().unwrap();
         assert!(busy.retry_after > Duration::ZERO && busy.retry_after <= Duration::from_secs(1));
+        assert!(busy.message.contains("retry in"), "{}", busy.message);
         assert!(limits.admit("bob").is_ok());
         // The refused call holds no slot.
         assert!(limits.inner.in_flight.lock().get("alice").is_none());
