@@ -53,3 +53,17 @@ pub async fn replica_with(
         _stop: stop.drop_guard(),
     }
 }
+
+/// What a scripted model does when asked to deploy: it previews dev, then
+/// wants `pulumi_up` of that preview, then says it is done.
+pub fn deploy_script() -> Vec<crate::openai::Behavior> {
+    use crate::openai::Behavior;
+    vec![
+        Behavior::call_tool("pulumi_preview", serde_json::json!({"stack": "dev"})),
+        Behavior::call_tool(
+            "pulumi_up",
+            serde_json::json!({"stack": "dev", "preview_id": "$preview_id"}),
+        ),
+        Behavior::Say("Deployed: 1 resource created.".into()),
+    ]
+}

@@ -8,8 +8,9 @@
 use agno_worker::{AgnoArgs, Cli};
 use serde_json::{Value, json};
 use sophia_kit::Category;
+use sophia_tests::agno::deploy_script;
 use sophia_tests::intelligence::replica_taking;
-use sophia_tests::openai::{Behavior, StandIn};
+use sophia_tests::openai::StandIn;
 use sophia_tests::pulumi::{self, Setup};
 use sophia_tests::tools::{call, text_of, wait_for_tool};
 use sophia_tests::{McpClient, Mesh};
@@ -24,18 +25,6 @@ const READ_ONLY: &str = r#"
 [roles."*"]
 allow = [{ read_only = true }, { tools = ["agno_*"] }, { categories = ["inference"] }]
 "#;
-
-/// The model previews, then asks to apply that preview, whatever it is told.
-fn deploy_script() -> Vec<Behavior> {
-    vec![
-        Behavior::call_tool("pulumi_preview", json!({"stack": "dev"})),
-        Behavior::call_tool(
-            "pulumi_up",
-            json!({"stack": "dev", "preview_id": "$preview_id"}),
-        ),
-        Behavior::Say("Deployed.".into()),
-    ]
-}
 
 struct World {
     mesh: Mesh,
@@ -90,6 +79,21 @@ async fn world(agno_enforces: bool) -> World {
     }
 }
 
+/// Asks a new infrastructure agent to deploy dev; the model previews, then
+/// wants `pulumi_up` whatever it is told. The run's structured result.
+async fn ask_to_deploy(w: &World, client: &McpClient) -> Value {
+    w.model.script(deploy_script());
+    let r = call(
+        client,
+        "agno_create_agent",
+        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
+    )
+    .await;
+    r.structured_content
+        .clone()
+        .unwrap_or_else(|| json!({"text": text_of(&r)}))
+}
+
 async fn client(w: &World) -> McpClient {
     let client = w.mesh.client().await;
     for tool in ["agno_create_agent", "pulumi_preview"] {
@@ -115,15 +119,8 @@ async fn a_read_only_principals_agent_is_not_offered_and_cannot_call_pulumi_up()
     let listed = client.list_all_tools().await.unwrap();
     assert!(!listed.iter().any(|t| t.name == "pulumi_up"));
 
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
-    let out = r.structured_content.clone().unwrap_or_default();
-    assert_eq!(out["status"], "completed", "{}", text_of(&r));
+    let out = ask_to_deploy(&w, &client).await;
+    assert_eq!(out["status"], "completed", "{out}");
     let up = step(&out, "pulumi_up");
     assert!(
         up["result"]
@@ -148,16 +145,9 @@ async fn a_read_only_principals_agent_is_not_offered_and_cannot_call_pulumi_up()
 async fn without_the_policy_at_the_agno_worker_the_pulumi_worker_still_refuses() {
     let w = world(false).await;
     let client = client(&w).await;
-    w.model.script(deploy_script());
-    let r = call(
-        &client,
-        "agno_create_agent",
-        json!({"agent_type": "pulumi_agent", "task": "deploy dev"}),
-    )
-    .await;
-    let out = r.structured_content.clone().unwrap_or_default();
+    let out = ask_to_deploy(&w, &client).await;
     // This agno-worker lets the model ask; the person is asked first.
-    assert_eq!(out["status"], "awaiting_confirmation", "{}", text_of(&r));
+    assert_eq!(out["status"], "awaiting_confirmation", "{out}");
     let action = json!({"action_id": out["pending_action"]["action_id"], "approve": true});
     let r = call(&client, "agno_confirm", action).await;
     let out = r.structured_content.clone().unwrap_or_default();

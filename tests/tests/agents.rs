@@ -9,7 +9,7 @@ use agno_worker::{AgnoArgs, Cli};
 use rmcp::model::{CallToolResult, ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
 use sophia_kit::Category;
-use sophia_tests::agno;
+use sophia_tests::agno::{self, deploy_script};
 use sophia_tests::intelligence::{self, replica_taking};
 use sophia_tests::openai::{Behavior, StandIn};
 use sophia_tests::pulumi::{self, Setup};
@@ -80,17 +80,6 @@ async fn ready(client: McpClient) -> McpClient {
 
 fn structured(r: &CallToolResult) -> Value {
     r.structured_content.clone().unwrap_or(Value::Null)
-}
-
-fn deploy_script() -> Vec<Behavior> {
-    vec![
-        Behavior::call_tool("pulumi_preview", json!({"stack": "dev"})),
-        Behavior::call_tool(
-            "pulumi_up",
-            json!({"stack": "dev", "preview_id": "$preview_id"}),
-        ),
-        Behavior::Say("Deployed: 1 resource created.".into()),
-    ]
 }
 
 #[tokio::test]

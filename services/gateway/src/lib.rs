@@ -96,15 +96,7 @@ async fn start_core(
     stop: &CancellationToken,
 ) -> Result<Core, GatewayError> {
     // A policy file that cannot be used stops start-up before anything else.
-    let policy = match &config.policy {
-        Some(path) => Some(Arc::new(sophia_kit::policy::Policy::load(path).map_err(
-            |e| KitError::Config {
-                key: "SOPHIA_POLICY",
-                message: e.to_string(),
-            },
-        )?)),
-        None => None,
-    };
+    let policy = sophia_kit::policy::Policy::from_config(config.policy.as_deref())?;
     let conn = nats::connect(&config.nats, "sophia-gateway").await?;
     let audit = access::Audit::open(&conn, Duration::from_secs(config.audit_retention_s))
         .await

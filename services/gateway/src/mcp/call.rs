@@ -205,22 +205,35 @@ impl McpGateway {
             }
         };
         self.inner.metrics.record(spec, label, started);
-        if let Some((caller, hash, confirmed)) = audited {
-            let trace_id = origin.span.trace_id();
-            for (kind, outcome) in [
-                (AuditKind::Call, Some(label)),
-                (AuditKind::Confirmation, confirmed),
-            ] {
-                let Some(outcome) = outcome else { continue };
-                let detail = guard::AuditDetail {
-                    started: Some(started),
-                    trace_id: trace_id.clone(),
-                    args_sha256: Some(hash.clone()),
-                };
-                self.audit(kind, &caller, &spec.name, outcome, detail);
-            }
+        if let Some(audited) = audited {
+            self.audit_call(audited, &spec.name, label, started, origin.span);
         }
         outcome
+    }
+
+    /// Records a call (and, if it was one, a confirmation) in the audit
+    /// trail: (caller, hash of the arguments, confirmation outcome).
+    fn audit_call(
+        &self,
+        (caller, hash, confirmed): (Caller, String, Option<&str>),
+        tool: &str,
+        label: &str,
+        started: Instant,
+        span: &Span,
+    ) {
+        let trace_id = span.trace_id();
+        for (kind, outcome) in [
+            (AuditKind::Call, Some(label)),
+            (AuditKind::Confirmation, confirmed),
+        ] {
+            let Some(outcome) = outcome else { continue };
+            let detail = guard::AuditDetail {
+                started: Some(started),
+                trace_id: trace_id.clone(),
+                args_sha256: Some(hash.clone()),
+            };
+            self.audit(kind, &caller, tool, outcome, detail);
+        }
     }
 
     /// Calls `name` as `tools/call` would (schema check, deadline, bus), for

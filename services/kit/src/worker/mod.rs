@@ -31,8 +31,8 @@ mod serving;
 
 use background::{spawn_announcer, spawn_cancel_listener};
 pub use config::{DegradedCheck, MetricsHook, WorkerConfig};
-use serving::Serving;
 pub use serving::WorkerHandle;
+use serving::{Identity, Serving, shared};
 
 /// A worker: a name, a version and its tools. Build it, then [`Worker::run`].
 #[derive(Clone)]
@@ -295,15 +295,7 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> Result<WorkerHandle, KitError> {
         let validators = self.validate()?;
-        let policy = match &config.policy {
-            Some(path) => Some(Arc::new(crate::policy::Policy::load(path).map_err(
-                |e| KitError::Config {
-                    key: "SOPHIA_POLICY",
-                    message: e.to_string(),
-                },
-            )?)),
-            None => None,
-        };
+        let policy = crate::policy::Policy::from_config(config.policy.as_deref())?;
         let conn = nats::connect(&config.nats, &self.name).await?;
         let (registry, metrics) = self.metrics_registry(&conn);
         let instance = Uuid::new_v4().simple().to_string();
@@ -475,48 +467,4 @@ fn ready_check(conn: &Connection, registered: &CancellationToken) -> ops::ReadyC
         }
         Ok(())
     })
-}
-
-/// Which replica of which service this is, and the policy it enforces.
-struct Identity<'a> {
-    instance: &'a str,
-    service: &'a str,
-    policy: Option<Arc<crate::policy::Policy>>,
-}
-
-/// The state every request of this replica shares.
-async fn shared(
-    conn: &Connection,
-    config: &WorkerConfig,
-    tools: ToolsBySubject,
-    metrics: ToolCallMetrics,
-    identity: Identity<'_>,
-) -> Result<Arc<Shared>, KitError> {
-    let instance = identity.instance;
-    let bus = crate::bus::Bus::start(
-        conn.client.clone(),
-        instance.to_owned(),
-        config.max_payload_bytes,
-    )
-    .await
-    .map_err(|e| {
-        KitError::start(
-            StartKind::Subscribe,
-            "open the call path (progress inbox)",
-            e,
-        )
-    })?;
-    Ok(Arc::new(Shared {
-        client: conn.client.clone(),
-        payloads: PayloadStore::new(conn.client.clone()).with_max_bytes(config.max_payload_bytes),
-        tools,
-        in_flight: Mutex::new(HashMap::new()),
-        early_cancels: Mutex::new(HashMap::new()),
-        metrics,
-        cancel_grace: Duration::from_millis(config.cancel_grace_ms),
-        bus,
-        instance: instance.to_owned(),
-        policy: identity.policy,
-        service: identity.service.to_owned(),
-    }))
 }

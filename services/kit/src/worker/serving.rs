@@ -123,3 +123,47 @@ impl WorkerHandle {
         self.task.abort();
     }
 }
+
+/// Which replica of which service this is, and the policy it enforces.
+pub(super) struct Identity<'a> {
+    pub(super) instance: &'a str,
+    pub(super) service: &'a str,
+    pub(super) policy: Option<Arc<crate::policy::Policy>>,
+}
+
+/// The state every request of this replica shares.
+pub(super) async fn shared(
+    conn: &Connection,
+    config: &WorkerConfig,
+    tools: ToolsBySubject,
+    metrics: ToolCallMetrics,
+    identity: Identity<'_>,
+) -> Result<Arc<Shared>, KitError> {
+    let instance = identity.instance;
+    let bus = crate::bus::Bus::start(
+        conn.client.clone(),
+        instance.to_owned(),
+        config.max_payload_bytes,
+    )
+    .await
+    .map_err(|e| {
+        KitError::start(
+            StartKind::Subscribe,
+            "open the call path (progress inbox)",
+            e,
+        )
+    })?;
+    Ok(Arc::new(Shared {
+        client: conn.client.clone(),
+        payloads: PayloadStore::new(conn.client.clone()).with_max_bytes(config.max_payload_bytes),
+        tools,
+        in_flight: Mutex::new(HashMap::new()),
+        early_cancels: Mutex::new(HashMap::new()),
+        metrics,
+        cancel_grace: Duration::from_millis(config.cancel_grace_ms),
+        bus,
+        instance: instance.to_owned(),
+        policy: identity.policy,
+        service: identity.service.to_owned(),
+    }))
+}

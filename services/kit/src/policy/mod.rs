@@ -28,8 +28,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use file::{BadGlob, PolicyFile, globs, place, rules};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
 use sophia_proto::{Category, Hints};
 
 /// The role every caller has.
@@ -217,110 +217,23 @@ pub enum PolicyError {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default)]
-    roles: BTreeMap<String, RoleFile>,
-    #[serde(default)]
-    profiles: BTreeMap<String, ProfileFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoleFile {
-    #[serde(default)]
-    allow: Vec<toml::Spanned<RuleFile>>,
-    #[serde(default)]
-    deny: Vec<toml::Spanned<RuleFile>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RuleFile {
-    tools: Option<Vec<String>>,
-    services: Option<Vec<String>>,
-    categories: Option<Vec<Category>>,
-    read_only: Option<bool>,
-    destructive: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ProfileFile {
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    include: Vec<toml::Spanned<RuleFile>>,
-    budget: Option<usize>,
-    #[serde(default)]
-    confirm_destructive: bool,
-    pin: Option<Vec<String>>,
-}
-
-/// A glob problem at `span`.
-struct BadGlob {
-    span: std::ops::Range<usize>,
-    message: String,
-}
-
-fn globs(
-    patterns: &Option<Vec<String>>,
-    span: &std::ops::Range<usize>,
-) -> Result<Option<GlobSet>, BadGlob> {
-    let Some(patterns) = patterns else {
-        return Ok(None);
-    };
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        set.add(Glob::new(p).map_err(|e| BadGlob {
-            span: span.clone(),
-            message: format!("bad pattern {p:?}: {}", e.kind()),
-        })?);
-    }
-    set.build().map(Some).map_err(|e| BadGlob {
-        span: span.clone(),
-        message: e.to_string(),
-    })
-}
-
-fn rule(spanned: &toml::Spanned<RuleFile>) -> Result<Rule, BadGlob> {
-    let span = spanned.span();
-    let r = spanned.get_ref();
-    let empty = r.tools.is_none()
-        && r.services.is_none()
-        && r.categories.is_none()
-        && r.read_only.is_none()
-        && r.destructive.is_none();
-    if empty {
-        return Err(BadGlob {
-            span,
-            message: "an empty rule matches everything; write `tools = [\"*\"]` if that is meant"
-                .into(),
-        });
-    }
-    Ok(Rule {
-        tools: globs(&r.tools, &span)?,
-        services: globs(&r.services, &span)?,
-        categories: r.categories.clone(),
-        read_only: r.read_only,
-        destructive: r.destructive,
-    })
-}
-
-fn rules(list: &[toml::Spanned<RuleFile>]) -> Result<Vec<Rule>, BadGlob> {
-    list.iter().map(rule).collect()
-}
-
-/// Where a byte offset of `text` is, as 1-based line and column.
-fn place(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 impl Policy {
+    /// The policy file `SOPHIA_POLICY` names, if any; a file that cannot be
+    /// used is a configuration error naming the place, in one line.
+    pub fn from_config(
+        path: Option<&Path>,
+    ) -> Result<Option<std::sync::Arc<Policy>>, crate::KitError> {
+        path.map(|path| {
+            Policy::load(path)
+                .map(std::sync::Arc::new)
+                .map_err(|e| crate::KitError::Config {
+                    key: "SOPHIA_POLICY",
+                    message: e.to_string(),
+                })
+        })
+        .transpose()
+    }
+
     /// Reads the policy file at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
@@ -510,130 +423,6 @@ fn default_profiles() -> BTreeMap<String, Profile> {
     profiles.into_iter().map(|p| (p.name.clone(), p)).collect()
 }
 
+mod file;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const POLICY: &str = r#"
-[roles.analyst]
-allow = [{ categories = ["business_intelligence"] }, { read_only = true }]
-deny = [{ destructive = true }]
-
-[roles.operator]
-allow = [{ tools = ["pulumi_*"] }]
-
-[roles."*"]
-allow = [{ tools = ["echo"] }]
-"#;
-
-    fn hints(read_only: bool, destructive: bool) -> Hints {
-        Hints {
-            read_only,
-            destructive,
-            ..Hints::default()
-        }
-    }
-
-    #[test]
-    fn roles_allow_by_category_annotation_and_name_and_deny_wins() {
-        let p = Policy::parse(POLICY, "test").unwrap();
-        let analyst = ["analyst".to_owned()];
-        let bi = Item::tool(
-            "gong_calls",
-            Category::BusinessIntelligence,
-            hints(false, false),
-        );
-        let preview = Item::tool(
-            "pulumi_preview",
-            Category::Infrastructure,
-            hints(true, false),
-        );
-        let up = Item::tool("pulumi_up", Category::Infrastructure, hints(false, true));
-        assert_eq!(p.decide(&analyst, &bi), Ok(()));
-        assert_eq!(p.decide(&analyst, &preview), Ok(()));
-        assert_eq!(
-            p.decide(&analyst, &up),
-            Err(Denied::DeniedBy("analyst".into()))
-        );
-        // The operator may; a principal with both roles may not (deny wins).
-        assert_eq!(p.decide(&["operator".into()], &up), Ok(()));
-        assert!(
-            p.decide(&["operator".into(), "analyst".into()], &up)
-                .is_err()
-        );
-        // Everyone may echo; nobody else may do anything by default.
-        let echo = Item::tool("echo", Category::CodeGeneration, hints(false, false));
-        assert_eq!(p.decide(&[], &echo), Ok(()));
-        assert_eq!(p.decide(&[], &bi), Err(Denied::NoRule));
-        // Offers are read-only: the analyst reads resources, the operator does not.
-        assert_eq!(p.decide(&analyst, &Item::offer("docs")), Ok(()));
-        assert_eq!(
-            p.decide(&["operator".into()], &Item::offer("docs")),
-            Err(Denied::NoRule)
-        );
-    }
-
-    #[test]
-    fn a_typo_is_one_line_naming_the_place() {
-        let bad = "[roles.analyst]\nallow = [{ categroies = [\"business_intelligence\"] }]\n";
-        let e = Policy::parse(bad, "policy.toml").unwrap_err().to_string();
-        assert!(e.starts_with("policy file policy.toml:2:"), "{e}");
-        assert!(e.contains("categroies"), "{e}");
-        assert!(!e.contains('\n'), "{e}");
-        let bad = "[roles.a]\nallow = [{ categories = [\"finance\"] }]\n";
-        let e = Policy::parse(bad, "p").unwrap_err().to_string();
-        assert!(e.contains("p:2:") && e.contains("finance"), "{e}");
-        let bad = "[roles.a]\nallow = [{ tools = [\"a[\"] }]\n";
-        assert!(
-            Policy::parse(bad, "p")
-                .unwrap_err()
-                .to_string()
-                .contains("p:2:")
-        );
-        let bad = "[roles.a]\nallow = [{}]\n";
-        assert!(
-            Policy::parse(bad, "p")
-                .unwrap_err()
-                .to_string()
-                .contains("empty rule")
-        );
-    }
-
-    #[test]
-    fn the_refusal_names_the_permission_and_nothing_else() {
-        let p = Policy::parse(POLICY, "test").unwrap();
-        let up = Item::tool("pulumi_up", Category::Infrastructure, hints(false, true));
-        let why = p.decide(&[], &up).unwrap_err();
-        let text = refusal("alice", &[], &up, &why);
-        assert!(text.contains("may not call `pulumi_up`"), "{text}");
-        assert!(
-            !text.contains("pulumi_preview") && !text.contains("operator"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn the_example_policy_parses() {
-        let text = include_str!("../../../ops/policy/example.toml");
-        let p = Policy::parse(text, "ops/policy/example.toml").unwrap();
-        let up = Item::tool("pulumi_up", Category::Infrastructure, hints(false, true));
-        assert!(p.decide(&["analyst".into()], &up).is_err());
-        assert_eq!(p.decide(&["operator".into()], &up), Ok(()));
-        assert!(p.profile("sales").is_some() && p.profile("ask").is_some());
-    }
-
-    #[test]
-    fn default_profiles_are_ask_agent_and_background() {
-        let p = Policy::parse("", "empty").unwrap();
-        let ask = p.profile("ask").unwrap();
-        let up = Item::tool("pulumi_up", Category::Infrastructure, hints(false, true));
-        let list = Item::tool(
-            "pulumi_stacks",
-            Category::Infrastructure,
-            hints(true, false),
-        );
-        assert!(!ask.offers(&up) && ask.offers(&list));
-        assert!(p.profile("agent").unwrap().confirm_destructive);
-        assert!(p.profile("background").unwrap().offers(&up));
-    }
-}
+mod tests;
