@@ -294,7 +294,7 @@ async fn a_jobs_result_is_fetched_after_the_call_that_started_it_returned() {
 
 #[tokio::test]
 async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
-    use sophia_tests::nats::{GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
+    use sophia_tests::nats::{GATEWAY_PASSWORD, password, secured};
     let mut mesh = Mesh::on(secured());
     let mut gateway = mesh.gateway_config();
     gateway.nats.user = Some("gateway".into());
@@ -302,8 +302,8 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     mesh.start_gateway_with(gateway).await;
     let setup = Setup::new(1);
     let mut worker = mesh.worker_config();
-    worker.nats.user = Some("worker".into());
-    worker.nats.password = Some(WORKER_PASSWORD.into());
+    worker.nats.user = Some("pulumi".into());
+    worker.nats.password = Some(password("pulumi"));
     let stop = CancellationToken::new();
     let started = pulumi_worker::run(
         Cli {
@@ -316,7 +316,7 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     let _handle = started.unwrap_or_else(|e| {
         let violations = mesh.nats.violations();
         panic!(
-            "starts with the worker user's permissions: {e}\n{}",
+            "starts with the pulumi user's permissions: {e}\n{}",
             violations.join("\n")
         )
     });
