@@ -16,6 +16,9 @@
 #     (no object twice, no GPU request outside the GPU overlay); the
 #     profiles against the base's Deployments;
 #   - pulumi/: the Pulumi projects parse, with a name and a runtime;
+#   - ops/nats/nats.conf: nats-server reads it (`nats-server -t`, every
+#     user's password variable set; tests/tests/deployment.rs checks that
+#     ops/k8s/nats/values.yaml carries the same users);
 #   - ops/grafana: the dashboards parse as JSON, their queries as PromQL
 #     (promtool), and the provisioning as YAML.
 #
@@ -269,6 +272,18 @@ for p in projects:
 if bad:
     sys.exit("\n".join(bad))
 PY
+
+# The NATS configuration as the server reads it: every user's
+# $SOPHIA_NATS_<USER>_PASSWORD set (to a placeholder), the file tested
+# (`-t`), nothing started. The server comes from ops/scripts/install-nats.sh
+# ($SOPHIA_NATS_SERVER, .sophia/bin, PATH, or installed there).
+nats_server="$("$root/ops/scripts/install-nats.sh")"
+nats_env=()
+while IFS= read -r var; do nats_env+=("$var=check-ops-placeholder"); done < <(
+  grep -o 'password: \$SOPHIA_NATS_[A-Z_]*_PASSWORD' ops/nats/nats.conf | sed 's/^password: \$//' | sort -u
+)
+check "ops/nats/nats.conf: ${#nats_env[@]} users, read by $("$nats_server" --version) (-t)" \
+  env "${nats_env[@]}" "$nats_server" -t -c ops/nats/nats.conf
 
 dashboards=(ops/grafana/dashboards/*.json)
 check "${#dashboards[@]} Grafana dashboard(s) parse as JSON" \

@@ -21,6 +21,18 @@ impl Replica {
     }
 }
 
+/// The NATS user of an agno-worker serving `categories`
+/// (`ops/nats/nats.conf`): `agno_bi`, `agno_infra` or `agno_code` for one
+/// category, as `ops/k8s` runs them, else `agno`.
+pub fn nats_user(categories: &[Category]) -> &'static str {
+    match categories {
+        [Category::BusinessIntelligence] => "agno_bi",
+        [Category::Infrastructure] => "agno_infra",
+        [Category::CodeGeneration] => "agno_code",
+        _ => "agno",
+    }
+}
+
 /// Starts an agno-worker serving the runs of `categories`, with the
 /// built-in templates.
 pub async fn replica(mesh: &Mesh, categories: &[Category]) -> Replica {
@@ -37,7 +49,7 @@ pub async fn replica_with(
     let stop = CancellationToken::new();
     let handle = agno_worker::run(
         Cli {
-            worker: mesh.agno_config(),
+            worker: mesh.worker_config_as(nats_user(categories)),
             agno: AgnoArgs {
                 categories: categories.to_vec(),
                 templates,

@@ -105,10 +105,12 @@ pub struct RunningBridge {
 impl RunningBridge {
     /// Starts a bridge for `servers` on `mesh`'s NATS.
     pub async fn start(mesh: &Mesh, servers: Vec<ServerConfig>) -> Self {
-        let config = BridgeConfig {
-            worker: mesh.worker_config(),
-            servers,
-        };
+        Self::start_with(mesh.worker_config(), servers).await
+    }
+
+    /// Starts a bridge for `servers` with `worker` (its NATS user, ...).
+    pub async fn start_with(worker: sophia_kit::WorkerConfig, servers: Vec<ServerConfig>) -> Self {
+        let config = BridgeConfig { worker, servers };
         let shutdown = CancellationToken::new();
         let handle = mcp_bridge::run(config, shutdown.clone())
             .await

@@ -377,7 +377,7 @@ impl Replica {
 pub async fn replica(mesh: &Mesh, base_url: &str, credentials: Option<(&str, &str)>) -> Replica {
     let stop = CancellationToken::new();
     let cli = gong_worker::Cli {
-        worker: mesh.worker_config(),
+        worker: mesh.worker_config_as("gong"),
         gong: gong_worker::GongArgs {
             base_url: base_url.to_owned(),
             access_key: credentials.map(|c| c.0.to_owned()),

@@ -54,7 +54,7 @@ pub async fn replica_taking(
         path
     });
     let cli = Cli {
-        worker: mesh.worker_config(),
+        worker: mesh.worker_config_as("intelligence"),
         inference: InferenceArgs {
             config,
             ollama_url: ollama_url.to_owned(),

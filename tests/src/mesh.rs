@@ -113,13 +113,13 @@ impl Mesh {
         c
     }
 
-    /// The configuration for an agno-worker: [`Mesh::worker_config`], as the
-    /// `agno` user on a least-privilege mesh.
-    pub fn agno_config(&self) -> WorkerConfig {
+    /// [`Mesh::worker_config`], logging in as `user` of `ops/nats/nats.conf`
+    /// on a least-privilege mesh (`pulumi`, `intelligence`, `gong`, ...).
+    pub fn worker_config_as(&self, user: &str) -> WorkerConfig {
         let mut c = self.worker_config();
         if self.least_privilege {
-            c.nats.user = Some("agno".into());
-            c.nats.password = Some(crate::nats::AGNO_PASSWORD.into());
+            c.nats.user = Some(user.into());
+            c.nats.password = Some(crate::nats::password(user));
         }
         c
     }

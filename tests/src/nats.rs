@@ -46,27 +46,49 @@ pub fn nats_server_binary() -> PathBuf {
 }
 
 /// The password `secured()` gives the `gateway` user.
-pub const GATEWAY_PASSWORD: &str = "gw-test-password";
+pub const GATEWAY_PASSWORD: &str = "gateway-test-password";
 /// The password `secured()` gives the `worker` user.
 pub const WORKER_PASSWORD: &str = "worker-test-password";
 /// The password `secured()` gives the `agno` user.
 pub const AGNO_PASSWORD: &str = "agno-test-password";
 
+/// The project's own `ops/nats/nats.conf`.
+pub fn nats_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/nats/nats.conf")
+}
+
+/// The users of `ops/nats/nats.conf`, in the file's order: each one's
+/// password is `$SOPHIA_NATS_<USER>_PASSWORD`.
+pub fn users() -> Vec<String> {
+    let conf = std::fs::read_to_string(nats_conf()).expect("ops/nats/nats.conf");
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("password: $SOPHIA_NATS_"))
+        .filter_map(|rest| rest.strip_suffix("_PASSWORD"))
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The password `secured()` gives `user`: `<user>-test-password`.
+pub fn password(user: &str) -> String {
+    format!("{user}-test-password")
+}
+
+/// The environment `secured()` runs the server with: every user's
+/// `SOPHIA_NATS_<USER>_PASSWORD`, set to [`password`].
+pub fn passwords() -> Vec<(String, String)> {
+    users()
+        .into_iter()
+        .map(|u| {
+            let var = format!("SOPHIA_NATS_{}_PASSWORD", u.to_uppercase());
+            (var, password(&u))
+        })
+        .collect()
+}
+
 /// A server running the project's own `ops/nats/nats.conf`: one
-/// least-privilege user per role, with the passwords above.
+/// least-privilege user per service, with the passwords of [`password`].
 pub fn secured() -> NatsServer {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/nats/nats.conf");
-    NatsServer::with_config(
-        &config,
-        vec![
-            (
-                "SOPHIA_NATS_GATEWAY_PASSWORD".into(),
-                GATEWAY_PASSWORD.into(),
-            ),
-            ("SOPHIA_NATS_WORKER_PASSWORD".into(), WORKER_PASSWORD.into()),
-            ("SOPHIA_NATS_AGNO_PASSWORD".into(), AGNO_PASSWORD.into()),
-        ],
-    )
+    NatsServer::with_config(&nats_conf(), passwords())
 }
 
 /// Starts a fresh `nats-server` with JetStream on a free port.

@@ -91,7 +91,7 @@ pub async fn replica(mesh: &Mesh, args: PulumiArgs) -> Replica {
     let stop = CancellationToken::new();
     let handle = pulumi_worker::run(
         Cli {
-            worker: mesh.worker_config(),
+            worker: mesh.worker_config_as("pulumi"),
             pulumi: args,
         },
         stop.clone(),

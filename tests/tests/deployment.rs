@@ -324,17 +324,23 @@ fn every_service_command_is_a_binary_the_image_builds() {
 }
 
 /// Variables read by libraries rather than our flags (the log filter, the
-/// OpenTelemetry SDK's standard variables), or by nats-server's config file.
-const PASSTHROUGH: [&str; 8] = [
+/// OpenTelemetry SDK's standard variables).
+const PASSTHROUGH: [&str; 5] = [
     "RUST_LOG",
-    "SOPHIA_NATS_GATEWAY_PASSWORD",
-    "SOPHIA_NATS_WORKER_PASSWORD",
-    "SOPHIA_NATS_AGNO_PASSWORD",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
 ];
+
+/// Whether `key` is read by a library or by nats-server's config file (a
+/// user's `SOPHIA_NATS_<USER>_PASSWORD`), not by our flags.
+fn passthrough(key: &str) -> bool {
+    PASSTHROUGH.contains(&key)
+        || sophia_tests::nats::passwords()
+            .iter()
+            .any(|(var, _)| var == key)
+}
 
 /// The API-key variables the shipped intelligence config names
 /// (`api_key_env`): compose passes them through to the intelligence-worker.
@@ -415,7 +421,7 @@ fn every_environment_variable_is_one_the_services_read() {
         for key in env_of(&svc).keys() {
             assert!(
                 known.contains(key)
-                    || PASSTHROUGH.contains(&key.as_str())
+                    || passthrough(key)
                     || provider_keys().contains(key)
                     || (name.starts_with("mcp-bridge") && bridge_catalog_env().contains(key)),
                 "{name} sets {key}, which no service reads (typo?)"
@@ -638,34 +644,6 @@ fn the_intelligence_worker_uses_the_ollama_service_or_the_shells_config_and_keys
         volumes.contains("./ops/intelligence:/etc/sophia/intelligence:ro"),
         "{volumes}"
     );
-}
-
-#[test]
-fn nats_gets_jetstream_and_the_users_the_services_log_in_as() {
-    let c = compose();
-    let s = services(&c);
-    let nats = &s["nats"];
-    let command = format!("{:?}", nats["command"]);
-    assert!(command.contains("/etc/nats/nats.conf"), "{command}");
-    let mounted = format!("{:?}", nats["volumes"]);
-    assert!(mounted.contains("./ops/nats/nats.conf:/etc/nats/nats.conf"));
-    let conf = read("ops/nats/nats.conf");
-    assert!(conf.contains("jetstream: enabled"));
-    for var in [
-        "SOPHIA_NATS_GATEWAY_PASSWORD",
-        "SOPHIA_NATS_WORKER_PASSWORD",
-        "SOPHIA_NATS_AGNO_PASSWORD",
-    ] {
-        assert!(conf.contains(&format!("${var}")), "nats.conf reads {var}");
-        assert!(env_of(nats).contains_key(var), "compose gives nats {var}");
-    }
-    for (name, svc) in &sophia_services(&c) {
-        let user = env_of(svc).get("NATS_USER").cloned().unwrap_or_default();
-        assert!(
-            conf.contains(&format!("user: {user}\n")),
-            "{name} logs in as {user:?}, a user in nats.conf"
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1047,7 +1025,6 @@ fn k8s_objects(rel: &str) -> Vec<(PathBuf, Value)> {
 fn kubernetes_deployments_run_the_services_as_compose_does() {
     let known = config_env_keys();
     let image_bins = dockerfile_bins();
-    let conf = read("ops/nats/nats.conf");
     let objects = k8s_objects("ops/k8s/base");
     let kustomization = yaml_file("ops/k8s/base/kustomization.yaml");
     let listed: BTreeSet<&str> = kustomization["resources"]
@@ -1106,7 +1083,7 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
             let key = e["name"].as_str().unwrap().to_owned();
             assert!(
                 known.contains(&key)
-                    || PASSTHROUGH.contains(&key.as_str())
+                    || passthrough(&key)
                     || ["POD_NAME", "POD_NAMESPACE", "HOME"].contains(&key.as_str()),
                 "{name} sets {key}, which no service reads (typo?)"
             );
@@ -1136,11 +1113,6 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
         assert!(
             env.contains_key("OTEL_SERVICE_NAME"),
             "{name}: OTEL_SERVICE_NAME"
-        );
-        let user = env.get("NATS_USER").cloned().unwrap_or_default();
-        assert!(
-            conf.contains(&format!("user: {user}\n")),
-            "{name} logs in as {user:?}, a user in nats.conf"
         );
         let expected_port = match bin {
             "sophia-gateway" => 8000,
@@ -1217,9 +1189,18 @@ fn kubernetes_deployments_run_the_services_as_compose_does() {
     }
 }
 
-/// Per user of `ops/nats/nats.conf`: (publish allow, subscribe allow,
-/// allow_responses).
-fn nats_conf_users() -> BTreeMap<String, (Vec<String>, Vec<String>, bool)> {
+/// One user of `ops/nats/nats.conf`: what it may publish and subscribe to.
+#[derive(Debug, Default, PartialEq)]
+struct ConfUser {
+    publish: Vec<String>,
+    publish_deny: Vec<String>,
+    subscribe: Vec<String>,
+    subscribe_deny: Vec<String>,
+    allow_responses: bool,
+}
+
+/// The users of `ops/nats/nats.conf`, by name.
+fn nats_conf_users() -> BTreeMap<String, ConfUser> {
     let conf = read("ops/nats/nats.conf");
     let user = regex_lite::Regex::new(r"(?m)^\s*user:\s*(\w+)\s*$").unwrap();
     let quoted = regex_lite::Regex::new(r#""([^"]*)""#).unwrap();
@@ -1227,14 +1208,16 @@ fn nats_conf_users() -> BTreeMap<String, (Vec<String>, Vec<String>, bool)> {
         .captures_iter(&conf)
         .map(|c| (c.get(0).unwrap().start(), c[1].to_owned()))
         .collect();
-    let list = |chunk: &str, key: &str| -> Vec<String> {
-        let at = chunk
-            .find(key)
-            .unwrap_or_else(|| panic!("{key} in {chunk}"));
-        let open = at + chunk[at..].find('[').unwrap();
-        let close = open + chunk[open..].find(']').unwrap();
-        chunk[open..close]
+    // The quoted subjects of the list after `key` in `section`, if any: its
+    // lines up to the one that closes it, comments left out.
+    let list = |section: &str, key: &str| -> Vec<String> {
+        let Some(at) = section.find(key) else {
+            return Vec::new();
+        };
+        section[at..]
             .lines()
+            .skip(1)
+            .take_while(|l| l.trim() != "]")
             .filter(|l| !l.trim_start().starts_with('#'))
             .flat_map(|l| {
                 quoted
@@ -1250,26 +1233,181 @@ fn nats_conf_users() -> BTreeMap<String, (Vec<String>, Vec<String>, bool)> {
         .map(|(i, (start, name))| {
             let end = starts.get(i + 1).map_or(conf.len(), |(s, _)| *s);
             let chunk = &conf[*start..end];
-            (
-                name.clone(),
-                (
-                    list(chunk, "publish:"),
-                    list(chunk, "subscribe:"),
-                    chunk.contains("allow_responses: true"),
-                ),
-            )
+            let sub_at = chunk.find("subscribe:").expect("a subscribe section");
+            let (publish, subscribe) = chunk.split_at(sub_at);
+            let u = ConfUser {
+                publish: list(publish, "allow:"),
+                publish_deny: list(publish, "deny:"),
+                subscribe: list(subscribe, "allow:"),
+                subscribe_deny: list(subscribe, "deny:"),
+                allow_responses: chunk.contains("allow_responses: true"),
+            };
+            (name.clone(), u)
         })
         .collect()
+}
+
+/// The services' own NATS users, by binary and by what the service serves
+/// (an agno-worker's categories, a bridge's catalog file).
+fn expected_nats_user(bin: &str, env: &BTreeMap<String, String>) -> String {
+    let short = |category: &str| match category {
+        "business_intelligence" => "bi",
+        "infrastructure" => "infra",
+        "code_generation" => "code",
+        other => panic!("{bin}: no NATS user for category {other:?}"),
+    };
+    match bin {
+        "sophia-gateway" => "gateway".into(),
+        "pulumi-worker" => "pulumi".into(),
+        "intelligence-worker" => "intelligence".into(),
+        "gong-worker" => "gong".into(),
+        "echo-worker" => "worker".into(),
+        "agno-worker" => match env.get("AGNO_CATEGORIES").map(String::as_str) {
+            Some(one) if !one.contains(',') => format!("agno_{}", short(one)),
+            _ => "agno".into(),
+        },
+        "mcp-bridge" => {
+            let config = Path::new(&env["SOPHIA_BRIDGE_CONFIG"]).to_owned();
+            let category = config.file_stem().unwrap().to_str().unwrap();
+            format!("bridge_{}", short(category))
+        }
+        other => panic!("which NATS user does {other} log in as?"),
+    }
+}
+
+#[test]
+fn nats_gets_jetstream_and_each_service_logs_in_as_its_own_user() {
+    let c = compose();
+    let s = services(&c);
+    let nats = &s["nats"];
+    let command = format!("{:?}", nats["command"]);
+    assert!(command.contains("/etc/nats/nats.conf"), "{command}");
+    let mounted = format!("{:?}", nats["volumes"]);
+    assert!(mounted.contains("./ops/nats/nats.conf:/etc/nats/nats.conf"));
+    assert!(read("ops/nats/nats.conf").contains("jetstream: enabled"));
+    let users = nats_conf_users();
+    // nats.conf reads every user's password: compose gives nats all of them.
+    for (var, _) in sophia_tests::nats::passwords() {
+        assert!(env_of(nats).contains_key(&var), "compose gives nats {var}");
+    }
+    for (name, svc) in &sophia_services(&c) {
+        let env = env_of(svc);
+        let bin = svc["command"][0].as_str().unwrap();
+        let user = env.get("NATS_USER").cloned().unwrap_or_default();
+        assert!(
+            users.contains_key(&user),
+            "{name} logs in as {user:?}, a user in nats.conf"
+        );
+        assert_eq!(user, expected_nats_user(bin, &env), "{name}: its own user");
+        let var = format!("SOPHIA_NATS_{}_PASSWORD", user.to_uppercase());
+        assert!(
+            env["NATS_PASSWORD"].starts_with(&format!("${{{var}:?")),
+            "{name}: the password of {user}, required: {}",
+            env["NATS_PASSWORD"]
+        );
+    }
+}
+
+#[test]
+fn each_bridge_user_serves_its_catalog_servers_offers() {
+    let users = nats_conf_users();
+    for path in files_under("ops/bridge/catalog", "toml") {
+        let category = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let env = BTreeMap::from([("SOPHIA_BRIDGE_CONFIG".to_owned(), category.clone())]);
+        let name = expected_nats_user("mcp-bridge", &env);
+        let user = &users[&name];
+        assert!(
+            user.subscribe
+                .contains(&format!("sophia.v1.tools.{category}.>")),
+            "{name} serves the {category} category"
+        );
+        let catalog: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for server in catalog["servers"].as_array().unwrap() {
+            let service = format!("bridge-{}", server["name"].as_str().unwrap());
+            for subject in [
+                format!("sophia.v1.mcp.{service}.>"),
+                format!("$SRV.*.{service}"),
+                format!("$SRV.*.{service}.*"),
+            ] {
+                assert!(
+                    user.subscribe.contains(&subject),
+                    "{name} may subscribe to {subject}"
+                );
+            }
+        }
+        // Never the agents' runs of its category.
+        assert!(
+            user.subscribe_deny
+                .contains(&format!("sophia.v1.tools.{category}.agno_run")),
+            "{name} denies agno_run"
+        );
+    }
+}
+
+#[test]
+fn every_kubernetes_service_logs_in_as_its_own_nats_user() {
+    let users = nats_conf_users();
+    let image_bins = dockerfile_bins();
+    let mut seen = BTreeSet::new();
+    for dir in ["ops/k8s/base", "ops/k8s/gpu", "ops/k8s/bridge"] {
+        for (path, obj) in k8s_objects(dir) {
+            if obj["kind"].as_str() != Some("Deployment") {
+                continue;
+            }
+            let name = obj["metadata"]["name"].as_str().unwrap();
+            let main = obj["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|c| {
+                    c["command"][0]
+                        .as_str()
+                        .is_some_and(|b| image_bins.contains(b))
+                })
+                .unwrap_or_else(|| panic!("{path:?}: {name} runs a binary the image builds"))
+                .clone();
+            let mut env = BTreeMap::new();
+            let mut password_key = None;
+            for e in main["env"].as_sequence().unwrap() {
+                let key = e["name"].as_str().unwrap().to_owned();
+                if key == "NATS_PASSWORD" {
+                    let secret = &e["valueFrom"]["secretKeyRef"];
+                    assert_eq!(secret["name"].as_str(), Some("sophia-nats"), "{name}");
+                    password_key = secret["key"].as_str().map(str::to_owned);
+                }
+                env.insert(key, e["value"].as_str().unwrap_or_default().to_owned());
+            }
+            let bin = main["command"][0].as_str().unwrap();
+            let user = env.get("NATS_USER").cloned().unwrap_or_default();
+            assert!(
+                users.contains_key(&user),
+                "{name} logs in as {user:?}, a user in nats.conf"
+            );
+            assert_eq!(user, expected_nats_user(bin, &env), "{name}: its own user");
+            assert_eq!(
+                password_key,
+                Some(format!("{}-password", user.replace('_', "-"))),
+                "{name}: the password of {user}"
+            );
+            seen.insert(user);
+        }
+    }
+    assert!(
+        !seen.contains("worker"),
+        "no Deployment uses the development user"
+    );
 }
 
 #[test]
 fn the_nats_helm_values_carry_the_users_of_nats_conf() {
     let conf_users = nats_conf_users();
     assert_eq!(
-        conf_users.keys().cloned().collect::<Vec<_>>(),
-        ["agno", "gateway", "worker"],
+        conf_users.keys().cloned().collect::<BTreeSet<_>>(),
+        sophia_tests::nats::users().into_iter().collect(),
         "{conf_users:?}"
     );
+    assert!(conf_users.len() >= 12, "a user per service: {conf_users:?}");
     let values = yaml_file("ops/k8s/nats/values.yaml");
     assert_eq!(
         values["config"]["jetstream"]["enabled"].as_bool(),
@@ -1282,10 +1420,8 @@ fn the_nats_helm_values_carry_the_users_of_nats_conf() {
     assert_eq!(values["config"]["cluster"]["replicas"].as_u64(), Some(3));
     let strings = |v: &Value| -> Vec<String> {
         v.as_sequence()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect()
+            .map(|s| s.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
     };
     let mut seen = BTreeSet::new();
     for u in values["config"]["merge"]["authorization"]["users"]
@@ -1293,18 +1429,17 @@ fn the_nats_helm_values_carry_the_users_of_nats_conf() {
         .unwrap()
     {
         let name = u["user"].as_str().unwrap();
-        let (publish, subscribe, responses) = &conf_users[name];
         let p = &u["permissions"];
-        assert_eq!(&strings(&p["publish"]["allow"]), publish, "{name}: publish");
+        let helm = ConfUser {
+            publish: strings(&p["publish"]["allow"]),
+            publish_deny: strings(&p["publish"]["deny"]),
+            subscribe: strings(&p["subscribe"]["allow"]),
+            subscribe_deny: strings(&p["subscribe"]["deny"]),
+            allow_responses: p["allow_responses"].as_bool().unwrap_or(false),
+        };
         assert_eq!(
-            &strings(&p["subscribe"]["allow"]),
-            subscribe,
-            "{name}: subscribe"
-        );
-        assert_eq!(
-            p["allow_responses"].as_bool().unwrap_or(false),
-            *responses,
-            "{name}"
+            helm, conf_users[name],
+            "{name}: the permissions of nats.conf"
         );
         // The password is the same variable as in nats.conf, set from the
         // Secret the Deployments read.
@@ -1318,7 +1453,7 @@ fn the_nats_helm_values_carry_the_users_of_nats_conf() {
         assert_eq!(env["name"].as_str(), Some("sophia-nats"), "{var}");
         assert_eq!(
             env["key"].as_str(),
-            Some(format!("{name}-password").as_str()),
+            Some(format!("{}-password", name.replace('_', "-")).as_str()),
             "{var}"
         );
         seen.insert(name.to_owned());

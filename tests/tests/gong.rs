@@ -391,9 +391,9 @@ async fn without_credentials_the_worker_is_degraded_and_calls_say_what_to_set() 
 }
 
 #[tokio::test]
-async fn it_serves_as_the_least_privilege_worker_user_of_nats_conf() {
-    // ops/nats/nats.conf's generic `worker` user is all it needs: it keeps
-    // nothing on JetStream.
+async fn it_serves_as_the_gong_user_of_nats_conf() {
+    // ops/nats/nats.conf's `gong` user is all it needs: its three tools by
+    // name, and nothing on JetStream but large payloads.
     let mesh = Mesh::least_privilege().await;
     let standin = StandIn::start().await;
     let _worker = replica(

@@ -479,15 +479,13 @@ impl ProcessMesh {
             uuid::Uuid::new_v4().simple()
         );
         let shell: BTreeMap<String, String> = [
-            ("SOPHIA_NATS_GATEWAY_PASSWORD", nats::GATEWAY_PASSWORD),
-            ("SOPHIA_NATS_WORKER_PASSWORD", nats::WORKER_PASSWORD),
-            ("SOPHIA_NATS_AGNO_PASSWORD", nats::AGNO_PASSWORD),
-            ("SOPHIA_GATEWAY_TOKEN", &token),
+            ("SOPHIA_GATEWAY_TOKEN", token.as_str()),
             ("SOPHIA_OLLAMA_URL", &standin.base_url),
             ("PULUMI_CONFIG_PASSPHRASE", "test-passphrase"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain(nats::passwords())
         .collect();
         let down = sophia_tests::DeadPort::new();
         let host = Host {

@@ -119,7 +119,15 @@ async fn preview_saves_a_plan_and_up_applies_it_with_progress() {
     assert!(preview.unwrap().succeeded());
     assert!(p.plan().exists(), "the preview saved an update plan");
 
-    let (up, lines) = p.run(Operation::Up { plan: p.plan() }, &never).await;
+    let (up, lines) = p
+        .run(
+            Operation::Up {
+                plan: p.plan(),
+                message: None,
+            },
+            &never,
+        )
+        .await;
     let summary = up.unwrap();
     assert_eq!(summary.resource_changes.get("create"), Some(&1));
     assert_eq!(lines.last().unwrap(), "done in 609s: 1 create, 5 same");
@@ -142,9 +150,15 @@ async fn a_second_update_on_a_locked_stack_is_told_exactly_that() {
     let first = {
         let p = p.clone();
         tokio::spawn(async move {
-            p.run(Operation::Up { plan: p.plan() }, &CancellationToken::new())
-                .await
-                .0
+            p.run(
+                Operation::Up {
+                    plan: p.plan(),
+                    message: None,
+                },
+                &CancellationToken::new(),
+            )
+            .await
+            .0
         })
     };
     sophia_tests::eventually(
@@ -156,7 +170,15 @@ async fn a_second_update_on_a_locked_stack_is_told_exactly_that() {
         },
     )
     .await;
-    let (second, _) = p.run(Operation::Up { plan: p.plan() }, &never).await;
+    let (second, _) = p
+        .run(
+            Operation::Up {
+                plan: p.plan(),
+                message: None,
+            },
+            &never,
+        )
+        .await;
     match second {
         Err(CliError::Locked { stack, message }) => {
             assert_eq!(stack, "dev");
@@ -183,7 +205,15 @@ async fn cancelling_an_update_interrupts_the_cli_and_releases_the_stack() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         trigger.cancel();
     });
-    let (r, _) = p.run(Operation::Up { plan: p.plan() }, &cancel).await;
+    let (r, _) = p
+        .run(
+            Operation::Up {
+                plan: p.plan(),
+                message: None,
+            },
+            &cancel,
+        )
+        .await;
     match r {
         Err(CliError::Cancelled { summary }) => {
             assert!(summary.complete, "the log ended with its cancel event");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pulumi_worker::jobs::{JobError, JobState, JobStore};
+use pulumi_worker::jobs::{Attribution, JobError, JobState, JobStore};
 use sophia_tests::{NatsServer, eventually, nats_server};
 
 async fn replica(nats: &NatsServer, name: &str, stale_after: Duration) -> JobStore {
@@ -15,6 +15,11 @@ async fn replica(nats: &NatsServer, name: &str, stale_after: Duration) -> JobSto
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Jobs previewed by alice and confirmed by bob.
+fn by() -> Attribution {
+    Attribution::confirmed_by("bob").previewed_by(Some("alice"))
+}
+
 #[tokio::test]
 async fn only_one_replica_runs_an_operation_on_a_stack() {
     let nats = nats_server();
@@ -23,15 +28,15 @@ async fn only_one_replica_runs_an_operation_on_a_stack() {
         replica(&nats, "replica-b", LONG).await,
     );
 
-    let running = a.start("job-1", "app", "dev", "up").await.unwrap();
-    match b.start("job-2", "app", "dev", "up").await {
+    let running = a.start("job-1", "app", "dev", "up", &by()).await.unwrap();
+    match b.start("job-2", "app", "dev", "up", &by()).await {
         Err(JobError::Locked { job, owner, .. }) => {
             assert_eq!((job.as_str(), owner.as_str()), ("job-1", "replica-a"))
         }
         other => panic!("expected Locked, got {other:?}"),
     }
     // Another stack is free.
-    let other = b.start("job-3", "app", "prod", "up").await.unwrap();
+    let other = b.start("job-3", "app", "prod", "up", &by()).await.unwrap();
     b.finish(other, JobState::Succeeded, None, None)
         .await
         .unwrap();
@@ -47,8 +52,11 @@ async fn only_one_replica_runs_an_operation_on_a_stack() {
     let job = b.get("job-1").await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.summary.unwrap()["create"], 1);
+    // Who asked for it stays on the record, whichever replica reads it.
+    assert_eq!(job.previewed_by.as_deref(), Some("alice"));
+    assert_eq!(job.confirmed_by.as_deref(), Some("bob"));
     // Released: the next job on the stack may run.
-    let next = b.start("job-2", "app", "dev", "up").await.unwrap();
+    let next = b.start("job-2", "app", "dev", "up", &by()).await.unwrap();
     b.finish(next, JobState::Succeeded, None, None)
         .await
         .unwrap();
@@ -61,18 +69,24 @@ async fn a_job_never_runs_twice_on_any_replica() {
         replica(&nats, "replica-a", LONG).await,
         replica(&nats, "replica-b", LONG).await,
     );
-    let running = a.start("preview-42", "app", "dev", "up").await.unwrap();
+    let running = a
+        .start("preview-42", "app", "dev", "up", &by())
+        .await
+        .unwrap();
     a.finish(running, JobState::Succeeded, None, None)
         .await
         .unwrap();
     for store in [&a, &b] {
-        match store.start("preview-42", "app", "dev", "up").await {
+        match store.start("preview-42", "app", "dev", "up", &by()).await {
             Err(JobError::AlreadyStarted(job)) => assert_eq!(job.state, JobState::Succeeded),
             other => panic!("expected AlreadyStarted, got {other:?}"),
         }
     }
     // Refusing the duplicate did not leave the stack locked.
-    let other = b.start("preview-43", "app", "dev", "up").await.unwrap();
+    let other = b
+        .start("preview-43", "app", "dev", "up", &by())
+        .await
+        .unwrap();
     b.finish(other, JobState::Succeeded, None, None)
         .await
         .unwrap();
@@ -86,7 +100,7 @@ async fn a_dead_replicas_job_is_failed_and_its_stack_freed() {
         replica(&nats, "replica-a", stale).await,
         replica(&nats, "replica-b", stale).await,
     );
-    let mut orphan = a.start("job-1", "app", "dev", "up").await.unwrap();
+    let mut orphan = a.start("job-1", "app", "dev", "up", &by()).await.unwrap();
     // replica-a stops heartbeating (it "died"); replica-b's reaper notices.
     let reaped = eventually(
         "the stale lock is reaped",
@@ -106,7 +120,7 @@ async fn a_dead_replicas_job_is_failed_and_its_stack_freed() {
             .contains("worker running this job stopped")
     );
     // The stack is free again, and a zombie replica-a cannot carry on.
-    let next = b.start("job-2", "app", "dev", "up").await.unwrap();
+    let next = b.start("job-2", "app", "dev", "up", &by()).await.unwrap();
     assert!(matches!(
         a.heartbeat(&mut orphan).await,
         Err(JobError::LockLost(_))
@@ -124,7 +138,7 @@ async fn heartbeats_keep_a_long_job_alive() {
         replica(&nats, "replica-a", stale).await,
         replica(&nats, "replica-b", stale).await,
     );
-    let mut running = a.start("job-1", "app", "dev", "up").await.unwrap();
+    let mut running = a.start("job-1", "app", "dev", "up", &by()).await.unwrap();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         a.heartbeat(&mut running).await.unwrap();
@@ -134,7 +148,7 @@ async fn heartbeats_keep_a_long_job_alive() {
         );
     }
     assert!(matches!(
-        b.start("job-2", "app", "dev", "up").await,
+        b.start("job-2", "app", "dev", "up", &by()).await,
         Err(JobError::Locked { .. })
     ));
     a.finish(running, JobState::Succeeded, None, None)
@@ -150,9 +164,9 @@ async fn a_stale_lock_is_taken_over_by_the_next_start() {
         replica(&nats, "replica-a", stale).await,
         replica(&nats, "replica-b", stale).await,
     );
-    let _orphan = a.start("job-1", "app", "dev", "up").await.unwrap();
+    let _orphan = a.start("job-1", "app", "dev", "up", &by()).await.unwrap();
     let next = eventually("the lock goes stale", Duration::from_secs(10), || async {
-        b.start("job-2", "app", "dev", "up").await.ok()
+        b.start("job-2", "app", "dev", "up", &by()).await.ok()
     })
     .await;
     assert_eq!(
@@ -169,11 +183,11 @@ async fn names_that_cannot_be_keys_are_refused() {
     let nats = nats_server();
     let a = replica(&nats, "replica-a", LONG).await;
     assert!(matches!(
-        a.start("job 1", "app", "dev", "up").await,
+        a.start("job 1", "app", "dev", "up", &by()).await,
         Err(JobError::InvalidName(_))
     ));
     assert!(matches!(
-        a.start("job-1", "app", "dev/*", "up").await,
+        a.start("job-1", "app", "dev/*", "up", &by()).await,
         Err(JobError::InvalidName(_))
     ));
 }

@@ -248,7 +248,7 @@ async fn a_dead_workers_job_is_failed_and_its_stack_freed() {
     .await
     .unwrap();
     let _orphan = dead
-        .start("orphaned-job", "app", "dev", "up")
+        .start("orphaned-job", "app", "dev", "up", &Default::default())
         .await
         .unwrap();
     drop(dead);
@@ -292,9 +292,82 @@ async fn a_jobs_result_is_fetched_after_the_call_that_started_it_returned() {
     .await;
 }
 
+/// An MCP client of a gateway of its own on `mesh`'s NATS, whose HTTP
+/// clients are `principal` (stopped when the token is dropped).
+async fn client_as(mesh: &Mesh, principal: &str) -> (McpClient, tokio_util::sync::DropGuard) {
+    let mut config = mesh.gateway_config();
+    config.principal = principal.into();
+    let stop = CancellationToken::new();
+    let gateway = sophia_gateway::run(config, stop.clone()).await.unwrap();
+    let client =
+        sophia_tests::connect_http(&gateway.mcp_url(), sophia_tests::mesh::TEST_TOKEN).await;
+    wait_for_tool(&client, "pulumi_up").await;
+    (client, stop.drop_guard())
+}
+
+#[tokio::test]
+async fn the_job_and_the_stacks_history_say_who_previewed_and_who_confirmed() {
+    let mesh = Mesh::without_gateway();
+    let setup = Setup::new(1);
+    let _r = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let (alice, _a) = client_as(&mesh, "alice").await;
+    let (bob, _b) = client_as(&mesh, "bob").await;
+
+    // Alice previews; the preview says so.
+    let shown = call(&alice, "pulumi_preview", json!({"stack": "dev"})).await;
+    assert_eq!(structured(&shown)["previewed_by"], "alice");
+    let id = structured(&shown)["preview_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Bob confirms it.
+    let applied = up(&bob, &id).await;
+    let job = structured(&applied);
+    assert_eq!(job["state"], "succeeded", "{}", text_of(&applied));
+    assert_eq!(
+        (&job["previewed_by"], &job["confirmed_by"]),
+        (&json!("alice"), &json!("bob"))
+    );
+    assert!(
+        text_of(&applied).contains("previewed by alice, confirmed by bob"),
+        "{}",
+        text_of(&applied)
+    );
+    // The record says so to anyone, later.
+    let later = call(&alice, "pulumi_job", json!({"job_id": id})).await;
+    assert_eq!(structured(&later)["previewed_by"], "alice");
+    assert_eq!(structured(&later)["confirmed_by"], "bob");
+
+    // A refresh has no preview: whoever starts it confirms it.
+    let refreshed = call(&alice, "pulumi_refresh", json!({"stack": "dev"})).await;
+    assert_eq!(structured(&refreshed)["previewed_by"], Value::Null);
+    assert_eq!(structured(&refreshed)["confirmed_by"], "alice");
+
+    // Pulumi's own history carries both in the update's message, and
+    // pulumi_history joins each update to its job.
+    let message = format!("sophia job {id}: update previewed by alice, confirmed by bob");
+    assert!(
+        setup
+            .command_lines()
+            .contains(&format!("--message {message}")),
+        "{}",
+        setup.command_lines()
+    );
+    let history = call(&bob, "pulumi_history", json!({"stack": "dev"})).await;
+    let updates = structured(&history)["updates"].clone();
+    assert_eq!(updates[1]["message"], message.as_str(), "{updates}");
+    assert_eq!(
+        updates[1]["job"],
+        json!({"id": id, "operation": "up", "previewed_by": "alice", "confirmed_by": "bob"})
+    );
+    assert_eq!(updates[0]["kind"], "refresh");
+    assert_eq!(updates[0]["job"]["confirmed_by"], "alice");
+    assert_eq!(updates[0]["job"]["previewed_by"], Value::Null);
+}
+
 #[tokio::test]
 async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
-    use sophia_tests::nats::{GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
+    use sophia_tests::nats::{GATEWAY_PASSWORD, password, secured};
     let mut mesh = Mesh::on(secured());
     let mut gateway = mesh.gateway_config();
     gateway.nats.user = Some("gateway".into());
@@ -302,8 +375,8 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     mesh.start_gateway_with(gateway).await;
     let setup = Setup::new(1);
     let mut worker = mesh.worker_config();
-    worker.nats.user = Some("worker".into());
-    worker.nats.password = Some(WORKER_PASSWORD.into());
+    worker.nats.user = Some("pulumi".into());
+    worker.nats.password = Some(password("pulumi"));
     let stop = CancellationToken::new();
     let started = pulumi_worker::run(
         Cli {
@@ -316,7 +389,7 @@ async fn the_pulumi_worker_runs_with_least_privilege_nats_users() {
     let _handle = started.unwrap_or_else(|e| {
         let violations = mesh.nats.violations();
         panic!(
-            "starts with the worker user's permissions: {e}\n{}",
+            "starts with the pulumi user's permissions: {e}\n{}",
             violations.join("\n")
         )
     });
@@ -636,6 +709,10 @@ async fn a_client_with_elicitation_is_asked_to_confirm_instead_of_passing_a_prev
         "{}",
         text_of(&r)
     );
+    // The person who confirmed is also the one the preview was shown to.
+    let principal = mesh.gateway_config().principal;
+    assert_eq!(structured(&r)["previewed_by"], principal.as_str());
+    assert_eq!(structured(&r)["confirmed_by"], principal.as_str());
     let asked = client.service().asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert!(

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use sophia_tests::NatsServer;
 use sophia_tests::client::traceparent_headers;
-use sophia_tests::nats::{AGNO_PASSWORD, GATEWAY_PASSWORD, WORKER_PASSWORD, secured};
+use sophia_tests::nats::{AGNO_PASSWORD, GATEWAY_PASSWORD, password, passwords, secured};
 use sophia_tests::openai::{Behavior, StandIn};
 use sophia_tests::otlp::{ReceivedSpan, Receiver};
 use sophia_tests::procs::{ANY_PORT, Process};
@@ -75,11 +75,13 @@ impl Fleet {
             ])
         };
         let mut procs = Vec::new();
+        let (intelligence_password, pulumi_password) =
+            (password("intelligence"), password("pulumi"));
         let workers: [(&str, &str, &str, Env); 3] = [
             (
                 "intelligence-worker",
-                "worker",
-                WORKER_PASSWORD,
+                "intelligence",
+                &intelligence_password,
                 env(&[
                     ("SOPHIA_INTELLIGENCE_CONFIG", &config.display().to_string()),
                     ("STANDIN_API_KEY", SECRET),
@@ -87,8 +89,8 @@ impl Fleet {
             ),
             (
                 "pulumi-worker",
-                "worker",
-                WORKER_PASSWORD,
+                "pulumi",
+                &pulumi_password,
                 pulumi.env(STANDIN_PULUMI, SECRET),
             ),
             ("agno-worker", "agno", AGNO_PASSWORD, vec![]),
@@ -352,15 +354,13 @@ async fn a_call_from_an_mcp_client_to_pulumi_is_one_trace_across_four_services()
     // No secret anywhere in what was exported.
     for s in &spans {
         let text = s.all_text();
-        for secret in [
-            SECRET,
-            TOKEN,
-            GATEWAY_PASSWORD,
-            WORKER_PASSWORD,
-            AGNO_PASSWORD,
-        ] {
+        let nats_passwords = passwords().into_iter().map(|(_, p)| p);
+        for secret in [SECRET.to_owned(), TOKEN.to_owned()]
+            .into_iter()
+            .chain(nats_passwords)
+        {
             assert!(
-                !text.contains(secret),
+                !text.contains(&secret),
                 "a secret in span {:?}: {text}",
                 s.name
             );

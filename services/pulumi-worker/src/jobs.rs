@@ -12,6 +12,10 @@
 //! - **Jobs outlive requests.** The record holds the state, message and
 //!   summary, so a caller can fetch the result by job id later, from any
 //!   gateway or replica.
+//! - **Jobs say who.** The record keeps the principal who ran the preview a
+//!   change applies and the one who confirmed it ([`Attribution`]); the
+//!   change's Pulumi update carries both in its message
+//!   ([`update_message`]), so the stack's own history says who, too.
 //!
 //! Heartbeats compare wall clocks across hosts; keep `stale_after` well
 //! above the expected clock skew (the default is a minute).
@@ -69,6 +73,76 @@ pub struct Job {
     /// Someone asked to cancel it; its owner stops it at the next heartbeat.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Who ran the preview this job applies (none for a refresh, which has
+    /// no preview).
+    #[serde(default)]
+    pub previewed_by: Option<String>,
+    /// Who confirmed the change (for a refresh: who started it).
+    #[serde(default)]
+    pub confirmed_by: Option<String>,
+}
+
+/// Who a job is on behalf of: the callers' principals, as the gateway
+/// authenticated them (`Caller::principal`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Who ran the preview the job applies.
+    pub previewed_by: Option<String>,
+    /// Who confirmed (or started) the job.
+    pub confirmed_by: Option<String>,
+}
+
+impl Attribution {
+    /// The attribution of a job confirmed by `principal`.
+    pub fn confirmed_by(principal: &str) -> Self {
+        Self {
+            previewed_by: None,
+            confirmed_by: recorded_principal(principal),
+        }
+    }
+
+    /// The same, with the preview's author.
+    pub fn previewed_by(mut self, principal: Option<&str>) -> Self {
+        self.previewed_by = principal.and_then(recorded_principal);
+        self
+    }
+}
+
+/// A principal as jobs and previews record it: printable, at most
+/// [`MAX_PRINCIPAL_LEN`] characters; none if empty.
+pub fn recorded_principal(principal: &str) -> Option<String> {
+    let clean: String = principal
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_PRINCIPAL_LEN)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// The longest principal a job records.
+pub const MAX_PRINCIPAL_LEN: usize = 128;
+
+/// How a Pulumi update's message starts when a job ran it.
+const MESSAGE_PREFIX: &str = "sophia job ";
+
+/// The message of job `id`'s Pulumi update (`up --message`, shown by
+/// `stack history`): the job, the operation, and who previewed and
+/// confirmed it, e.g. `sophia job 3f2a...: update previewed by alice,
+/// confirmed by bob`.
+pub fn update_message(id: &str, operation: &str, by: &Attribution) -> String {
+    let confirmed = by.confirmed_by.as_deref().unwrap_or("unknown");
+    match by.previewed_by.as_deref() {
+        Some(previewed) => format!(
+            "{MESSAGE_PREFIX}{id}: {operation} previewed by {previewed}, confirmed by {confirmed}"
+        ),
+        None => format!("{MESSAGE_PREFIX}{id}: {operation} by {confirmed}"),
+    }
+}
+
+/// The job id in a Pulumi update's message, if a job ran the update.
+pub fn job_of_message(message: &str) -> Option<&str> {
+    let (id, _) = message.strip_prefix(MESSAGE_PREFIX)?.split_once(':')?;
+    valid(id).ok().map(|()| id)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -228,14 +302,16 @@ impl JobStore {
         Ok(rev)
     }
 
-    /// Starts job `id` on `project`/`stack`: takes the stack's lock, then
-    /// creates the job record. Fails if the stack is busy or the job exists.
+    /// Starts job `id` on `project`/`stack` on behalf of `by`: takes the
+    /// stack's lock, then creates the job record. Fails if the stack is
+    /// busy or the job exists.
     pub async fn start(
         &self,
         id: &str,
         project: &str,
         stack: &str,
         operation: &str,
+        by: &Attribution,
     ) -> Result<RunningJob, JobError> {
         for name in [id, project, stack] {
             valid(name)?;
@@ -255,6 +331,8 @@ impl JobStore {
             started_ms: now,
             updated_ms: now,
             cancel_requested: false,
+            previewed_by: by.previewed_by.clone(),
+            confirmed_by: by.confirmed_by.clone(),
         };
         match self.jobs.create(id, &job).await {
             Ok(_) => Ok(RunningJob {
@@ -344,5 +422,41 @@ impl JobStore {
             reaped.push(held.job);
         }
         Ok(reaped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_message_names_the_job_and_both_principals() {
+        let by = Attribution::confirmed_by("bob").previewed_by(Some("alice"));
+        let m = update_message("3f2a", "update", &by);
+        assert_eq!(
+            m,
+            "sophia job 3f2a: update previewed by alice, confirmed by bob"
+        );
+        assert_eq!(job_of_message(&m), Some("3f2a"));
+        let refresh = update_message("r1", "refresh", &Attribution::confirmed_by("carol"));
+        assert_eq!(refresh, "sophia job r1: refresh by carol");
+    }
+
+    #[test]
+    fn only_a_jobs_own_message_names_a_job() {
+        assert_eq!(job_of_message(""), None);
+        assert_eq!(job_of_message("deploying v2"), None);
+        assert_eq!(job_of_message("sophia job a b: x"), None, "not a job id");
+        assert_eq!(job_of_message("sophia job ../x: x"), None, "not a key");
+    }
+
+    #[test]
+    fn principals_are_recorded_printable_and_bounded() {
+        let by = Attribution::confirmed_by("bob\n\u{7}").previewed_by(Some(""));
+        assert_eq!(by.confirmed_by.as_deref(), Some("bob"));
+        assert_eq!(by.previewed_by, None, "an empty principal is none");
+        let long = "x".repeat(1000);
+        let by = Attribution::confirmed_by(&long);
+        assert_eq!(by.confirmed_by.map(|p| p.len()), Some(MAX_PRINCIPAL_LEN));
     }
 }

@@ -16,7 +16,8 @@
 //!   second one fails with the real CLI's message ("the stack is currently
 //!   locked by 1 lock(s)..."). Each finished one adds an update to the
 //!   stack's history (`stack history --json [--page-size N]`, newest first,
-//!   in the CLI's `updateInfoJSON` shape); a destroy clears the outputs.
+//!   in the CLI's `updateInfoJSON` shape, with the `--message`/`-m` it was
+//!   given); a destroy clears the outputs.
 //! - `config --json [--show-secrets]` prints `{"ns:key": {"value", "secret"}}`
 //!   and, like the CLI, leaves secrets' values out without `--show-secrets`;
 //!   `config set KEY [VALUE] [--secret|--plaintext] [--path]` reads the
@@ -56,6 +57,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--save-plan",
     "--page-size",
     "--page",
+    "--message",
+    "-m",
 ];
 
 /// The arguments that are not flags or flag values.
@@ -234,7 +237,8 @@ async fn operation(op: &str, args: &[String]) {
     let version = entry["history"].as_array().map_or(0, Vec::len) + 1;
     let kind = if op == "up" { "update" } else { op };
     let update = json!({"version": version, "kind": kind, "startTime": started, "endTime": now(),
-        "message": "", "environment": {"exec.kind": "auto.local"},
+        "message": flag(args, "--message").or_else(|| flag(args, "-m")).unwrap_or_default(),
+        "environment": {"exec.kind": "auto.local"},
         "config": config_json(&entry["config"], args.iter().any(|a| a == "--show-secrets")),
         "result": "succeeded", "resourceChanges": {}});
     if !entry["history"].is_array() {

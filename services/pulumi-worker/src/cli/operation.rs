@@ -25,11 +25,19 @@ pub enum Operation {
     Up {
         /// The plan file.
         plan: PathBuf,
+        /// The update's message (`--message`), kept in the stack's history.
+        message: Option<String>,
     },
     /// `refresh --yes --skip-preview`: reconciles the state with the cloud.
-    Refresh,
+    Refresh {
+        /// The update's message (`--message`).
+        message: Option<String>,
+    },
     /// `destroy --yes --skip-preview`.
-    Destroy,
+    Destroy {
+        /// The update's message (`--message`).
+        message: Option<String>,
+    },
 }
 
 impl Operation {
@@ -40,36 +48,39 @@ impl Operation {
             Operation::Preview { .. } => "preview",
             Operation::DestroyPreview => "destroy-preview",
             Operation::Up { .. } => "up",
-            Operation::Refresh => "refresh",
-            Operation::Destroy => "destroy",
+            Operation::Refresh { .. } => "refresh",
+            Operation::Destroy { .. } => "destroy",
         }
     }
 
     /// The CLI words after the stack and event-log flags.
     fn args(&self) -> Vec<String> {
-        let words: &[&str] = match self {
+        let owned = |w: &[&str]| w.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let (mut words, message) = match self {
             Operation::Preview { save_plan } => {
-                return vec![
-                    "preview".into(),
-                    "--diff".into(),
-                    "--save-plan".into(),
-                    save_plan.display().to_string(),
-                ];
+                let mut w = owned(&["preview", "--diff", "--save-plan"]);
+                w.push(save_plan.display().to_string());
+                (w, None)
             }
-            Operation::Up { plan } => {
-                return vec![
-                    "up".into(),
-                    "--yes".into(),
-                    "--skip-preview".into(),
-                    "--plan".into(),
-                    plan.display().to_string(),
-                ];
+            Operation::Up { plan, message } => {
+                let mut w = owned(&["up", "--yes", "--skip-preview", "--plan"]);
+                w.push(plan.display().to_string());
+                (w, message.as_ref())
             }
-            Operation::DestroyPreview => &["destroy", "--preview-only"],
-            Operation::Refresh => &["refresh", "--yes", "--skip-preview"],
-            Operation::Destroy => &["destroy", "--yes", "--skip-preview"],
+            Operation::DestroyPreview => (owned(&["destroy", "--preview-only"]), None),
+            Operation::Refresh { message } => (
+                owned(&["refresh", "--yes", "--skip-preview"]),
+                message.as_ref(),
+            ),
+            Operation::Destroy { message } => (
+                owned(&["destroy", "--yes", "--skip-preview"]),
+                message.as_ref(),
+            ),
         };
-        words.iter().map(|w| (*w).to_owned()).collect()
+        if let Some(m) = message {
+            words.extend(["--message".to_owned(), m.clone()]);
+        }
+        words
     }
 }
 

@@ -11,6 +11,7 @@ use super::plans::{confirmed_preview, load_preview, save_preview};
 use super::runner::{JobSpec, run_as_job};
 use super::{Ctx, OPERATION_TIMEOUT_MS, optional_project, project_stack};
 use crate::cli::Operation;
+use crate::jobs::{Attribution, update_message};
 
 /// What a preview prepares: an update (`pulumi_up`) or a destroy
 /// (`pulumi_destroy`).
@@ -129,11 +130,15 @@ async fn run_destroy(c: Arc<Ctx>, call: Call) -> ToolResult {
 }
 
 /// `pulumi_up` or `pulumi_destroy`: applies a confirmed preview of `kind`
-/// as a job (the preview id is the job id, so it runs at most once).
+/// as a job (the preview id is the job id, so it runs at most once), on
+/// behalf of whoever previewed it and the caller, who confirms it.
 async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> ToolResult {
     let (project, stack, dir) = c.target(call)?;
     let preview_id = confirmed_preview(c, call, kind).await?;
     let record = load_preview(c, &project, &stack, &preview_id, kind).await?;
+    let by = Attribution::confirmed_by(&call.caller.principal)
+        .previewed_by(record["previewed_by"].as_str());
+    let message = Some(update_message(&preview_id, kind.as_str(), &by));
     let (op, expect_version, tmp) = match kind {
         Kind::Update => {
             let tmp = tempfile::tempdir().map_err(|e| WireError::internal(e.to_string()))?;
@@ -141,10 +146,10 @@ async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> ToolResult {
             tokio::fs::write(&plan, record["plan"].as_str().unwrap_or_default())
                 .await
                 .map_err(|e| WireError::internal(e.to_string()))?;
-            (Operation::Up { plan }, None, Some(tmp))
+            (Operation::Up { plan, message }, None, Some(tmp))
         }
         Kind::Destroy => (
-            Operation::Destroy,
+            Operation::Destroy { message },
             Some(record["version"].as_u64().unwrap_or(0)),
             None,
         ),
@@ -155,6 +160,7 @@ async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> ToolResult {
         stack,
         label: kind.verb(),
         op,
+        by,
         expect_version,
         tmp,
         trace: call.trace.clone(),
@@ -179,12 +185,17 @@ pub(super) fn refresh(ctx: &Arc<Ctx>) -> Tool {
 
 async fn run_refresh(c: Arc<Ctx>, call: Call) -> ToolResult {
     let (project, stack, dir) = c.target(&call)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    // No preview: the caller starts it, and is recorded as confirming it.
+    let by = Attribution::confirmed_by(&call.caller.principal);
+    let message = Some(update_message(&id, "refresh", &by));
     let spec = JobSpec {
-        id: uuid::Uuid::new_v4().simple().to_string(),
+        id,
         project,
         stack,
         label: "refresh",
-        op: Operation::Refresh,
+        op: Operation::Refresh { message },
+        by,
         expect_version: None,
         tmp: None,
         trace: call.trace.clone(),

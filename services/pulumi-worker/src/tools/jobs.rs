@@ -62,22 +62,39 @@ fn found(job: Option<Job>, id: &str) -> ToolResult {
     }
 }
 
-/// A job's record as a tool's result: a line for people, the record as
-/// structured content.
+/// A job's record as a tool's result: a line for people (with who
+/// previewed and confirmed it), the record as structured content.
 pub(super) fn job_output(job: &Job) -> ToolOutput {
     let text = match job.state {
         JobState::Running => format!(
-            "job {} is running ({} {}/{}); call pulumi_job later for its result",
-            job.id, job.operation, job.project, job.stack
+            "job {} is running ({} {}/{}{}); call pulumi_job later for its result",
+            job.id,
+            job.operation,
+            job.project,
+            job.stack,
+            attribution(job)
         ),
         other => format!(
-            "job {} {:?}: {}",
+            "job {} {:?}: {}{}",
             job.id,
             other,
-            job.message.clone().unwrap_or_default()
+            job.message.clone().unwrap_or_default(),
+            attribution(job)
         ),
     };
     let mut out = ToolOutput::text(text);
     out.structured = serde_json::to_value(job).ok();
+    out
+}
+
+/// `, previewed by alice, confirmed by bob`, as far as the record knows.
+fn attribution(job: &Job) -> String {
+    let mut out = String::new();
+    if let Some(p) = &job.previewed_by {
+        out.push_str(&format!(", previewed by {p}"));
+    }
+    if let Some(p) = &job.confirmed_by {
+        out.push_str(&format!(", confirmed by {p}"));
+    }
     out
 }

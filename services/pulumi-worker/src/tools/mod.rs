@@ -6,7 +6,9 @@
 //! (`up --plan`). The id is also the job's id, so one preview is applied at
 //! most once. The update runs as a durable job: `pulumi_up` waits for it up
 //! to `SOPHIA_PULUMI_WAIT_MS` and otherwise returns the job id;
-//! `pulumi_job` fetches the result later, from any replica.
+//! `pulumi_job` fetches the result later, from any replica. The preview
+//! records who ran it, and the job who previewed and who confirmed it
+//! ([`crate::jobs::Attribution`]), as does the Pulumi update's message.
 //!
 //! # Layout
 //! - [`Ctx`] (`ctx.rs`): what the tools share, and the workspace's projects.

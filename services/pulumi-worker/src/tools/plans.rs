@@ -1,6 +1,7 @@
 //! Saved previews: a preview runs, its plan (or, for a destroy, the stack's
-//! version) goes to the plans bucket under a fresh `preview_id`, and only
-//! that id, or the person's answer to a fresh preview, confirms a change.
+//! version) goes to the plans bucket under a fresh `preview_id` with who ran
+//! it, and only that id, or the person's answer to a fresh preview, confirms
+//! a change.
 
 use serde_json::{Value, json};
 use sophia_kit::{Answer, Call, ErrorCode, ToolOutput, WireError};
@@ -11,6 +12,7 @@ use super::operation::relay_operation;
 use super::{Ctx, cli_error, name, summary_json};
 use crate::cli::Operation;
 use crate::events::Summary;
+use crate::jobs::recorded_principal;
 
 /// A preview run and saved in the plans bucket.
 pub(super) struct SavedPreview {
@@ -19,6 +21,7 @@ pub(super) struct SavedPreview {
     stack: String,
     kind: Kind,
     summary: Summary,
+    previewed_by: Option<String>,
 }
 
 impl SavedPreview {
@@ -33,7 +36,8 @@ impl SavedPreview {
         ));
         out.structured = Some(
             json!({"preview_id": id, "operation": kind.as_str(), "project": project,
-            "stack": stack, "summary": summary_json(&self.summary), "confirm_with": tool}),
+            "stack": stack, "summary": summary_json(&self.summary), "confirm_with": tool,
+            "previewed_by": self.previewed_by}),
         );
         out
     }
@@ -76,8 +80,11 @@ pub(super) async fn save_preview(
             Kind::Destroy => None,
         };
     let id = uuid::Uuid::new_v4().simple().to_string();
+    // Who previewed: the job that applies this preview records it.
+    let previewed_by = recorded_principal(&call.caller.principal);
     let record = json!({"project": project, "stack": stack, "kind": kind.as_str(),
-        "version": version, "summary": summary_json(&summary), "plan": plan});
+        "version": version, "summary": summary_json(&summary), "plan": plan,
+        "previewed_by": previewed_by});
     let bytes = serde_json::to_vec(&record).map_err(|e| WireError::internal(e.to_string()))?;
     c.plans
         .put(id.as_str(), &mut bytes.as_slice())
@@ -94,6 +101,7 @@ pub(super) async fn save_preview(
         stack,
         kind,
         summary,
+        previewed_by,
     })
 }
 

@@ -20,7 +20,7 @@ use super::operation::{end_operation_span, operation_span};
 use super::{Ctx, job_error, summary_json};
 use crate::cli::{CliError, Operation};
 use crate::events::Summary;
-use crate::jobs::{Job, JobError, JobState, RunningJob};
+use crate::jobs::{Attribution, Job, JobError, JobState, RunningJob};
 
 /// A job to run under the stack's lock.
 pub(super) struct JobSpec {
@@ -30,6 +30,8 @@ pub(super) struct JobSpec {
     /// `up`, `destroy` or `refresh`.
     pub label: &'static str,
     pub op: Operation,
+    /// Who previewed and who confirmed it, for the job record.
+    pub by: Attribution,
     /// Run only if the stack is still at this version (a confirmed destroy).
     pub expect_version: Option<u64>,
     /// Holds the plan file while the job runs.
@@ -58,7 +60,7 @@ pub(super) async fn run_as_job(
     let id = spec.id.clone();
     let job = match c
         .jobs
-        .start(&id, &spec.project, &spec.stack, spec.label)
+        .start(&id, &spec.project, &spec.stack, spec.label, &spec.by)
         .await
     {
         Ok(job) => job,

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sophia_kit::{Call, Category, Tool, ToolOutput, ToolResult};
 
 use super::{Ctx, cli_error, name, optional_project, project_stack};
+use crate::jobs::job_of_message;
 
 /// `pulumi_list_stacks`: the workspace's projects and their stacks.
 pub(super) fn list_stacks(ctx: &Arc<Ctx>) -> Tool {
@@ -111,8 +112,9 @@ pub(super) fn history(ctx: &Arc<Ctx>) -> Tool {
     Tool::new(
         "pulumi_history",
         Category::Infrastructure,
-        "A stack's past updates, newest first: kind, result, times, resource changes. Secret config \
-         values are never shown.",
+        "A stack's past updates, newest first: kind, result, times, resource changes, and for \
+         changes made through the mesh the job, who previewed and who confirmed them. Secret \
+         config values are never shown.",
     )
     .input_schema(schema)
     .read_only()
@@ -123,12 +125,31 @@ pub(super) fn history(ctx: &Arc<Ctx>) -> Tool {
 async fn run_history(c: Arc<Ctx>, call: Call) -> ToolResult {
     let (project, stack, dir) = c.target(&call)?;
     let limit = call.args["limit"].as_u64().unwrap_or(10).clamp(1, 100) as u32;
-    let updates = c
+    let mut updates = c
         .cli
         .history(&dir, &stack, limit)
         .await
         .map_err(cli_error)?;
+    for update in &mut updates {
+        update["job"] = job_of_update(&c, &project, &stack, update).await;
+    }
     Ok(ToolOutput::json(
         json!({"project": project, "stack": stack, "updates": updates}),
     ))
+}
+
+/// The job that made `update` (named in its message by the job that ran
+/// it), with who previewed and who confirmed it, from the job's record:
+/// `null` for updates made outside the mesh, or whose record is gone.
+async fn job_of_update(c: &Ctx, project: &str, stack: &str, update: &Value) -> Value {
+    let Some(id) = update["message"].as_str().and_then(job_of_message) else {
+        return Value::Null;
+    };
+    match c.jobs.get(id).await {
+        Ok(Some(job)) if job.project == project && job.stack == stack => json!({
+            "id": job.id, "operation": job.operation,
+            "previewed_by": job.previewed_by, "confirmed_by": job.confirmed_by,
+        }),
+        _ => Value::Null,
+    }
 }
