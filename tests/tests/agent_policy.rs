@@ -47,7 +47,7 @@ async fn world(agno_enforces: bool) -> World {
     let intelligence = replica_taking(&mesh, Some((&model, "default")), NO_OLLAMA, 1 << 20).await;
     let setup = Setup::new(1);
     let pulumi = pulumi::replica(&mesh, setup.args(STANDIN, 30_000)).await;
-    let mut agno_config = mesh.agno_config();
+    let mut agno_config = mesh.worker_config_as("agno");
     if !agno_enforces {
         agno_config.policy = None;
     }
