@@ -156,6 +156,15 @@ pub async fn connect(server: Arc<ServerConfig>) -> Result<Connection, StartError
     Ok(Connection { link, service })
 }
 
+/// The bridge's NATS credentials, kept from the servers it starts.
+const NATS_SECRETS: [&str; 5] = [
+    "NATS_PASSWORD",
+    "NATS_USER",
+    "NATS_CREDS",
+    "NATS_TLS_KEY",
+    "NATS_URL",
+];
+
 /// The child process: in a new process group (so stopping it stops what it
 /// started), killed if dropped, stderr captured.
 fn spawn(
@@ -164,6 +173,12 @@ fn spawn(
 ) -> Result<(TokioChildProcess, Option<tokio::process::ChildStderr>), StartError> {
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(&server.args);
+    // The bridge's own NATS credentials are not the server's business: an
+    // upstream server is third-party code and must not reach the bus as
+    // the bridge.
+    for name in NATS_SECRETS {
+        cmd.env_remove(name);
+    }
     for (name, value) in &server.env {
         let key = format!("servers ({}).env.{name}", server.name);
         cmd.env(
