@@ -133,6 +133,12 @@ impl OAuth {
         audiences.extend(resource);
         validation.set_audience(&audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Design note: the claims are read as a JSON map, not a struct of
+        // the claims used, because the roles claim is configurable (and may
+        // be a path, `realm_access.roles`). That is bounded: the whole token
+        // is at most 16 KiB (`MAX_CREDENTIAL_BYTES`), serde_json limits
+        // nesting to 128, the payload is read only after the signature
+        // verified, and `identity` caps the roles taken from it.
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| invalid(self.why(e.kind())))?
             .claims;
