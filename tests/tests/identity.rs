@@ -12,7 +12,7 @@ use sophia_gateway::identity::keys::{NewKeyArgs, new_key};
 use sophia_kit::{Category, Tool, ToolOutput, Worker};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::oauth::{Issuer, TestKey};
-use sophia_tests::tools::{call, wait_for_tool};
+use sophia_tests::tools::{call, error_code, text_of, wait_for_tool};
 use sophia_tests::{DeadPort, Mesh, connect_http};
 
 /// The URL the gateway says clients reach it at; its OAuth resource is
@@ -160,9 +160,9 @@ async fn api_keys_from_a_file_reach_workers_as_their_principals_and_roles() {
         seen,
         json!({"principal": "bob", "roles": ["operator", "admin"]})
     );
-    // The single token still works beside the file, with its default role.
+    // The single token still works beside the file, with no roles by default.
     let seen = caller_seen_with(&mesh, TEST_TOKEN).await;
-    assert_eq!(seen, json!({"principal": "local", "roles": ["admin"]}));
+    assert_eq!(seen, json!({"principal": "local", "roles": []}));
 
     let expired = with_bearer(&mesh, &carol).await;
     assert_eq!(expired.status, 401, "{expired:?}");
@@ -194,6 +194,61 @@ async fn api_keys_from_a_file_reach_workers_as_their_principals_and_roles() {
     .await
     .unwrap();
     assert_eq!(metadata.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn under_a_policy_a_key_and_a_token_get_what_their_roles_allow() {
+    let (alice, alice_entry) = key_for("alice", &["reader"], None);
+    let key = TestKey::es256("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, policy) = (dir.path().join("keys.toml"), dir.path().join("policy.toml"));
+    std::fs::write(&keys, alice_entry).unwrap();
+    std::fs::write(
+        &policy,
+        "[roles.reader]\nallow = [{ read_only = true }]\n\n[roles.operator]\nallow = [{ tools = [\"*\"] }]\n",
+    )
+    .unwrap();
+    let mut mesh = Mesh::without_gateway();
+    mesh.policy = Some(policy);
+    mesh.worker(caller_worker()).await;
+    let wipe = Tool::new("wipe", Category::Infrastructure, "Wipes things.")
+        .destructive()
+        .handler(|_| async { Ok(ToolOutput::text("wiped")) });
+    mesh.worker(Worker::new("wipe-worker", "1.0.0").tool(wipe))
+        .await;
+    let mut config = mesh.gateway_config();
+    config.identity.keys_file = Some(keys);
+    with_oauth(&mut config, &issuer, Some(issuer.jwks_url()));
+    mesh.start_gateway_with(config).await;
+
+    let mut claims = issuer.claims("bob", AUDIENCE);
+    claims["roles"] = json!(["operator"]);
+    let bob = connect_http(&mesh.mcp_url(), &key.sign(&claims)).await;
+    wait_for_tool(&bob, "wipe").await;
+    assert_eq!(text_of(&call(&bob, "wipe", json!({})).await), "wiped");
+
+    let alice = connect_http(&mesh.mcp_url(), &alice).await;
+    wait_for_tool(&alice, "caller_info").await;
+    let names: Vec<String> = alice
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["caller_info"],
+        "a reader sees the read-only tool only"
+    );
+    let refused = call(&alice, "wipe", json!({})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("permission_denied"));
+    assert!(
+        text_of(&refused).contains("alice (roles: reader)"),
+        "{}",
+        text_of(&refused)
+    );
 }
 
 #[tokio::test]

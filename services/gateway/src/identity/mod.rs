@@ -52,12 +52,13 @@ pub struct IdentityConfig {
     /// `sophia-gateway keys new`.
     #[arg(long = "keys-file", env = "SOPHIA_GATEWAY_KEYS")]
     pub keys_file: Option<PathBuf>,
-    /// The roles of `SOPHIA_GATEWAY_TOKEN`'s principal (comma-separated).
+    /// The roles of `SOPHIA_GATEWAY_TOKEN`'s principal (comma-separated;
+    /// none by default: without a policy file roles change nothing, with one
+    /// the token gets only what every caller may until given roles here).
     #[arg(
         long = "token-roles",
         env = "SOPHIA_GATEWAY_ROLES",
-        value_delimiter = ',',
-        default_value = "admin"
+        value_delimiter = ','
     )]
     pub token_roles: Vec<String>,
     /// The URL clients reach the gateway at (e.g. `https://mcp.example.com`);
