@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use rmcp::ServiceExt;
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
 use sophia_gateway::GatewayConfig;
 use sophia_gateway::identity::keys::{NewKeyArgs, new_key};
@@ -13,7 +15,7 @@ use sophia_kit::{Category, Tool, ToolOutput, Worker};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::oauth::{Issuer, TestKey};
 use sophia_tests::tools::{call, error_code, text_of, wait_for_tool};
-use sophia_tests::{DeadPort, Mesh, connect_http};
+use sophia_tests::{DeadPort, Mesh, Recorder, connect_http};
 
 /// The URL the gateway says clients reach it at; its OAuth resource is
 /// `<it>/mcp`. Nothing listens there: it is a name.
@@ -248,6 +250,36 @@ async fn under_a_policy_a_key_and_a_token_get_what_their_roles_allow() {
         text_of(&refused).contains("alice (roles: reader)"),
         "{}",
         text_of(&refused)
+    );
+}
+
+#[tokio::test]
+async fn over_stdio_the_caller_is_the_configured_principal_with_its_roles() {
+    let mut mesh = Mesh::without_gateway();
+    mesh.worker(caller_worker()).await;
+    let command = tokio::process::Command::new(sophia_tests::procs::binary("sophia-gateway"))
+        .configure(|c| {
+            c.arg("--stdio")
+                .env_clear()
+                .env("NATS_URL", mesh.nats.url())
+                .env("SOPHIA_GATEWAY_PRINCIPAL", "ops-bot")
+                .env("SOPHIA_GATEWAY_ROLES", "operator, reader");
+        });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sophia-gateway --stdio");
+    let client = Recorder::default()
+        .serve(transport)
+        .await
+        .expect("initialize over stdio");
+    wait_for_tool(&client, "caller_info").await;
+    let seen = call(&client, "caller_info", json!({}))
+        .await
+        .structured_content;
+    assert_eq!(
+        seen,
+        Some(json!({"principal": "ops-bot", "roles": ["operator", "reader"]}))
     );
 }
 

@@ -121,7 +121,7 @@ async fn start_core(
     spawn_tidy(limits.clone(), stop.child_token());
     let local = mcp::Identity {
         principal: config.principal.clone(),
-        roles: Vec::new(),
+        roles: config.identity.roles(),
     };
     let access = access::Access::new(policy, limits, audit, local);
     let instance = uuid::Uuid::new_v4().simple().to_string();

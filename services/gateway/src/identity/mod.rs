@@ -52,15 +52,12 @@ pub struct IdentityConfig {
     /// `sophia-gateway keys new`.
     #[arg(long = "keys-file", env = "SOPHIA_GATEWAY_KEYS")]
     pub keys_file: Option<PathBuf>,
-    /// The roles of `SOPHIA_GATEWAY_TOKEN`'s principal (comma-separated;
+    /// The roles of `SOPHIA_GATEWAY_PRINCIPAL`, the caller with
+    /// `SOPHIA_GATEWAY_TOKEN` or over stdio (comma-separated;
     /// none by default: without a policy file roles change nothing, with one
     /// the token gets only what every caller may until given roles here).
-    #[arg(
-        long = "token-roles",
-        env = "SOPHIA_GATEWAY_ROLES",
-        value_delimiter = ','
-    )]
-    pub token_roles: Vec<String>,
+    #[arg(long = "roles", env = "SOPHIA_GATEWAY_ROLES", value_delimiter = ',')]
+    pub principal_roles: Vec<String>,
     /// The URL clients reach the gateway at (e.g. `https://mcp.example.com`);
     /// names the protected-resource metadata and, by default, the OAuth
     /// audience `<url>/mcp`. Required with OAuth.
@@ -108,6 +105,18 @@ pub struct IdentityConfig {
     pub oauth_jwks_refetch_ms: u64,
 }
 
+impl IdentityConfig {
+    /// The roles of `SOPHIA_GATEWAY_PRINCIPAL`: the single token's, and the
+    /// caller's over stdio.
+    pub fn roles(&self) -> Vec<String> {
+        self.principal_roles
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+}
+
 /// Why the identity configuration was refused at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -149,13 +158,7 @@ impl Authenticator {
             None => KeyRing::default(),
         };
         if let Some(token) = config.token.as_deref().filter(|t| !t.trim().is_empty()) {
-            let roles: Vec<String> = id
-                .token_roles
-                .iter()
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty())
-                .collect();
-            keys.add_token(token, &config.principal, &roles)
+            keys.add_token(token, &config.principal, &id.roles())
                 .map_err(IdentityError::Setting)?;
         }
         let oauth = oauth_settings(id)?.map(OAuth::new);
