@@ -21,6 +21,7 @@ pub mod gong;
 pub mod intelligence;
 pub mod mesh;
 pub mod nats;
+pub mod oauth;
 pub mod openai;
 pub mod otlp;
 pub mod procs;

@@ -28,11 +28,13 @@ pub struct GatewayConfig {
     /// (with port 0 in `--http-addr`, how a supervisor learns the port).
     #[arg(long = "addr-file", env = "SOPHIA_ADDR_FILE")]
     pub addr_file: Option<std::path::PathBuf>,
-    /// The bearer token HTTP clients must send (`Authorization: Bearer ...`).
-    /// Required for HTTP; generate one with `openssl rand -hex 32`.
+    /// A bearer token HTTP clients may send (`Authorization: Bearer ...`),
+    /// standing for `--principal` with `SOPHIA_GATEWAY_ROLES`. HTTP needs it,
+    /// a keys file or an OAuth issuer; generate one with `openssl rand -hex 32`.
     #[arg(long, env = "SOPHIA_GATEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The principal that token stands for, passed to workers as the caller.
+    /// The principal that token stands for, passed to workers as the caller
+    /// (and the caller over stdio).
     #[arg(long, env = "SOPHIA_GATEWAY_PRINCIPAL", default_value = "local")]
     pub principal: String,
     /// Browser origins allowed to call `/mcp` (scheme://host:port, `:*` for any
@@ -110,6 +112,27 @@ pub struct GatewayConfig {
     /// `sophia_audit`, in seconds; 0 turns auditing off.
     #[arg(long, env = "SOPHIA_AUDIT_RETENTION_S", default_value_t = 90 * 86_400)]
     pub audit_retention_s: u64,
+    /// API keys and OAuth (`docs/security.md`, "Identities").
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityConfig,
+    /// A command other than serving, e.g. `keys new`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `sophia-gateway` does instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// API keys for the keys file (`SOPHIA_GATEWAY_KEYS`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `sophia-gateway keys ...`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Make a key: prints it once, and the entry to append to the keys file.
+    New(crate::identity::keys::NewKeyArgs),
 }
 
 impl GatewayConfig {

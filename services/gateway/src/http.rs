@@ -1,5 +1,6 @@
-//! The HTTP face: MCP over Streamable HTTP at `/mcp`, behind bearer-token
-//! authentication, plus `/health`, `/ready` and `/metrics`.
+//! The HTTP face: MCP over Streamable HTTP at `/mcp`, behind bearer
+//! authentication ([`crate::identity`]), plus `/health`, `/ready` and
+//! `/metrics`, and the OAuth protected-resource metadata.
 //!
 //! Host and Origin validation (DNS-rebinding defence), the body-size limit
 //! and the `MCP-Protocol-Version` checks are rmcp's
@@ -20,41 +21,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::mcp::{Identity, McpGateway};
-
-#[derive(Clone)]
-struct Auth {
-    token: Arc<str>,
-    principal: Arc<str>,
-}
-
-/// Compares in time independent of where the strings differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_bearer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()) => {
-            req.extensions_mut().insert(Identity {
-                principal: auth.principal.to_string(),
-                roles: Vec::new(),
-            });
-            next.run(req).await
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer realm=\"sophia-gateway\"")],
-            "missing or wrong bearer token: send `Authorization: Bearer <SOPHIA_GATEWAY_TOKEN>`\n",
-        )
-            .into_response(),
-    }
-}
+use crate::identity::{Authenticator, require_identity};
+use crate::mcp::McpGateway;
 
 /// `DELETE /mcp` ends a session. rmcp answers 202 Accepted; the session is
 /// gone by then, and clients (the official Python SDK among them) expect
@@ -231,11 +199,12 @@ fn json_rpc_error_for(
         .into_response()
 }
 
-/// The `/mcp` route, served by rmcp, wrapped in authentication.
+/// The `/mcp` route, served by rmcp, wrapped in authentication; and the
+/// OAuth protected-resource metadata, which is not.
 pub fn mcp_router(
     gateway: McpGateway,
     config: &GatewayConfig,
-    token: String,
+    auth: Arc<Authenticator>,
     sessions: Arc<dyn rmcp::transport::streamable_http_server::session::SessionStore>,
     events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>>,
     stop: CancellationToken,
@@ -271,10 +240,6 @@ pub fn mcp_router(
         endpoints = endpoints.nest_service(&path, serve(gateway.clone().with_profile(profile)));
     }
     let service = serve(gateway);
-    let auth = Auth {
-        token: token.into(),
-        principal: config.principal.clone().into(),
-    };
     let rest = crate::rest::router(gateway_for_rest);
     // Layers run outside-in: auth first, then the body guard, then rmcp.
     Router::new()
@@ -290,7 +255,12 @@ pub fn mcp_router(
         .layer(middleware::from_fn(session_id_guard))
         .layer(middleware::from_fn(session_end_is_204))
         .merge(rest)
-        .layer(middleware::from_fn_with_state(auth, require_bearer))
+        .layer(middleware::from_fn_with_state(
+            auth.clone(),
+            require_identity,
+        ))
+        // The OAuth metadata tells clients how to authenticate: no auth on it.
+        .merge(auth.challenge().router())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   progress, `list_changed`.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
 //!   body limit; [`rest`]: the seed's REST shortcuts, as tool calls.
+//! - [`identity`]: who is calling: API keys, the single token, OAuth JWTs.
 //! - [`sessions`], [`results`], [`events`]: MCP sessions, large results and
 //!   SSE events on JetStream, shared by the gateway replicas.
 //!   Announcements are vetted first ([`sophia_kit::vetting`]).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod events;
 pub mod faults;
 pub mod http;
+pub mod identity;
 pub mod mcp;
 pub mod paging;
 pub mod registry;
@@ -46,12 +48,16 @@ pub enum GatewayError {
     /// Configuration or start-up plumbing failed.
     #[error(transparent)]
     Kit(#[from] KitError),
-    /// HTTP was asked for without a token.
+    /// HTTP was asked for with no way to authenticate.
     #[error(
         "SOPHIA_GATEWAY_TOKEN is not set: HTTP clients must authenticate. \
-         Set it (e.g. `export SOPHIA_GATEWAY_TOKEN=$(openssl rand -hex 32)`) or use --stdio"
+         Set it (e.g. `export SOPHIA_GATEWAY_TOKEN=$(openssl rand -hex 32)`), \
+         or SOPHIA_GATEWAY_KEYS or SOPHIA_OAUTH_ISSUER (docs/security.md), or use --stdio"
     )]
     MissingToken,
+    /// The identity configuration (keys file, OAuth settings) is wrong.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
     /// Subscribing to the bus failed.
     #[error("could not subscribe on NATS: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
@@ -115,7 +121,7 @@ async fn start_core(
     spawn_tidy(limits.clone(), stop.child_token());
     let local = mcp::Identity {
         principal: config.principal.clone(),
-        roles: Vec::new(),
+        roles: config.identity.roles(),
     };
     let access = access::Access::new(policy, limits, audit, local);
     let instance = uuid::Uuid::new_v4().simple().to_string();
@@ -331,11 +337,7 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: CancellationToken,
 ) -> Result<GatewayHandle, GatewayError> {
-    let token = config
-        .token
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or(GatewayError::MissingToken)?;
+    let auth = identity::Authenticator::from_config(&config)?.ok_or(GatewayError::MissingToken)?;
     let core = start_core(&config, &shutdown).await?;
     let ready_conn = core.conn.clone();
     let ready: ops::ReadyCheck = Arc::new(move || {
@@ -350,7 +352,7 @@ pub async fn run(
     let app = http::mcp_router(
         core.gateway.with_large_results(stores.results),
         &config,
-        token,
+        Arc::new(auth),
         Arc::new(stores.sessions),
         stores.events,
         shutdown.child_token(),

@@ -1,11 +1,23 @@
 //! `sophia-gateway`: MCP over stdio (`--stdio`) or Streamable HTTP (`/mcp`).
 use clap::Parser;
 use sophia_gateway::GatewayConfig;
+use sophia_gateway::config::{Command, KeysCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig::parse();
+    if let Some(Command::Keys(KeysCommand::New(args))) = &config.command {
+        let made = sophia_gateway::identity::keys::new_key(args)?;
+        println!(
+            "{}\n\n# Append to the keys file (SOPHIA_GATEWAY_KEYS); it holds only the hash:\n{}",
+            made.key, made.entry
+        );
+        eprintln!(
+            "The key (first line) is shown only now: hand it to its holder, who sends `Authorization: Bearer <key>`."
+        );
+        return Ok(());
+    }
     let telemetry = sophia_kit::telemetry::init("sophia-gateway");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
