@@ -37,16 +37,27 @@ fn sha256(key: &str) -> String {
 fn warehouse() -> Worker {
     Worker::new("warehouse-worker", "1.0.0")
         .tool(
-            Tool::new("report", Category::BusinessIntelligence, "Reads the numbers.")
-                .read_only()
-                .handler(|call| async move {
-                    Ok(ToolOutput::text(format!("report for {}", call.caller.principal)))
-                }),
+            Tool::new(
+                "report",
+                Category::BusinessIntelligence,
+                "Reads the numbers.",
+            )
+            .read_only()
+            .handler(|call| async move {
+                Ok(ToolOutput::text(format!(
+                    "report for {}",
+                    call.caller.principal
+                )))
+            }),
         )
         .tool(
-            Tool::new("drop_table", Category::BusinessIntelligence, "Drops a table.")
-                .destructive()
-                .handler(|_| async { Ok(ToolOutput::text("dropped")) }),
+            Tool::new(
+                "drop_table",
+                Category::BusinessIntelligence,
+                "Drops a table.",
+            )
+            .destructive()
+            .handler(|_| async { Ok(ToolOutput::text("dropped")) }),
         )
 }
 
@@ -104,7 +115,10 @@ async fn two_principals_see_different_tools_and_the_policy_holds_at_gateway_and_
 
     assert_eq!(names(&bob).await, ["drop_table", "report"]);
     assert_eq!(names(&alice).await, ["report"]);
-    assert_eq!(text_of(&call(&alice, "report", json!({})).await), "report for alice");
+    assert_eq!(
+        text_of(&call(&alice, "report", json!({})).await),
+        "report for alice"
+    );
 
     let refused = call(&alice, "drop_table", json!({})).await;
     assert_eq!(error_code(&refused).as_deref(), Some("permission_denied"));
@@ -119,7 +133,10 @@ async fn two_principals_see_different_tools_and_the_policy_holds_at_gateway_and_
         text_of(&nothing).replace("drop_everything", "drop_table"),
         text_of(&refused)
     );
-    assert_eq!(text_of(&call(&bob, "drop_table", json!({})).await), "dropped");
+    assert_eq!(
+        text_of(&call(&bob, "drop_table", json!({})).await),
+        "dropped"
+    );
 
     // Alice's call forged straight onto the bus: the worker refuses it too.
     let bus = Bus::start(t.mesh.nats_client().await, "forger".into(), 1 << 20)
@@ -142,7 +159,11 @@ async fn two_principals_see_different_tools_and_the_policy_holds_at_gateway_and_
     match bus.call(forged, None, &CancellationToken::new()).await {
         Err(CallError::Worker(e)) => {
             assert_eq!(e.code, ErrorCode::PermissionDenied);
-            assert!(e.message.contains("alice (roles: analyst)"), "{}", e.message);
+            assert!(
+                e.message.contains("alice (roles: analyst)"),
+                "{}",
+                e.message
+            );
         }
         other => panic!("the worker must refuse alice's forged drop_table: {other:?}"),
     }
@@ -157,15 +178,29 @@ async fn a_principal_over_its_rate_gets_busy_with_a_retry_time_and_others_go_on(
     let alice = connect_http(&t.mesh.mcp_url(), ALICE).await;
 
     for _ in 0..2 {
-        assert_eq!(text_of(&call(&alice, "report", json!({})).await), "report for alice");
+        assert_eq!(
+            text_of(&call(&alice, "report", json!({})).await),
+            "report for alice"
+        );
     }
     let busy = call(&alice, "report", json!({})).await;
-    assert_eq!(error_code(&busy).as_deref(), Some("busy"), "{}", text_of(&busy));
+    assert_eq!(
+        error_code(&busy).as_deref(),
+        Some("busy"),
+        "{}",
+        text_of(&busy)
+    );
     assert!(text_of(&busy).contains("retry in"), "{}", text_of(&busy));
     // Machine-readable too: `_meta["sophia/error"]`.
     let error = &busy.meta.as_ref().unwrap().0["sophia/error"];
     assert_eq!(error["retryable"], true, "{error}");
-    assert!(error["data"]["retry_after_ms"].as_u64().unwrap() > 0, "{error}");
+    assert!(
+        error["data"]["retry_after_ms"].as_u64().unwrap() > 0,
+        "{error}"
+    );
     // Bob is not held up by alice.
-    assert_eq!(text_of(&call(&bob, "report", json!({})).await), "report for bob");
+    assert_eq!(
+        text_of(&call(&bob, "report", json!({})).await),
+        "report for bob"
+    );
 }

@@ -65,6 +65,9 @@ struct State {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
     discovered: Option<String>,
+    /// Counts the key sets fetched: a token verified against an older one
+    /// is verified again.
+    generation: u64,
 }
 
 impl Jwks {
@@ -106,6 +109,11 @@ impl Jwks {
             self.refresh().await;
         }
         self.answer(kid)
+    }
+
+    /// Which key set is cached (it changes with every fetch).
+    pub fn generation(&self) -> u64 {
+        self.state.read().generation
     }
 
     /// The answer from what is cached now.
@@ -162,6 +170,7 @@ impl Jwks {
                 let mut state = self.state.write();
                 state.by_kid = by_kid;
                 state.unnamed = unnamed;
+                state.generation += 1;
                 state.fetched_at = Some(Instant::now());
                 state.last_error = None;
             }

@@ -24,6 +24,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metadata;
 pub mod oauth;
+mod verified;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

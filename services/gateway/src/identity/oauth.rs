@@ -62,6 +62,7 @@ pub struct OAuthSettings {
 pub struct OAuth {
     settings: OAuthSettings,
     jwks: Jwks,
+    verified: super::verified::Verified,
 }
 
 /// What the header of a token says, read before anything is verified.
@@ -80,7 +81,11 @@ impl OAuth {
             settings.jwks_url.clone(),
             settings.min_refetch,
         );
-        Self { settings, jwks }
+        Self {
+            settings,
+            jwks,
+            verified: Default::default(),
+        }
     }
 
     /// The settings.
@@ -103,8 +108,17 @@ impl OAuth {
                     shown(&header.alg)
                 ))
             })?;
+        // The key set the signature will be checked against is at least this
+        // one: a fetch meanwhile makes a cached answer stale, never wrong.
+        let generation = self.jwks.generation();
         let key = match self.jwks.find(header.kid.as_deref()).await {
-            Lookup::Found(key) => key,
+            Lookup::Found(key) => {
+                let current = self.jwks.generation();
+                if let Some(identity) = self.verified.get(token, resource, current) {
+                    return Ok(identity);
+                }
+                key
+            }
             Lookup::Unknown => {
                 return Err(invalid(match &header.kid {
                     Some(kid) => format!(
@@ -142,7 +156,13 @@ impl OAuth {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| invalid(self.why(e.kind())))?
             .claims;
-        self.identity(&claims)
+        let identity = self.identity(&claims)?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            let until = exp.saturating_add(LEEWAY_S);
+            self.verified
+                .put(token, resource, identity.clone(), until, generation);
+        }
+        Ok(identity)
     }
 
     /// What to tell the client about a failed validation; never the token.
