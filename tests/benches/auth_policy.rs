@@ -25,7 +25,7 @@ use serde_json::json;
 use sophia_gateway::identity::Authenticator;
 use sophia_kit::policy::{Item, Policy};
 use sophia_proto::{Category, Hints};
-use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table};
+use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table, raw_tools_call};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::oauth::{Issuer, TestKey};
 use sophia_tests::raw::RawSession;
@@ -243,23 +243,6 @@ async fn main() {
 async fn raw_calls(name: &'static str, url: &str, token: &str, plan: &Plan) -> Figures {
     let mut session = RawSession::new(url, token);
     session.initialize().await;
-    let session = Arc::new(session);
     let params = json!({"name": "echo", "arguments": {"text": "x".repeat(1024)}});
-    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    measure(name, plan, move || {
-        let (session, params) = (session.clone(), params.clone());
-        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async move {
-            let call =
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-            let r = session.post(call).await;
-            assert_eq!(r.status, 200);
-            assert!(
-                r.messages.iter().any(|m| m["result"]["isError"] == false),
-                "{:?}",
-                r.messages
-            );
-        }
-    })
-    .await
+    measure(name, plan, raw_tools_call(Arc::new(session), params)).await
 }

@@ -27,7 +27,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::json;
 use sophia_proto::{Caller, ToolRequest, ToolResponse, subject};
-use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table};
+use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table, raw_tools_call};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::{Mesh, Recorder, eventually};
 
@@ -167,22 +167,10 @@ async fn main() {
     // session, SSE body read whole): the gateway's cost without rmcp's client.
     let mut session = sophia_tests::raw::RawSession::new(&mesh.mcp_url(), TEST_TOKEN);
     session.initialize().await;
-    let session = Arc::new(session);
-    let params = json!({"name": "echo", "arguments": args});
-    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    // One `tools/call` POST in the session; JSON-RPC ids must be unique
-    // among requests in flight.
-    let raw_call = move || {
-        let (session, params) = (session.clone(), params.clone());
-        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async move {
-            let call =
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-            let r = session.post(call).await;
-            assert_eq!(r.status, 200);
-            assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
-        }
-    };
+    let raw_call = raw_tools_call(
+        Arc::new(session),
+        json!({"name": "echo", "arguments": args}),
+    );
     let mcp_raw = measure(
         "MCP tools/call via gateway (raw HTTP)",
         &plan,
@@ -204,24 +192,11 @@ async fn main() {
         sophia_tests::tools::wait_for_tool(&probe, "echo").await;
         let mut session = sophia_tests::raw::RawSession::new(&gateway.mcp_url(), TEST_TOKEN);
         session.initialize().await;
-        let session = Arc::new(session);
-        let params = json!({"name": "echo", "arguments": args});
-        let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        let figures = measure(
-            "  same, SSE events not kept on JetStream",
-            &plan,
-            move || {
-                let (session, params) = (session.clone(), params.clone());
-                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                async move {
-                    let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-                    let r = session.post(call).await;
-                    assert_eq!(r.status, 200);
-                    assert!(r.messages.iter().any(|m| m["result"]["isError"] == false));
-                }
-            },
-        )
-        .await;
+        let op = raw_tools_call(
+            Arc::new(session),
+            json!({"name": "echo", "arguments": args}),
+        );
+        let figures = measure("  same, SSE events not kept on JetStream", &plan, op).await;
         stop.cancel();
         figures
     };

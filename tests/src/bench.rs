@@ -87,3 +87,28 @@ pub fn print_table(rows: &[&Figures]) {
         );
     }
 }
+
+/// An op for [`measure`]: one `tools/call` with `params` (`{"name", "arguments"}`)
+/// POSTed in `session` by a minimal HTTP client, each with its own JSON-RPC
+/// id (ids must be unique among requests in flight); it checks the call
+/// succeeded.
+pub fn raw_tools_call(
+    session: std::sync::Arc<crate::raw::RawSession>,
+    params: serde_json::Value,
+) -> impl Fn() -> futures::future::BoxFuture<'static, ()> + Clone + Send + Sync + 'static {
+    let ids = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    move || {
+        let (session, params) = (session.clone(), params.clone());
+        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+            let r = session.post(call).await;
+            assert_eq!(r.status, 200);
+            assert!(
+                r.messages.iter().any(|m| m["result"]["isError"] == false),
+                "{:?}",
+                r.messages
+            );
+        })
+    }
+}
