@@ -204,3 +204,54 @@ async fn a_principal_over_its_rate_gets_busy_with_a_retry_time_and_others_go_on(
         "report for bob"
     );
 }
+
+#[tokio::test]
+async fn resources_and_prompts_follow_the_same_rules() {
+    use rmcp::model::ReadResourceRequestParams;
+    let mut t = team(0).await;
+    t.mesh
+        .worker(
+            Worker::new("handbook-worker", "1.0.0")
+                .resource(
+                    json!({"uri": "handbook://intro", "name": "intro", "mimeType": "text/plain"}),
+                    |_| async { Ok(sophia_kit::offers::Contents::text("Welcome")) },
+                )
+                .prompt(json!({"name": "onboard", "description": "Onboard someone"}), |_| async {
+                    Ok(json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}]}))
+                }),
+        )
+        .await;
+    // Resources are read-only: the analyst's `read_only = true` rule covers
+    // them; the operator's `tools = ["*"]` rule is about tools only.
+    let alice = connect_http(&t.mesh.mcp_url(), ALICE).await;
+    let listed = sophia_tests::eventually(
+        "the handbook is listed",
+        sophia_tests::tools::WAIT,
+        || async {
+            let r = alice.list_all_resources().await.ok()?;
+            (!r.is_empty()).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(listed[0].uri, "handbook://intro");
+    let read = alice
+        .read_resource(ReadResourceRequestParams::new("handbook://intro"))
+        .await
+        .unwrap();
+    assert!(format!("{read:?}").contains("Welcome"));
+    assert_eq!(alice.list_all_prompts().await.unwrap().len(), 1);
+
+    let bob = connect_http(&t.mesh.mcp_url(), BOB).await;
+    assert!(bob.list_all_resources().await.unwrap().is_empty());
+    assert!(bob.list_all_prompts().await.unwrap().is_empty());
+    let refused = bob
+        .read_resource(ReadResourceRequestParams::new("handbook://intro"))
+        .await
+        .expect_err("bob may not read it");
+    assert!(
+        refused.to_string().contains(
+            "bob (roles: operator) may not use the resources and prompts of `handbook-worker`"
+        ),
+        "{refused}"
+    );
+}

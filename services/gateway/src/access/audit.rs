@@ -20,6 +20,8 @@ const QUEUE: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Audit {
     queue: Option<tokio::sync::mpsc::Sender<AuditRecord>>,
+    /// Records dropped because the queue was full, not yet logged.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Audit {
@@ -71,12 +73,18 @@ impl Audit {
                 }
             }
         });
-        Ok(Audit { queue: Some(queue) })
+        Ok(Audit {
+            queue: Some(queue),
+            dropped: Default::default(),
+        })
     }
 
     /// No audit (stdio tests, or `SOPHIA_AUDIT_RETENTION_S=0`).
     pub fn off() -> Self {
-        Audit { queue: None }
+        Audit {
+            queue: None,
+            dropped: Default::default(),
+        }
     }
 
     /// Whether records are kept.
@@ -87,8 +95,21 @@ impl Audit {
     /// Appends `record`.
     pub fn record(&self, record: AuditRecord) {
         let Some(queue) = &self.queue else { return };
-        if queue.try_send(record).is_err() {
-            tracing::warn!("the audit queue is full: a record was dropped");
+        use std::sync::atomic::Ordering;
+        match queue.try_send(record) {
+            // Said once per run of drops, when records flow again.
+            Ok(()) => {
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "the audit queue was full (NATS away or slow): records were dropped"
+                    );
+                }
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
