@@ -32,6 +32,10 @@ use sophia_tests::raw::RawSession;
 use sophia_tests::tools::wait_for_tool;
 use sophia_tests::{Mesh, connect_http};
 
+/// The services' allocator, as in their binaries.
+#[global_allocator]
+static ALLOCATOR: sophia_kit::Allocator = sophia_kit::Allocator {};
+
 /// 99 rules that do not match `echo`, then one that does.
 fn hundred_rules() -> String {
     let mut allow: Vec<String> = (0..99)

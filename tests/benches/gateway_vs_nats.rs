@@ -31,6 +31,11 @@ use sophia_tests::bench::{Figures, IN_FLIGHT, Plan, measure, print_table, raw_to
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::{Mesh, Recorder, eventually};
 
+/// The services' allocator, as in their binaries (the gateway and worker
+/// run in this process).
+#[global_allocator]
+static ALLOCATOR: sophia_kit::Allocator = sophia_kit::Allocator {};
+
 const PAYLOAD: usize = 1024;
 
 #[tokio::main]

@@ -4,6 +4,9 @@ use sophia_gateway::GatewayConfig;
 use sophia_gateway::config::{Command, KeysCommand};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: sophia_kit::Allocator = sophia_kit::Allocator {};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig::parse();

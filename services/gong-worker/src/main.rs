@@ -1,6 +1,9 @@
 //! `gong-worker` binary: configuration from flags and environment, then `run`.
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: sophia_kit::Allocator = sophia_kit::Allocator {};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = gong_worker::Cli::parse();

@@ -2,6 +2,9 @@
 //! until SIGTERM or Ctrl-C.
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: sophia_kit::Allocator = sophia_kit::Allocator {};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = mcp_bridge::Cli::parse();
