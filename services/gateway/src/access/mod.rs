@@ -48,16 +48,6 @@ impl Access {
         }
     }
 
-    /// No policy, no limits, no audit (what tests of other things want).
-    pub fn open_door() -> Self {
-        Access::new(
-            None,
-            PrincipalLimits::new(0, 0, 0),
-            Audit::off(),
-            crate::mcp::Identity::default(),
-        )
-    }
-
     /// Whether `roles` may use `item` (always, without a policy).
     pub fn allows(&self, roles: &[String], item: &Item<'_>) -> bool {
         self.policy

@@ -107,15 +107,12 @@ impl McpGateway {
     }
 
     fn plan(&self, caller: &Caller, name: &str, args: Value) -> Result<CallPlan, Refusal> {
-        self.authorize(caller, name)?;
+        let entry = self.inner.registry.get(name);
+        self.authorize(caller, name, entry.as_ref())?;
         if let Some(down) = self.inner.link.down_message() {
             return Err(Refusal::BusDown(down));
         }
-        let entry = self
-            .inner
-            .registry
-            .get(name)
-            .ok_or_else(|| Refusal::UnknownTool(sophia_kit::vetting::shown(name)))?;
+        let entry = entry.ok_or_else(|| Refusal::UnknownTool(sophia_kit::vetting::shown(name)))?;
         let problems = sophia_kit::schema::problems(&entry.validator, &args);
         if !problems.is_empty() {
             self.inner

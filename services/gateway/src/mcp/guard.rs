@@ -114,9 +114,14 @@ impl McpGateway {
     /// Whether `caller` may call `name` here: the policy, the profile, the
     /// budget. Under a policy, a tool that does not exist gets the same
     /// answer as one the caller may not call, so refusals reveal nothing.
-    pub(super) fn authorize(&self, caller: &Caller, name: &str) -> Result<(), Refusal> {
+    /// `entry` is the registry's tool of that name, if any.
+    pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        name: &str,
+        entry: Option<&Arc<ToolEntry>>,
+    ) -> Result<(), Refusal> {
         let access = &self.inner.access;
-        let entry = self.inner.registry.get(name);
         if let Some(policy) = &access.policy {
             let decision = match &entry {
                 Some(e) => policy.decide(&caller.roles, &item(e)),
@@ -143,7 +148,7 @@ impl McpGateway {
         let (Some(profile), Some(entry)) = (self.profile(), entry) else {
             return Ok(());
         };
-        if !profile.offers(&item(&entry)) {
+        if !profile.offers(&item(entry)) {
             return Err(Refusal::Forbidden(format!(
                 "the `{}` profile does not offer `{}` ({}). Use the endpoint of a profile that \
                  does, e.g. /mcp/agent",
