@@ -13,9 +13,11 @@ use crate::PROTOCOL_VERSION;
 
 mod error;
 mod registry;
+mod rounds;
 
 pub use error::{ErrorCode, WireError};
 pub use registry::*;
+pub use rounds::{InputRequired, Round};
 
 /// Who is calling: carried on every request so workers can authorise and
 /// account per principal.
@@ -61,6 +63,10 @@ pub struct ToolRequest {
     /// elicitation, sampling, roots); absent when the client can do none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask: Option<AskRoute>,
+    /// The client's answers to the questions a previous attempt of this
+    /// call ended with ([`InputRequired`]); absent on a first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<Round>,
 }
 
 /// Where a worker sends [`Ask`] requests (NATS request-reply) for one call,
@@ -78,6 +84,12 @@ pub struct AskRoute {
     /// The client lists its roots (`roots/list`).
     #[serde(default)]
     pub roots: bool,
+    /// The client answers in rounds (MCP 2026-07-28, no session): a
+    /// question ends the call with [`InputRequired`] instead of being sent
+    /// to `to`, and the answers come with the retried call
+    /// ([`ToolRequest::round`]).
+    #[serde(default)]
+    pub rounds: bool,
 }
 
 impl ToolRequest {
@@ -92,6 +104,7 @@ impl ToolRequest {
             caller,
             progress_to: None,
             ask: None,
+            round: None,
         }
     }
 }

@@ -19,6 +19,8 @@
 //! # Layout
 //! - [`tool`]: declaring tools and writing their handlers ([`Tool`], [`Call`]).
 //! - [`worker`]: running a worker: registration, announcements, draining.
+//! - `rounds`: questions for clients that answer in rounds (MCP
+//!   2026-07-28's multi-round-trip requests).
 //! - `serve`: serving one request, from its arrival to the reply; `served`:
 //!   what a subject serves (a tool, or an MCP offer).
 //! - [`bus`]: calling tools over the bus, for the gateway and for workers.
@@ -44,6 +46,7 @@ pub mod ops;
 /// mimalloc carried 1.7x the `tools/call`s (docs/performance.md).
 pub type Allocator = mimalloc::MiMalloc;
 pub mod policy;
+mod rounds;
 pub mod schema;
 mod serve;
 mod served;

@@ -197,6 +197,12 @@ pub struct Call {
     pub(crate) bus: crate::bus::Bus,
     pub(crate) ask: Option<sophia_proto::AskRoute>,
     pub(crate) policy: Option<std::sync::Arc<crate::policy::Policy>>,
+    /// Answers from the client to a previous attempt's questions (rounds).
+    pub(crate) round: Option<sophia_proto::Round>,
+    /// What the handler keeps for a retry, and how many questions it asked
+    /// (`rounds.rs`).
+    pub(crate) kept: parking_lot::Mutex<Value>,
+    pub(crate) asked: std::sync::atomic::AtomicU32,
 }
 
 /// The person's answer to [`Call::elicit`].
@@ -345,6 +351,9 @@ impl Call {
                 format!("the caller's MCP client does not support {what}"),
             ));
         };
+        if route.rounds {
+            return self.answer_in_round(question);
+        }
         let ask = sophia_proto::Ask {
             v: sophia_proto::PROTOCOL_VERSION,
             id: self.id,
@@ -455,6 +464,7 @@ impl Call {
         request.id = self.id;
         request.progress_to = self.progress.as_ref().map(|p| p.subject.clone());
         request.ask = self.ask.clone();
+        request.round = self.round.clone();
         let spec = crate::bus::CallSpec {
             tool: &self.tool,
             target,

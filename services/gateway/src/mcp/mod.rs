@@ -51,11 +51,13 @@ mod guard;
 mod notify;
 mod offers;
 mod relay;
+mod rounds;
 mod spans;
 
 pub use call::{DirectCallError, Refusal};
 use convert::{error_result, from_json, to_mcp};
 use relay::Relay;
+pub use rounds::{KEYS_BUCKET, RequestStates, StateKeyError};
 use spans::server_span;
 
 /// Who an HTTP request comes from, as authentication established it (API
@@ -96,6 +98,10 @@ pub struct McpGateway {
     profile: Option<Arc<sophia_kit::policy::Profile>>,
     /// What this session has been shown, past a profile's budget.
     shown: Arc<Mutex<guard::Shown>>,
+    /// Seals `requestState` for stateless (2026-07-28) clients; a key of
+    /// this process until [`McpGateway::with_request_states`] gives the
+    /// replicas' shared one. `None` only if the OS gave no random bytes.
+    states: Option<RequestStates>,
 }
 
 /// No `logging/setLevel` yet.
@@ -175,6 +181,9 @@ impl McpGateway {
             results: None,
             profile: None,
             shown: Arc::default(),
+            states: RequestStates::ephemeral()
+                .inspect_err(|e| tracing::error!(cause = %e, "stateless clients cannot be asked"))
+                .ok(),
         };
         gw.spawn_list_changed();
         gw.spawn_offers_changed();
@@ -191,7 +200,15 @@ impl McpGateway {
             results: self.results.clone(),
             profile: self.profile.clone(),
             shown: Arc::default(),
+            states: self.states.clone(),
         }
+    }
+
+    /// This handler, sealing `requestState` with `states` (the key every
+    /// replica shares, so a retry may reach any of them).
+    pub fn with_request_states(mut self, states: RequestStates) -> Self {
+        self.states = Some(states);
+        self
     }
 
     /// This handler, serving `profile`'s subset of the tools.
@@ -344,8 +361,9 @@ impl ServerHandler for McpGateway {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        // Session-based revisions only for now; see docs/architecture.md.
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        // The session-based revisions (Cursor speaks 2025-06-18) and the
+        // stateless 2026-07-28; see docs/mcp.md, "Protocol revisions".
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28))
     }
 
     async fn initialize(

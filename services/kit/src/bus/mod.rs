@@ -170,6 +170,18 @@ impl Bus {
         route: Option<RouteTarget>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
+        self.call_in_round(spec, route, None, cancel).await
+    }
+
+    /// [`Bus::call`], retried with the client's answers to the questions a
+    /// previous attempt ended with (`round`; MCP 2026-07-28).
+    pub async fn call_in_round(
+        &self,
+        spec: CallSpec<'_>,
+        route: Option<RouteTarget>,
+        round: Option<sophia_proto::Round>,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
         let mut request = ToolRequest::new(
             spec.tool,
             spec.args.clone(),
@@ -185,9 +197,11 @@ impl Bus {
                     elicit: route.questions.elicit,
                     sample: route.questions.sample,
                     roots: route.questions.roots,
+                    rounds: route.questions.rounds,
                 });
             }
         }
+        request.round = round;
         self.send(request, spec, cancel).await
     }
 
