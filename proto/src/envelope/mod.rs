@@ -12,10 +12,12 @@ use uuid::Uuid;
 use crate::PROTOCOL_VERSION;
 
 mod error;
+mod jobs;
 mod registry;
 mod rounds;
 
 pub use error::{ErrorCode, WireError};
+pub use jobs::{JobPhase, JobReport, JobTools};
 pub use registry::*;
 pub use rounds::{InputRequired, Round};
 
@@ -67,6 +69,10 @@ pub struct ToolRequest {
     /// call ended with ([`InputRequired`]); absent on a first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<Round>,
+    /// Start the work as a job and answer at once with its [`JobReport`]
+    /// (only for tools whose [`ToolSpec::jobs`] says they can).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
 /// Where a worker sends [`Ask`] requests (NATS request-reply) for one call,
@@ -105,6 +111,7 @@ impl ToolRequest {
             progress_to: None,
             ask: None,
             round: None,
+            detached: false,
         }
     }
 }

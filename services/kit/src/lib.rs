@@ -19,6 +19,7 @@
 //! # Layout
 //! - [`tool`]: declaring tools and writing their handlers ([`Tool`], [`Call`]).
 //! - [`worker`]: running a worker: registration, announcements, draining.
+//! - `detach`: tools that run detached, as jobs followed by id (MCP tasks).
 //! - `rounds`: questions for clients that answer in rounds (MCP
 //!   2026-07-28's multi-round-trip requests).
 //! - `serve`: serving one request, from its arrival to the reply; `served`:
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+mod detach;
 pub mod kv;
 pub mod metrics;
 pub mod nats;

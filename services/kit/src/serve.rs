@@ -421,6 +421,7 @@ fn call_for(
         ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
         policy: shared.policy.clone(),
         round: request.round,
+        detached: request.detached,
         kept: Default::default(),
         asked: Default::default(),
     }

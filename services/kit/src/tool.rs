@@ -54,6 +54,7 @@ impl Tool {
                 output_schema: None,
                 hints: Hints::default(),
                 timeout_ms: None,
+                jobs: None,
             },
             handler: Arc::new(move |_| {
                 let msg = format!("tool {missing} has no handler");
@@ -203,6 +204,8 @@ pub struct Call {
     /// (`rounds.rs`).
     pub(crate) kept: parking_lot::Mutex<Value>,
     pub(crate) asked: std::sync::atomic::AtomicU32,
+    /// Start as a job and answer at once (`detach.rs`).
+    pub(crate) detached: bool,
 }
 
 /// The person's answer to [`Call::elicit`].

@@ -63,8 +63,9 @@ pub(crate) struct CallPlan {
     entry: Arc<ToolEntry>,
     args: Value,
     timeout: Duration,
-    /// A stateless client's answers to the previous attempt's questions.
-    round: Option<sophia_proto::Round>,
+    /// A stateless client's answers to the previous attempt's questions,
+    /// or a detached start.
+    attempt: sophia_kit::bus::Attempt,
 }
 
 /// Where a call comes from: its caller, trace and cancellation.
@@ -135,7 +136,7 @@ impl McpGateway {
             entry,
             args,
             timeout,
-            round: None,
+            attempt: Default::default(),
         })
     }
 
@@ -193,7 +194,7 @@ impl McpGateway {
         let outcome = self
             .inner
             .bus
-            .call_in_round(call, route, plan.round, origin.cancel)
+            .call_with(call, route, plan.attempt, origin.cancel)
             .await;
         let label = match &outcome {
             // Not a failure: the client answers, then calls again.
@@ -316,11 +317,12 @@ impl McpGateway {
             span.fail(ErrorCode::Cancelled.as_str(), "not confirmed");
             return Ok(declined);
         }
-        plan.round = rounds.as_ref().and_then(rounds::Rounds::round);
+        plan.attempt.round = rounds.as_ref().and_then(rounds::Rounds::round);
+        plan.attempt.detached = plan.entry.spec.jobs.is_some() && tasks::wants_tasks(&context);
         let can = rounds
             .as_ref()
             .map_or_else(|| relay::client_can(&context.peer), |r| r.can);
-        let timeout = plan.timeout;
+        let (timeout, detached) = (plan.timeout, plan.attempt.detached);
         let relay = Relay::open(self, &context, can).audited(self, &caller, &request.name);
         let origin = Origin {
             caller: caller.clone(),
@@ -334,6 +336,11 @@ impl McpGateway {
             && let Some(asked) = self.worker_input_required(rounds, w)
         {
             return Ok(asked);
+        }
+        if let (Ok(reply), true) = (&outcome, detached)
+            && let Some(task) = self.task_of(&request.name, &caller, &reply.output)
+        {
+            return Ok(task.into());
         }
         let result = match outcome {
             Ok(reply) => to_mcp(reply.output),
@@ -350,6 +357,43 @@ impl McpGateway {
             None => result,
         };
         Ok(result.into())
+    }
+}
+
+impl McpGateway {
+    /// Calls `tool` with `args` as `caller` for a task (a job's status or
+    /// cancel tool): refusals and failures are JSON-RPC errors, since the
+    /// task request itself cannot be answered.
+    pub(super) async fn call_for_task(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        args: Value,
+    ) -> Result<ToolOutput, McpError> {
+        let plan = self
+            .prepare(caller, tool, args)
+            .map_err(|refusal| McpError::internal_error(refusal.to_string(), None))?;
+        let span = Span::start(
+            format!("tasks {}", sophia_kit::vetting::shown(tool)),
+            SpanKind::Server,
+            &headers::Context::default(),
+            vec![KeyValue::new(
+                attr::TOOL_NAME,
+                sophia_kit::vetting::shown(tool),
+            )],
+        );
+        let origin = Origin {
+            caller: caller.clone(),
+            span: &span,
+            cancel: &tokio_util::sync::CancellationToken::new(),
+        };
+        match self.send(plan, origin, None).await {
+            Ok(reply) => Ok(reply.output),
+            Err(e) => Err(McpError::internal_error(
+                format!("could not reach the job's worker: {e}"),
+                None,
+            )),
+        }
     }
 }
 

@@ -53,6 +53,7 @@ mod offers;
 mod relay;
 mod rounds;
 mod spans;
+mod tasks;
 
 pub use call::{DirectCallError, Refusal};
 use convert::{error_result, from_json, to_mcp};
@@ -265,6 +266,7 @@ impl ServerHandler for McpGateway {
                 "resources": {"subscribe": true, "listChanged": true},
                 "prompts": {"listChanged": true},
                 "completions": {},
+                "extensions": {rmcp::model::TASKS_EXTENSION_ID: {}},
             }))
             .expect("server capabilities"),
         )
@@ -423,6 +425,30 @@ impl ServerHandler for McpGateway {
         let mut result = ListToolsResult::with_all_items(tools.into_iter().cloned().collect());
         result.next_cursor = next;
         Ok(result)
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, McpError> {
+        self.task_get(request, context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.task_update(request, context).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.task_cancel(request, context).await
     }
 
     async fn call_tool(

@@ -89,6 +89,25 @@ impl RequestStates {
         })
     }
 
+    /// Seals `value` bound to `binding`, without expiry (task ids).
+    pub(super) fn seal_for<T: serde::Serialize>(
+        &self,
+        value: &T,
+        binding: &[u8],
+    ) -> Option<String> {
+        let options = SealOptions::new().associated_data(binding);
+        self.codec.seal_json_with(value, &options).ok()
+    }
+
+    /// Opens what [`RequestStates::seal_for`] sealed with `binding`.
+    pub(super) fn open_for<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        binding: &[u8],
+    ) -> Option<T> {
+        self.codec.open_json_with(token, binding).ok()
+    }
+
     fn seal(&self, state: &Sealed, binding: &[u8]) -> String {
         let options = SealOptions::new().associated_data(binding).ttl(STATE_TTL);
         self.codec
