@@ -40,7 +40,12 @@ impl Stateless {
             "io.modelcontextprotocol/clientCapabilities": self.capabilities,
             "io.modelcontextprotocol/clientInfo": {"name": "stateless-test", "version": "0"},
         });
-        let name = params["name"].as_str().unwrap_or_default().to_owned();
+        // SEP-2243's `Mcp-Name`: the tool, prompt, resource or task named.
+        let name = ["name", "uri", "taskId"]
+            .iter()
+            .find_map(|k| params[*k].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let mut headers = vec![("MCP-Protocol-Version", VERSION), ("Mcp-Method", method)];
         if !name.is_empty() {
             headers.push(("Mcp-Name", name.as_str()));

@@ -1,7 +1,10 @@
 //! MCP 2026-07-28 clients (no session) through the gateway: a worker's or
 //! the agent profile's question becomes `input_required` (SEP-2322), the
 //! client answers in a retry that may reach another gateway replica, and the
-//! sealed `requestState` brings back exactly what was asked about.
+//! sealed `requestState` brings back exactly what was asked about. A client
+//! that declares the tasks extension (SEP-2663) gets a confirmed Pulumi
+//! change as a task, backed by the worker's job on JetStream: any replica
+//! reports it and cancels it.
 //!
 //! The `pulumi` here is the stand-in CLI (`tests/src/bin/pulumi.rs`), which
 //! replays recorded engine-event logs of the real one; nothing is deployed.
@@ -17,6 +20,7 @@ use sophia_kit::{Category, Tool, ToolOutput, Worker};
 use sophia_tests::mesh::TEST_TOKEN;
 use sophia_tests::pulumi::{Setup, replica};
 use sophia_tests::stateless::Stateless;
+use sophia_tests::tools::WAIT;
 use sophia_tests::{Mesh, eventually};
 use tokio_util::sync::CancellationToken;
 
@@ -312,4 +316,196 @@ async fn the_agent_profile_asks_a_stateless_client_in_rounds() {
     let refused = mute.call(&agent, "wipe", json!({}), json!({})).await;
     assert_eq!(error_code(&refused), "permission_denied", "{refused}");
     assert!(text(&refused).contains("cannot be asked"), "{refused}");
+}
+
+/// A client that answers questions and declares the tasks extension.
+fn with_tasks() -> Stateless {
+    Stateless::new(
+        json!({"elicitation": {"form": {}},
+            "extensions": {"io.modelcontextprotocol/tasks": {}}}),
+        TEST_TOKEN,
+    )
+}
+
+/// `tasks/get` of `id` at `url`, once `ready` holds for its result.
+async fn task_when(
+    client: &Stateless,
+    url: &str,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let last = std::sync::Mutex::new(Value::Null);
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = client
+                .request(url, "tasks/get", json!({"taskId": id}))
+                .await;
+            if ready(&r["result"]) {
+                return r["result"].clone();
+            }
+            *last.lock().unwrap() = r;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for {what}: {}", last.lock().unwrap()))
+}
+
+#[tokio::test]
+async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cancels() {
+    let mesh = Mesh::start().await;
+    // Slow enough to be seen running: 15 engine events, 400 ms apart.
+    let setup = Setup::new(400);
+    let _pulumi = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let (_b, _stop_b, b) = second_gateway(&mesh).await;
+    let a = mesh.mcp_url();
+    let person = with_tasks();
+    listed(&person, &a, "pulumi_up").await;
+    listed(&person, &b, "pulumi_up").await;
+    let args = json!({"stack": "dev"});
+
+    let first = person.call(&a, "pulumi_up", args.clone(), json!({})).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+    let started = person
+        .call(
+            &b,
+            "pulumi_up",
+            args.clone(),
+            answer("q0", confirm(true), &state),
+        )
+        .await;
+    let created = &started["result"];
+    assert_eq!(created["resultType"], "task", "{started}");
+    assert_eq!(created["status"], "working", "{started}");
+    let id = created["taskId"].as_str().unwrap().to_owned();
+
+    // Replica A, which did not start it, reports its progress.
+    let working = task_when(&person, &a, &id, "a progress line", |t| {
+        t["status"] == "working" && t["statusMessage"].as_str().is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    assert!(working["pollIntervalMs"].as_u64().is_some(), "{working}");
+
+    let ack = person
+        .request(&a, "tasks/cancel", json!({"taskId": id}))
+        .await;
+    assert_eq!(ack["result"]["resultType"], "complete", "{ack}");
+    let cancelled = task_when(&person, &b, &id, "the task is cancelled", |t| {
+        t["status"] != "working"
+    })
+    .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    // Once over, the task takes no cancel or update.
+    let twice = person
+        .request(&b, "tasks/cancel", json!({"taskId": id}))
+        .await;
+    assert_eq!(twice["error"]["code"], -32602, "{twice}");
+    assert!(
+        twice["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already over")
+    );
+    let update = person
+        .request(
+            &a,
+            "tasks/update",
+            json!({"taskId": id, "inputResponses": {}}),
+        )
+        .await;
+    assert_eq!(update["error"]["code"], -32602, "{update}");
+    // A forged or altered id names no task.
+    for forged in [format!("{id}x"), "rs1.e30.AAAA".to_owned()] {
+        let r = person
+            .request(&a, "tasks/get", json!({"taskId": forged}))
+            .await;
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown task"),
+            "{r}"
+        );
+    }
+    assert_eq!(count(&setup.command_lines(), "up --yes"), 1, "run once");
+}
+
+/// Starts `pulumi_refresh` of `stack` as a task; its id.
+async fn refresh_task(client: &Stateless, url: &str, stack: &str) -> String {
+    let started = client
+        .call(url, "pulumi_refresh", json!({"stack": stack}), json!({}))
+        .await;
+    assert_eq!(started["result"]["resultType"], "task", "{started}");
+    started["result"]["taskId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_task_completes_with_the_tools_result_and_clients_without_tasks_wait_as_before() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _pulumi = replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let a = mesh.mcp_url();
+    let person = with_tasks();
+    listed(&person, &a, "pulumi_refresh").await;
+
+    // A job that fails completes with an isError result, as the call would.
+    let id = refresh_task(&person, &a, "prod").await;
+    let failed = task_when(&person, &a, &id, "the refresh of prod ends", |t| {
+        t["status"] == "completed"
+    })
+    .await;
+    assert_eq!(failed["result"]["isError"], true, "{failed}");
+    assert_eq!(failed["result"]["_meta"]["sophia/error"]["code"], "failed");
+    assert!(text(&json!({"result": failed["result"]})).contains("no stack named prod"));
+
+    // A preview makes the stack; its refresh completes with the job.
+    let preview = person
+        .call(&a, "pulumi_preview", json!({"stack": "dev"}), json!({}))
+        .await;
+    assert!(
+        preview["result"]["structuredContent"]["preview_id"].is_string(),
+        "{preview}"
+    );
+    let id = refresh_task(&person, &a, "dev").await;
+    let done = task_when(&person, &a, &id, "the refresh is done", |t| {
+        t["status"] == "completed"
+    })
+    .await;
+    let job = &done["result"]["structuredContent"];
+    assert_eq!(job["state"], "succeeded", "{done}");
+    assert_eq!(job["operation"], "refresh", "{done}");
+    assert_eq!(done["result"]["isError"], false, "{done}");
+    let update = person
+        .request(
+            &a,
+            "tasks/update",
+            json!({"taskId": id, "inputResponses": {}}),
+        )
+        .await;
+    assert!(
+        update["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already over"),
+        "{update}"
+    );
+
+    // A client without the tasks extension waits for the result, as before.
+    let plain = Stateless::new(json!({}), TEST_TOKEN);
+    let waited = plain
+        .call(&a, "pulumi_refresh", json!({"stack": "dev"}), json!({}))
+        .await;
+    assert_eq!(
+        waited["result"]["structuredContent"]["state"], "succeeded",
+        "{waited}"
+    );
+    assert!(
+        waited["result"]
+            .get("resultType")
+            .is_none_or(|t| t == "complete")
+    );
 }
