@@ -17,6 +17,14 @@ use sophia_proto::{InputRequired, Question, WireError};
 
 use crate::tool::Call;
 
+/// One attempt's questions: what the handler keeps for the retry, and how
+/// many it asked so far (the next question's key).
+#[derive(Debug, Default)]
+pub(crate) struct Asking {
+    kept: parking_lot::Mutex<Value>,
+    asked: std::sync::atomic::AtomicU32,
+}
+
 impl Call {
     /// Whether the caller's client answers in rounds: a question then ends
     /// this attempt of the call (see the module docs).
@@ -36,13 +44,14 @@ impl Call {
     /// attempt (only with a client that answers in rounds). It is not
     /// secret (the client can read it) but it cannot be changed.
     pub fn keep(&self, state: Value) {
-        *self.kept.lock() = state;
+        *self.asking.kept.lock() = state;
     }
 
     /// The client's answer to `question`, from the retried call, or the
     /// `input_required` outcome that asks for it.
     pub(crate) fn answer_in_round(&self, question: Question) -> Result<Value, WireError> {
         let n = self
+            .asking
             .asked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!("q{n}");
@@ -50,7 +59,7 @@ impl Call {
             return Ok(answer.clone());
         }
         let mut asked = InputRequired {
-            state: self.kept.lock().clone(),
+            state: self.asking.kept.lock().clone(),
             ..InputRequired::default()
         };
         asked.questions.insert(key, question);

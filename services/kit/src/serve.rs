@@ -422,8 +422,7 @@ fn call_for(
         policy: shared.policy.clone(),
         round: request.round,
         detached: request.detached,
-        kept: Default::default(),
-        asked: Default::default(),
+        asking: Default::default(),
     }
 }
 

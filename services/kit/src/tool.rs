@@ -200,10 +200,8 @@ pub struct Call {
     pub(crate) policy: Option<std::sync::Arc<crate::policy::Policy>>,
     /// Answers from the client to a previous attempt's questions (rounds).
     pub(crate) round: Option<sophia_proto::Round>,
-    /// What the handler keeps for a retry, and how many questions it asked
-    /// (`rounds.rs`).
-    pub(crate) kept: parking_lot::Mutex<Value>,
-    pub(crate) asked: std::sync::atomic::AtomicU32,
+    /// What the handler keeps for a retry, and its questions so far.
+    pub(crate) asking: crate::rounds::Asking,
     /// Start as a job and answer at once (`detach.rs`).
     pub(crate) detached: bool,
 }
