@@ -358,7 +358,7 @@ async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cance
     // Slow enough to be seen running: 15 engine events, 400 ms apart.
     let setup = Setup::new(400);
     let _pulumi = replica(&mesh, setup.args(STANDIN, 30_000)).await;
-    let (_b, _stop_b, b) = second_gateway(&mesh).await;
+    let (_b, stop_b, b) = second_gateway(&mesh).await;
     let a = mesh.mcp_url();
     let person = with_tasks();
     listed(&person, &a, "pulumi_up").await;
@@ -381,6 +381,8 @@ async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cance
     assert_eq!(created["status"], "working", "{started}");
     let id = created["taskId"].as_str().unwrap().to_owned();
 
+    // The replica that started it goes away: nothing of the task was in it.
+    stop_b.cancel();
     // Replica A, which did not start it, reports its progress.
     let working = task_when(&person, &a, &id, "a progress line", |t| {
         t["status"] == "working" && t["statusMessage"].as_str().is_some_and(|m| !m.is_empty())
@@ -392,7 +394,7 @@ async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cance
         .request(&a, "tasks/cancel", json!({"taskId": id}))
         .await;
     assert_eq!(ack["result"]["resultType"], "complete", "{ack}");
-    let cancelled = task_when(&person, &b, &id, "the task is cancelled", |t| {
+    let cancelled = task_when(&person, &a, &id, "the task is cancelled", |t| {
         t["status"] != "working"
     })
     .await;
@@ -400,7 +402,7 @@ async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cance
 
     // Once over, the task takes no cancel or update.
     let twice = person
-        .request(&b, "tasks/cancel", json!({"taskId": id}))
+        .request(&a, "tasks/cancel", json!({"taskId": id}))
         .await;
     assert_eq!(twice["error"]["code"], -32602, "{twice}");
     assert!(
