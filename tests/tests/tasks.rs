@@ -85,7 +85,7 @@ fn count(lines: &str, command: &str) -> usize {
 
 #[tokio::test]
 async fn a_stateless_client_confirms_pulumi_up_in_rounds_across_gateway_replicas() {
-    let mesh = Mesh::start().await;
+    let (mesh, _policy) = audited_mesh().await;
     let setup = Setup::new(1);
     let _pulumi = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let (_b, _stop_b, b) = second_gateway(&mesh).await;
@@ -150,6 +150,8 @@ async fn a_stateless_client_confirms_pulumi_up_in_rounds_across_gateway_replicas
     assert!(text(&again).contains("was already applied"), "{again}");
     assert!(text(&again).contains("not run twice"), "{again}");
     assert_eq!(count(&setup.command_lines(), "up --yes"), 1);
+    // The person's answers are audited as confirmations, as on a session.
+    audited(&mesh, ("pulumi_up", "accepted"), 2).await;
 }
 
 #[tokio::test]
@@ -245,6 +247,52 @@ async fn a_declined_forged_or_misused_round_changes_nothing() {
     assert!(text(&r).contains("`preview_id` is required"), "{r}");
 }
 
+/// A mesh whose gateway enforces an allow-all policy, so it audits; the
+/// policy file lives as long as the guard.
+async fn audited_mesh() -> (Mesh, tempfile::TempDir) {
+    let mut mesh = Mesh::without_gateway();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[roles.\"*\"]\nallow = [{ tools = [\"*\"] }]\n").unwrap();
+    mesh.policy = Some(policy);
+    mesh.start_gateway().await;
+    (mesh, dir)
+}
+
+/// Waits until the audit stream holds `times` confirmations of
+/// `(tool, outcome)`.
+async fn audited(mesh: &Mesh, (tool, outcome): (&str, &str), times: usize) {
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(mesh.nats_client().await);
+    eventually(
+        &format!("{times} confirmation(s) {tool} {outcome}"),
+        WAIT,
+        || async {
+            let stream = js.get_stream("sophia_audit").await.ok()?;
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+                .await
+                .ok()?;
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(std::time::Duration::from_millis(200))
+                .messages()
+                .await
+                .ok()?;
+            let mut seen = 0;
+            while let Some(Ok(m)) = batch.next().await {
+                let r: Value = serde_json::from_slice(&m.payload).ok()?;
+                seen += usize::from(
+                    r["kind"] == "confirmation" && r["tool"] == tool && r["outcome"] == outcome,
+                );
+            }
+            (seen == times).then_some(())
+        },
+    )
+    .await
+}
+
 /// A worker with a destructive `wipe` that counts its runs.
 fn wiper(runs: Arc<AtomicUsize>) -> Worker {
     let wipe = Tool::new("wipe", Category::Infrastructure, "wipes the disk")
@@ -261,12 +309,7 @@ fn wiper(runs: Arc<AtomicUsize>) -> Worker {
 
 #[tokio::test]
 async fn the_agent_profile_asks_a_stateless_client_in_rounds() {
-    let mut mesh = Mesh::without_gateway();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[roles.\"*\"]\nallow = [{ tools = [\"*\"] }]\n").unwrap();
-    mesh.policy = Some(policy);
-    mesh.start_gateway().await;
+    let (mut mesh, _policy) = audited_mesh().await;
     let runs = Arc::new(AtomicUsize::new(0));
     mesh.worker(wiper(runs.clone())).await;
     let (_b, _stop_b, b) = second_gateway(&mesh).await;
@@ -310,6 +353,9 @@ async fn the_agent_profile_asks_a_stateless_client_in_rounds() {
         .await;
     assert_eq!(text(&yes), "wipe done", "{yes}");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    audited(&mesh, ("wipe", "declined"), 1).await;
+    audited(&mesh, ("wipe", "accepted"), 1).await;
 
     // Without elicitation: refused as for a session client.
     let mute = Stateless::new(json!({}), TEST_TOKEN);

@@ -317,6 +317,9 @@ impl McpGateway {
             span.fail(ErrorCode::Cancelled.as_str(), "not confirmed");
             return Ok(declined);
         }
+        if let Some(rounds) = &rounds {
+            self.audit_answers(rounds, &caller, &request.name);
+        }
         plan.attempt.round = rounds.as_ref().and_then(rounds::Rounds::round);
         plan.attempt.detached = plan.entry.spec.jobs.is_some() && tasks::wants_tasks(&context);
         let can = rounds

@@ -302,6 +302,30 @@ impl McpGateway {
         )
     }
 
+    /// Audits the person's answers to a worker's questions that this retry
+    /// brings, as the relay does for a session client's answers.
+    pub(super) fn audit_answers(&self, rounds: &Rounds, caller: &Caller, tool: &str) {
+        let answers = rounds
+            .responses
+            .iter()
+            .filter(|(key, _)| key.as_str() != CONFIRM_KEY)
+            .filter_map(|(_, answer)| answer.get("action").and_then(Value::as_str));
+        for action in answers {
+            let outcome = match action {
+                "accept" => "accepted",
+                "decline" => "declined",
+                _ => "cancelled",
+            };
+            self.audit(
+                sophia_proto::audit::AuditKind::Confirmation,
+                caller,
+                tool,
+                outcome,
+                super::guard::AuditDetail::default(),
+            );
+        }
+    }
+
     /// A worker's `input_required` outcome as the client's answer.
     pub(super) fn worker_input_required(
         &self,
