@@ -392,6 +392,10 @@ impl McpGateway {
         };
         match self.send(plan, origin, None).await {
             Ok(reply) => Ok(reply.output),
+            // The worker knows no such job (its record expired).
+            Err(CallError::Worker(w)) if w.code == ErrorCode::InvalidArguments => Err(
+                McpError::invalid_params(format!("unknown task: {}", w.message), None),
+            ),
             Err(e) => Err(McpError::internal_error(
                 format!("could not reach the job's worker: {e}"),
                 None,
