@@ -40,6 +40,8 @@ async fn session_end_is_204(req: Request, next: Next) -> Response {
 struct BodyLimit {
     max: usize,
     in_flight: InFlightIds,
+    /// The most requests a session may have in flight.
+    per_session: usize,
 }
 
 /// A JSON-RPC error response with no id (the request could not be read).
@@ -86,25 +88,9 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let claim = match (session, message.get("id"), message.get("method")) {
-        (Some(session), Some(id), Some(_)) if !id.is_null() => {
-            match limit.in_flight.claim(session, id.to_string()) {
-                Some(claim) => Some(claim),
-                None => {
-                    return json_rpc_error_for(
-                        id.clone(),
-                        StatusCode::CONFLICT,
-                        -32600,
-                        format!(
-                            "request id {} is already in use by a request in flight on this \
-                             session; give every concurrent request its own id",
-                            sophia_kit::vetting::shown(&id.to_string())
-                        ),
-                    );
-                }
-            }
-        }
-        _ => None,
+    let claim = match claim(&limit, session, &message) {
+        Ok(claim) => claim,
+        Err(refused) => return refused,
     };
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
@@ -119,6 +105,53 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         }),
         None => response,
     }
+}
+
+/// Claims a request's (session, id) while it is served: refused when the id
+/// is in flight on the session already, or when the session has its limit
+/// of requests in flight. `None` for messages outside a session or without
+/// an id.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+fn claim(
+    limit: &BodyLimit,
+    session: Option<String>,
+    message: &serde_json::Value,
+) -> Result<Option<IdClaim>, Response> {
+    Ok(match (session, message.get("id"), message.get("method")) {
+        (Some(session), Some(id), Some(_)) if !id.is_null() => {
+            match limit
+                .in_flight
+                .claim(session, id.to_string(), limit.per_session)
+            {
+                Ok(claim) => Some(claim),
+                Err(Unclaimed::IdInUse) => {
+                    return Err(json_rpc_error_for(
+                        id.clone(),
+                        StatusCode::CONFLICT,
+                        -32600,
+                        format!(
+                            "request id {} is already in use by a request in flight on this \
+                             session; give every concurrent request its own id",
+                            sophia_kit::vetting::shown(&id.to_string())
+                        ),
+                    ));
+                }
+                Err(Unclaimed::SessionFull) => {
+                    return Err(json_rpc_error_for(
+                        id.clone(),
+                        StatusCode::TOO_MANY_REQUESTS,
+                        -32600,
+                        format!(
+                            "this session already has {} requests in flight, its limit \
+                             (SOPHIA_SESSION_IN_FLIGHT); retry once some have ended",
+                            limit.per_session
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => None,
+    })
 }
 
 /// The session header.
@@ -154,28 +187,54 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
 
 /// Request ids in flight, per session.
 #[derive(Clone, Default)]
-struct InFlightIds(Arc<parking_lot::Mutex<std::collections::HashSet<(String, String)>>>);
+struct InFlightIds(
+    Arc<parking_lot::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>>,
+);
 
 /// Holds one (session, id) while its request is served.
 struct IdClaim {
     ids: InFlightIds,
-    key: (String, String),
+    session: String,
+    id: String,
+}
+
+/// Why a request could not be claimed.
+#[derive(Debug, PartialEq, Eq)]
+enum Unclaimed {
+    /// Its id is in flight on the session already.
+    IdInUse,
+    /// The session has its limit of requests in flight.
+    SessionFull,
 }
 
 impl InFlightIds {
-    fn claim(&self, session: String, id: String) -> Option<IdClaim> {
-        let key = (session, id);
-        let fresh = self.0.lock().insert(key.clone());
-        fresh.then(|| IdClaim {
+    fn claim(&self, session: String, id: String, limit: usize) -> Result<IdClaim, Unclaimed> {
+        let mut sessions = self.0.lock();
+        let ids = sessions.entry(session.clone()).or_default();
+        if ids.contains(&id) {
+            return Err(Unclaimed::IdInUse);
+        }
+        if ids.len() >= limit {
+            return Err(Unclaimed::SessionFull);
+        }
+        ids.insert(id.clone());
+        Ok(IdClaim {
             ids: self.clone(),
-            key,
+            session,
+            id,
         })
     }
 }
 
 impl Drop for IdClaim {
     fn drop(&mut self) {
-        self.ids.0.lock().remove(&self.key);
+        let mut sessions = self.ids.0.lock();
+        if let Some(ids) = sessions.get_mut(&self.session) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                sessions.remove(&self.session);
+            }
+        }
     }
 }
 
@@ -215,6 +274,10 @@ pub fn mcp_router(
         .enforce_origin_validation()
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        // A stateless (2026-07-28) request that sends nothing before its
+        // result is answered with plain JSON; rmcp falls back to SSE when
+        // progress or log records come first.
+        .with_json_response(true)
         .with_cancellation_token(stop);
     // Sessions live on the bus, so any gateway replica (or this one after a
     // restart) continues them.
@@ -249,6 +312,7 @@ pub fn mcp_router(
             BodyLimit {
                 max: config.max_body_bytes,
                 in_flight: InFlightIds::default(),
+                per_session: config.session_in_flight,
             },
             json_rpc_guard,
         ))
@@ -279,6 +343,7 @@ mod fuzz {
                 BodyLimit {
                     max: 4096,
                     in_flight: InFlightIds::default(),
+                    per_session: 8,
                 },
                 json_rpc_guard,
             ))
@@ -319,7 +384,7 @@ mod fuzz {
                 guarded().oneshot(req).await.unwrap().status()
             });
             prop_assert!(
-                [200, 400, 409, 413].contains(&status.as_u16()),
+                [200, 400, 409, 413, 429].contains(&status.as_u16()),
                 "status {status}"
             );
         }

@@ -213,7 +213,7 @@ impl Relay {
         can: ClientCan,
     ) -> Self {
         let token = context.meta.get_progress_token();
-        let logs = gateway.log_threshold();
+        let logs = gateway.log_threshold(context);
         let bus = &gateway.inner.bus;
         let mut route = if can.any() {
             Some(bus.route_with_questions(can))

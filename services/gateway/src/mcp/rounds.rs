@@ -182,14 +182,6 @@ impl Rounds {
     }
 }
 
-/// Whether `context`'s request is MCP 2026-07-28 or later (stateless).
-pub(super) fn stateless(context: &RequestContext<RoleServer>) -> bool {
-    context
-        .meta
-        .protocol_version()
-        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
-}
-
 /// What a stateless client answers, from its request's client capabilities.
 #[allow(deprecated)] // sampling and roots: deprecated by SEP-2577, still asked for
 fn declared(context: &RequestContext<RoleServer>) -> ClientCan {
@@ -219,7 +211,7 @@ impl McpGateway {
     ) -> Result<Option<Rounds>, McpError> {
         let responses = request.input_responses.take().unwrap_or_default();
         let token = request.request_state.take();
-        if !stateless(context) {
+        if !is_stateless(context) {
             if token.is_some() || !responses.is_empty() {
                 return Err(McpError::invalid_params(
                     "inputResponses and requestState belong to MCP 2026-07-28; this call is on \
