@@ -5,7 +5,10 @@
 //!
 //! Resources, the resource template, prompts and completions are offered
 //! with the kit's `Worker::resource`, `resource_template`, `prompt` and
-//! `completions`.
+//! `completions`. The multi-round-trip tools of the 2026-07-28 suite are in
+//! `rounds.rs`.
+
+mod rounds;
 
 use std::time::Duration;
 
@@ -228,7 +231,7 @@ pub fn worker() -> Worker {
             "additionalProperties": false}))
         .handler(|call| async move { Ok(ToolOutput::json(call.args.clone())) }),
     ];
-    let worker = tools.into_iter().fold(
+    let worker = tools.into_iter().chain(rounds::tools()).fold(
         Worker::new("conformance-worker", env!("CARGO_PKG_VERSION"))
             .description("MCP conformance suite fixtures"),
         Worker::tool,

@@ -58,7 +58,7 @@ pub mod vetting;
 pub mod worker;
 
 pub use sophia_proto::headers::Context as TraceContext;
-pub use sophia_proto::{Category, Content, ErrorCode, ToolOutput, WireError};
+pub use sophia_proto::{Category, Content, ErrorCode, Question, ToolOutput, WireError};
 pub use tool::{Answer, Call, Tool, ToolResult};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 

@@ -11,9 +11,14 @@
 //!
 //! Questions are keyed by their order in the call (`q0`, `q1`, ...), so a
 //! handler must ask the same questions in the same order on every round.
+//! [`Call::ask_named`] instead asks several questions at once under keys
+//! the handler names (for a protocol that fixes the keys): one round for
+//! all of them.
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sophia_proto::{InputRequired, Question, WireError};
+use sophia_proto::{InputRequired, Question, Round, WireError};
 
 use crate::tool::Call;
 
@@ -64,5 +69,174 @@ impl Call {
         };
         asked.questions.insert(key, question);
         Err(asked.into_error())
+    }
+}
+
+impl Call {
+    /// Asks `questions` together, each under its own key, and returns the
+    /// client's answers (its MCP results as JSON: `ElicitResult`,
+    /// `CreateMessageResult`, `ListRootsResult`) by key.
+    ///
+    /// A client that answers in rounds gets them all in one
+    /// `input_required` outcome (with what the handler [`Call::keep`]s);
+    /// on the retry the answers are taken from its `inputResponses` by key.
+    /// Keys it did not answer, or answered with something that is not the
+    /// question's kind of result (e.g. an elicitation answer without an
+    /// `action`), are asked again; keys it sent that were not asked are
+    /// ignored. Keys must not be `q0`, `q1`, ... (those of
+    /// [`Call::elicit`]'s questions) nor `sophia_confirm` (the gateway's).
+    ///
+    /// A client with a session is asked them one by one, in order, through
+    /// the usual relay, as [`Call::elicit`], [`Call::sample`] and
+    /// [`Call::list_roots`] ask; the keys only name the answers.
+    ///
+    /// Errors: `unavailable` when the client cannot answer one of the
+    /// questions' kinds (check [`Call::can_elicit`] etc. first to ask only
+    /// what it can), and those of [`Call::elicit`].
+    pub async fn ask_named(
+        &self,
+        questions: Vec<(String, Question)>,
+    ) -> Result<BTreeMap<String, Value>, WireError> {
+        for (_, question) in &questions {
+            let (can, what) = self.can_answer(question);
+            if !can {
+                return Err(WireError::new(
+                    sophia_proto::ErrorCode::Unavailable,
+                    format!("the caller's MCP client does not support {what}"),
+                ));
+            }
+        }
+        if self.answers_in_rounds() {
+            return gather(self.round.as_ref(), questions).map_err(|unanswered| {
+                InputRequired {
+                    questions: unanswered,
+                    state: self.asking.kept.lock().clone(),
+                }
+                .into_error()
+            });
+        }
+        let mut answers = BTreeMap::new();
+        for (key, question) in questions {
+            let (can, what) = self.can_answer(&question);
+            answers.insert(key, self.ask(question, can, what).await?);
+        }
+        Ok(answers)
+    }
+
+    /// Whether the caller's client can answer `question`'s kind, and the
+    /// kind's name for an error saying it cannot.
+    fn can_answer(&self, question: &Question) -> (bool, &'static str) {
+        match question {
+            Question::Elicit { .. } => (
+                self.can_elicit(),
+                "elicitation (it cannot answer questions)",
+            ),
+            Question::Sample { .. } => (self.can_sample(), "sampling"),
+            Question::Roots => (self.can_list_roots(), "roots"),
+        }
+    }
+}
+
+/// The answers `round` holds for all of `questions`, or the questions
+/// still unanswered.
+fn gather(
+    round: Option<&Round>,
+    questions: Vec<(String, Question)>,
+) -> Result<BTreeMap<String, Value>, BTreeMap<String, Question>> {
+    let mut answers = BTreeMap::new();
+    let mut unanswered = BTreeMap::new();
+    for (key, question) in questions {
+        match round.and_then(|r| r.responses.get(&key)) {
+            Some(answer) if answers_kind(&question, answer) => {
+                answers.insert(key, answer.clone());
+            }
+            _ => {
+                unanswered.insert(key, question);
+            }
+        }
+    }
+    if unanswered.is_empty() {
+        Ok(answers)
+    } else {
+        Err(unanswered)
+    }
+}
+
+/// Whether `answer` has the shape of `question`'s MCP result.
+fn answers_kind(question: &Question, answer: &Value) -> bool {
+    match question {
+        Question::Elicit { .. } => matches!(
+            answer.get("action").and_then(Value::as_str),
+            Some("accept" | "decline" | "cancel")
+        ),
+        Question::Sample { .. } => answer.get("content").is_some(),
+        Question::Roots => answer.get("roots").is_some_and(Value::is_array),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn questions() -> Vec<(String, Question)> {
+        vec![
+            (
+                "user_name".to_owned(),
+                Question::Elicit {
+                    message: "What is your name?".into(),
+                    schema: json!({"type": "object"}),
+                },
+            ),
+            ("client_roots".to_owned(), Question::Roots),
+        ]
+    }
+
+    fn round(responses: Value) -> Round {
+        Round {
+            responses: serde_json::from_value(responses).unwrap(),
+            state: None,
+        }
+    }
+
+    #[test]
+    fn named_questions_are_asked_together_until_all_are_answered() {
+        let asked = gather(None, questions()).unwrap_err();
+        assert_eq!(
+            asked.keys().collect::<Vec<_>>(),
+            ["client_roots", "user_name"]
+        );
+
+        // One answered, one malformed (not a ListRootsResult): both missing
+        // ones are asked again; the extra key is ignored.
+        let partial = round(json!({
+            "user_name": {"action": "accept", "content": {"name": "Alice"}},
+            "client_roots": 12345,
+            "unknown": {"action": "accept"}}));
+        let again = gather(Some(&partial), questions()).unwrap_err();
+        assert_eq!(again.keys().collect::<Vec<_>>(), ["client_roots"]);
+
+        let full = round(json!({
+            "user_name": {"action": "accept", "content": {"name": "Alice"}},
+            "client_roots": {"roots": [{"uri": "file:///r"}]},
+            "unknown": {}}));
+        let answers = gather(Some(&full), questions()).unwrap();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers["user_name"]["content"]["name"], "Alice");
+    }
+
+    #[test]
+    fn an_answer_must_be_its_questions_kind_of_result() {
+        let sample = Question::Sample { params: json!({}) };
+        assert!(answers_kind(
+            &sample,
+            &json!({"role": "assistant", "content": {}})
+        ));
+        assert!(!answers_kind(&sample, &json!({"action": "accept"})));
+        let elicit = &questions()[0].1;
+        assert!(answers_kind(elicit, &json!({"action": "decline"})));
+        assert!(!answers_kind(elicit, &json!(12345)));
+        assert!(!answers_kind(&Question::Roots, &json!({"roots": {}})));
     }
 }

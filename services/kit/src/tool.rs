@@ -339,7 +339,7 @@ impl Call {
     /// at most until the call's deadline. Errors: `unavailable` when the
     /// client cannot answer this kind of question, `timeout` when no answer
     /// came in time, `cancelled` when the call was cancelled.
-    async fn ask(
+    pub(crate) async fn ask(
         &self,
         question: sophia_proto::Question,
         can: bool,
