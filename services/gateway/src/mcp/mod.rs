@@ -355,6 +355,10 @@ impl ServerHandler for McpGateway {
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
         self.inner.peers.lock().push(context.peer.clone());
+        // Over HTTP: the session's calls may take the fast path (crate::fast).
+        if let Some(key) = context.extensions.get::<crate::live::LiveKey>() {
+            key.register(self.clone(), context.peer.clone());
+        }
         self.negotiate_initialize(&request)
     }
 
