@@ -4,6 +4,13 @@ ops/python-sdk/requirements.txt) over Streamable HTTP, for the Rust tests
 
     mcp_probe.py <url> <token> list-tools
         {"pages": <tools/list requests made>, "names": [<every tool name>]}
+    mcp_probe.py <url> <token> modern <tool> <arguments as JSON>
+        The SDK's default client (`mcp.Client`, mode "auto": server/discover,
+        falling back to initialize). Prints a line
+        {"protocol": <version>, "names": [...], "call": <as call>}, opens
+        subscriptions/listen for tool-list changes and prints
+        {"listening": true}; at the first change, relists and prints
+        {"changed": true, "names": [...]}.
     mcp_probe.py <url> <token> call <tool> <arguments as JSON>
         {"isError": ..., "blocks": [...], "texts": <text blocks>,
          "reassembled": [{"len": <chars>, "sha256": <hex of UTF-8>}, ...]}
@@ -98,6 +105,32 @@ async def probe(url, token, run):
         return await run(session)
 
 
+async def modern(url, token, tool, arguments):
+    """The default client, then a listen stream: one JSON line per step."""
+    from mcp import Client
+
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = httpx2.Timeout(30, read=300)
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        names = [t.name for t in (await client.list_tools()).tools]
+        result = await client.call_tool(tool, arguments)
+        called = {"isError": result.is_error, "texts": [b.text for b in result.content if b.type == "text"]}
+        emit({"protocol": client.protocol_version, "names": names, "call": called})
+        async with client.listen(tools_list_changed=True) as events:
+            emit({"listening": True})
+            async for _event in events:
+                names = [t.name for t in (await client.list_tools()).tools]
+                return {"changed": True, "names": names}
+        return {"error": "the listen stream ended without a change"}
+
+
+def emit(line):
+    print(json.dumps(line), flush=True)
+
+
 def innermost(error):
     """The first exception inside (nested) exception groups from anyio."""
     while isinstance(error, ExceptionGroup) and error.exceptions:
@@ -111,6 +144,14 @@ def main():
             run = list_tools
         case [url, token, "call", tool, arguments]:
             run = functools.partial(call, tool=tool, arguments=json.loads(arguments))
+        case [url, token, "modern", tool, arguments]:
+            try:
+                out = asyncio.run(modern(url, token, tool, json.loads(arguments)))
+            except Exception as e:
+                error = innermost(e)
+                out = {"error": f"{type(error).__name__}: {error}"}
+            emit(out)
+            sys.exit(2 if "error" in out else 0)
         case _:
             raise SystemExit(__doc__)
     try:

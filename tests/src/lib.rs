@@ -14,6 +14,7 @@
 
 pub mod agno;
 pub mod announce;
+pub mod balancer;
 pub mod bench;
 pub mod bridge;
 pub mod client;

@@ -67,6 +67,49 @@ impl PythonSdk {
     }
 }
 
+impl PythonSdk {
+    /// Starts `mcp_probe.py <url> <token> <args...>` for a probe that
+    /// prints a JSON line per step (`modern`); read them with
+    /// [`ProbeLines::next`].
+    pub fn spawn(&self, url: &str, token: &str, args: &[&str]) -> ProbeLines {
+        let mut child = tokio::process::Command::new(&self.python)
+            .arg(repo().join("tests/python/mcp_probe.py"))
+            .args([url, token])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mcp_probe.py starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        ProbeLines {
+            _child: child,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+}
+
+/// A running probe's JSON lines.
+pub struct ProbeLines {
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl ProbeLines {
+    /// The next line, as JSON; panics if the probe ends or takes longer
+    /// than a probe may.
+    pub async fn next(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(PROBE_TIMEOUT, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("mcp_probe.py prints its next line within {PROBE_TIMEOUT:?}")
+            })
+            .expect("read mcp_probe.py's output")
+            .expect("mcp_probe.py printed another line before it ended");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
 /// The repository's root.
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -157,6 +157,17 @@ impl Fixtures {
     }
 }
 
+/// The file of expected failures for suite `version` run with `args`:
+/// `ops/conformance/expected-failures-<version>[-<requirements>].yml`,
+/// the requirement set named only when it is the stateless 2026-07-28.
+fn baseline(version: &str, args: &[&str]) -> String {
+    let stateless = args
+        .windows(2)
+        .any(|a| a == ["--requirements", "2026-07-28"]);
+    let set = if stateless { "-2026-07-28" } else { "" };
+    format!("ops/conformance/expected-failures-{version}{set}.yml")
+}
+
 /// Runs suite `version`'s server scenarios (with `args`) against the
 /// gateway, `fixtures` behind it, with that version's baseline of expected
 /// failures; the suite's output.
@@ -187,7 +198,7 @@ async fn run_suite(version: &str, args: &[&str], fixtures: Fixtures) -> String {
         .args(["server", "--url", &format!("http://{addr}/mcp")])
         .args(args)
         .arg("--expected-failures")
-        .arg(root.join(format!("ops/conformance/expected-failures-{version}.yml")))
+        .arg(root.join(baseline(version, args)))
         .arg("-o")
         .arg(results.path())
         .env("PATH", path)
@@ -225,6 +236,16 @@ async fn the_conformance_suite_0_2_passes_the_2025_11_25_requirements() {
     run_suite(
         "0.2.0-alpha.12",
         &["--requirements", "2025-11-25"],
+        Fixtures::Worker,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_0_2_passes_the_stateless_2026_07_28_requirements() {
+    run_suite(
+        "0.2.0-alpha.12",
+        &["--requirements", "2026-07-28"],
         Fixtures::Worker,
     )
     .await;

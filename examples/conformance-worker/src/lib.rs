@@ -130,6 +130,14 @@ pub fn worker() -> Worker {
             call.log("info", json!("Tool execution completed")).await;
             Ok(ToolOutput::text("Tool with logging executed successfully"))
         }),
+        // The 2026-07-28 suite's name for the same probe: it checks that
+        // no record arrives unless the request asked for a log level.
+        tool("test_logging_tool", "Sends a log record while it runs.").handler(
+            |call| async move {
+                call.log("info", json!("Tool execution started")).await;
+                Ok(ToolOutput::text("Tool with logging executed successfully"))
+            },
+        ),
         tool("test_error_handling", "Always fails.").handler(|_| async {
             Err(WireError::failed(
                 "This tool intentionally returns an error for testing",

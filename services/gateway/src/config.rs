@@ -59,6 +59,13 @@ pub struct GatewayConfig {
     /// The largest HTTP request body accepted, in bytes.
     #[arg(long, env = "SOPHIA_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// The most requests one session may have in flight at once; past it,
+    /// a request is refused at once (429) instead of queued, so a flood on
+    /// one session cannot grow the gateway's memory without bound. Above
+    /// the per-principal call limit, so a client's parallel calls (Cursor's
+    /// agent mode) never meet it.
+    #[arg(long, env = "SOPHIA_SESSION_IN_FLIGHT", default_value_t = 256)]
+    pub session_in_flight: usize,
     /// How long a tool call may take when the tool does not say, in milliseconds.
     #[arg(long, env = "SOPHIA_CALL_TIMEOUT_MS", default_value_t = 60_000)]
     pub call_timeout_ms: u64,

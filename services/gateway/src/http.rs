@@ -7,7 +7,6 @@
 //! [`StreamableHttpService`]; this module configures them and adds auth.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +42,8 @@ async fn session_end_is_204(req: Request, next: Next) -> Response {
 struct BodyLimit {
     max: usize,
     in_flight: InFlightIds,
+    /// The most requests a session may have in flight.
+    per_session: usize,
 }
 
 /// A JSON-RPC error response with no id (the request could not be read).
@@ -105,25 +106,9 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         // gets the notification too, cancels its own.
         limit.in_flight.cancel(session, &id.to_string());
     }
-    let claim = match (session, message.get("id"), message.get("method")) {
-        (Some(session), Some(id), Some(_)) if !id.is_null() => {
-            match limit.in_flight.claim(session, id.to_string()) {
-                Some(claim) => Some(claim),
-                None => {
-                    return json_rpc_error_for(
-                        id.clone(),
-                        StatusCode::CONFLICT,
-                        -32600,
-                        format!(
-                            "request id {} is already in use by a request in flight on this \
-                             session; give every concurrent request its own id",
-                            sophia_kit::vetting::shown(&id.to_string())
-                        ),
-                    );
-                }
-            }
-        }
-        _ => None,
+    let claim = match claim(&limit, session, &message) {
+        Ok(claim) => claim,
+        Err(refused) => return refused,
     };
     if let Some(claim) = &claim {
         parts
@@ -146,6 +131,53 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         }),
         None => response,
     }
+}
+
+/// Claims a request's (session, id) while it is served: refused when the id
+/// is in flight on the session already, or when the session has its limit
+/// of requests in flight. `None` for messages outside a session or without
+/// an id.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+fn claim(
+    limit: &BodyLimit,
+    session: Option<String>,
+    message: &serde_json::Value,
+) -> Result<Option<IdClaim>, Response> {
+    Ok(match (session, message.get("id"), message.get("method")) {
+        (Some(session), Some(id), Some(_)) if !id.is_null() => {
+            match limit
+                .in_flight
+                .claim(session, id.to_string(), limit.per_session)
+            {
+                Ok(claim) => Some(claim),
+                Err(Unclaimed::IdInUse) => {
+                    return Err(json_rpc_error_for(
+                        id.clone(),
+                        StatusCode::CONFLICT,
+                        -32600,
+                        format!(
+                            "request id {} is already in use by a request in flight on this \
+                             session; give every concurrent request its own id",
+                            sophia_kit::vetting::shown(&id.to_string())
+                        ),
+                    ));
+                }
+                Err(Unclaimed::SessionFull) => {
+                    return Err(json_rpc_error_for(
+                        id.clone(),
+                        StatusCode::TOO_MANY_REQUESTS,
+                        -32600,
+                        format!(
+                            "this session already has {} requests in flight, its limit \
+                             (SOPHIA_SESSION_IN_FLIGHT); retry once some have ended",
+                            limit.per_session
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => None,
+    })
 }
 
 /// The session header.
@@ -181,35 +213,49 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
 
 /// Request ids in flight, per session, each with what cancels it.
 #[derive(Clone, Default)]
-struct InFlightIds(Arc<parking_lot::Mutex<HashMap<(String, String), CancellationToken>>>);
+struct InFlightIds(Arc<parking_lot::Mutex<HashMap<String, HashMap<String, CancellationToken>>>>);
 
 /// Holds one (session, id) while its request is served.
 struct IdClaim {
     ids: InFlightIds,
-    key: (String, String),
+    session: String,
+    id: String,
     /// Cancelled by `notifications/cancelled` for this id.
     cancel: CancellationToken,
 }
 
+/// Why a request could not be claimed.
+#[derive(Debug, PartialEq, Eq)]
+enum Unclaimed {
+    /// Its id is in flight on the session already.
+    IdInUse,
+    /// The session has its limit of requests in flight.
+    SessionFull,
+}
+
 impl InFlightIds {
-    fn claim(&self, session: String, id: String) -> Option<IdClaim> {
-        let key = (session, id);
+    fn claim(&self, session: String, id: String, limit: usize) -> Result<IdClaim, Unclaimed> {
+        let mut sessions = self.0.lock();
+        let ids = sessions.entry(session.clone()).or_default();
+        if ids.contains_key(&id) {
+            return Err(Unclaimed::IdInUse);
+        }
+        if ids.len() >= limit {
+            return Err(Unclaimed::SessionFull);
+        }
         let cancel = CancellationToken::new();
-        match self.0.lock().entry(key.clone()) {
-            Entry::Occupied(_) => return None,
-            Entry::Vacant(v) => v.insert(cancel.clone()),
-        };
-        Some(IdClaim {
+        ids.insert(id.clone(), cancel.clone());
+        Ok(IdClaim {
             ids: self.clone(),
-            key,
+            session,
+            id,
             cancel,
         })
     }
 
     /// Cancels request `id` of `session`, if it is in flight.
     fn cancel(&self, session: &str, id: &str) {
-        let key = (session.to_owned(), id.to_owned());
-        if let Some(cancel) = self.0.lock().get(&key) {
+        if let Some(cancel) = self.0.lock().get(session).and_then(|ids| ids.get(id)) {
             cancel.cancel();
         }
     }
@@ -217,7 +263,13 @@ impl InFlightIds {
 
 impl Drop for IdClaim {
     fn drop(&mut self) {
-        self.ids.0.lock().remove(&self.key);
+        let mut sessions = self.ids.0.lock();
+        if let Some(ids) = sessions.get_mut(&self.session) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                sessions.remove(&self.session);
+            }
+        }
     }
 }
 
@@ -257,6 +309,10 @@ pub fn mcp_router(
         .enforce_origin_validation()
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        // A stateless (2026-07-28) request that sends nothing before its
+        // result is answered with plain JSON; rmcp falls back to SSE when
+        // progress or log records come first.
+        .with_json_response(true)
         .with_cancellation_token(stop.clone());
     // Sessions live on the bus, so any gateway replica (or this one after a
     // restart) continues them.
@@ -300,6 +356,7 @@ pub fn mcp_router(
             BodyLimit {
                 max: config.max_body_bytes,
                 in_flight: InFlightIds::default(),
+                per_session: config.session_in_flight,
             },
             json_rpc_guard,
         ))
@@ -330,6 +387,7 @@ mod fuzz {
                 BodyLimit {
                     max: 4096,
                     in_flight: InFlightIds::default(),
+                    per_session: 8,
                 },
                 json_rpc_guard,
             ))
@@ -370,7 +428,7 @@ mod fuzz {
                 guarded().oneshot(req).await.unwrap().status()
             });
             prop_assert!(
-                [200, 400, 409, 413].contains(&status.as_u16()),
+                [200, 400, 409, 413, 429].contains(&status.as_u16()),
                 "status {status}"
             );
         }

@@ -123,9 +123,7 @@ pub async fn serve(
     report: Option<&Path>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), KitError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| KitError::Bind { addr, source: e })?;
+    let listener = bind(addr).map_err(|e| KitError::Bind { addr, source: e })?;
     let bound = listener
         .local_addr()
         .map_err(|e| KitError::Bind { addr, source: e })?;
@@ -149,6 +147,24 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// The accept queue's length. A burst of new connections (a client
+/// opening thousands at once) waits in it instead of being reset; tokio's
+/// own `bind` asks for 1,024. The kernel caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with an [`ACCEPT_BACKLOG`]-long accept queue.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind` does: a restarted service rebinds its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Writes `addr` (e.g. `127.0.0.1:41234`, one line) to `path`, all at once:

@@ -12,6 +12,20 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<
     })
 }
 
+/// A worker's MCP result (a list, a read resource, a prompt, a completion)
+/// as rmcp's type, marked complete: MCP 2026-07-28 requires `resultType`,
+/// and rmcp strips a complete one for peers of earlier revisions.
+pub(super) fn result_from_json<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+) -> Result<T, McpError> {
+    if let Some(object) = value.as_object_mut() {
+        object
+            .entry("resultType")
+            .or_insert_with(|| Value::from("complete"));
+    }
+    from_json(value)
+}
+
 /// A tool result carrying an error the model and the person can read; the
 /// machine-readable code is in `_meta["sophia/error"]`.
 pub(super) fn error_result(

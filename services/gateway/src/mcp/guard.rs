@@ -26,6 +26,10 @@ pub(super) struct Shown {
     listed: Option<BTreeSet<String>>,
     /// Found with `find_tools`.
     found: BTreeSet<String>,
+    /// A stateless (2026-07-28) request: no session remembers what was
+    /// shown, so any tool of the profile may be called by name; the budget
+    /// shapes only `tools/list`.
+    pub(super) stateless: bool,
 }
 
 /// The tools a caller sees on this endpoint.
@@ -176,7 +180,7 @@ impl McpGateway {
             )));
         }
         let mut shown = self.shown.lock();
-        if shown.found.contains(name) {
+        if shown.stateless || shown.found.contains(name) {
             return Ok(());
         }
         let listed = match &shown.listed {
@@ -254,27 +258,15 @@ impl McpGateway {
                 .found
                 .extend(scored.iter().map(|(_, e)| e.spec.name.clone()));
         }
+        let stateless = is_stateless(context);
         if !found.is_empty()
+            && !stateless
             && let Err(e) = context.peer.notify_tool_list_changed().await
         {
             tracing::debug!(cause = %e, "could not say the session's tools changed");
         }
-        let text = if found.is_empty() {
-            format!(
-                "no tool you may call matches {:?}; try other words",
-                sophia_kit::vetting::shown(query)
-            )
-        } else {
-            format!(
-                "found {} tool(s), now in this session's tools/list and callable: {}",
-                found.len(),
-                scored
-                    .iter()
-                    .map(|(_, e)| e.spec.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let names: Vec<&str> = scored.iter().map(|(_, e)| e.spec.name.as_str()).collect();
+        let text = found_text(query, &names, stateless);
         let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
         result.structured_content = Some(json!({ "tools": found }));
         Ok(result)
@@ -434,4 +426,24 @@ pub(super) fn find_tools_tool(profile: &Profile, hidden: usize) -> Tool {
     );
     tool.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(true));
     tool
+}
+
+/// What `find_tools` says it found.
+fn found_text(query: &str, names: &[&str], stateless: bool) -> String {
+    if names.is_empty() {
+        return format!(
+            "no tool you may call matches {:?}; try other words",
+            sophia_kit::vetting::shown(query)
+        );
+    }
+    format!(
+        "found {} tool(s), {}: {}",
+        names.len(),
+        if stateless {
+            "callable by name"
+        } else {
+            "now in this session's tools/list and callable"
+        },
+        names.join(", ")
+    )
 }

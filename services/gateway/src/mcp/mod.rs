@@ -54,7 +54,7 @@ mod relay;
 mod spans;
 
 pub use call::{DirectCallError, Refusal};
-use convert::{error_result, from_json, to_mcp};
+use convert::{error_result, result_from_json, to_mcp};
 use relay::Relay;
 use spans::server_span;
 
@@ -98,6 +98,15 @@ pub struct McpGateway {
     shown: Arc<Mutex<guard::Shown>>,
 }
 
+/// Whether `context` is a stateless request (MCP 2026-07-28 or later):
+/// no session, no peer to ask questions of, everything in the request.
+pub(crate) fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .meta
+        .protocol_version()
+        .is_some_and(|v| !v.has_initialize())
+}
+
 /// No `logging/setLevel` yet.
 const NO_LOG_LEVEL: u8 = u8::MAX;
 
@@ -129,6 +138,8 @@ struct Inner {
     faults: crate::faults::Faults,
     /// Resource subscriptions: URI → the sessions subscribed (by session key).
     subscriptions: Mutex<HashMap<String, Subscribers>>,
+    /// Every resource update's URI, for `subscriptions/listen` streams.
+    updates: tokio::sync::broadcast::Sender<String>,
     /// Policy, per-principal limits, audit.
     access: crate::access::Access,
 }
@@ -168,6 +179,7 @@ impl McpGateway {
                 metrics,
                 faults,
                 subscriptions: Mutex::new(HashMap::new()),
+                updates: tokio::sync::broadcast::channel(256).0,
                 access,
             }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
@@ -212,7 +224,13 @@ impl McpGateway {
         self
     }
 
-    fn log_threshold(&self) -> Option<u8> {
+    /// The lowest level of workers' log records to relay: the session's
+    /// `logging/setLevel`, or a stateless request's own `_meta` log level.
+    fn log_threshold(&self, context: &RequestContext<RoleServer>) -> Option<u8> {
+        if let Some(level) = context.meta.log_level() {
+            let name = serde_json::to_value(level).ok()?;
+            return log_rank(name.as_str()?);
+        }
         match self.log_level.load(std::sync::atomic::Ordering::Relaxed) {
             NO_LOG_LEVEL => None,
             rank => Some(rank),
@@ -344,8 +362,23 @@ impl ServerHandler for McpGateway {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        // Session-based revisions only for now; see docs/architecture.md.
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        // The session-based revisions (Cursor speaks 2025-06-18) and the
+        // stateless 2026-07-28; see docs/mcp.md, "Protocol revisions".
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(notify::accepted(requested))
+    }
+
+    async fn listen(
+        &self,
+        subscription: rmcp::service::SubscriptionContext,
+    ) -> Result<(), McpError> {
+        self.serve_subscription(subscription).await
     }
 
     async fn initialize(
@@ -416,6 +449,9 @@ impl ServerHandler for McpGateway {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if is_stateless(&context) {
+            self.shown.lock().stateless = true;
+        }
         if request.name == guard::FIND_TOOLS && self.profile().is_some() {
             let args = request.arguments.unwrap_or_default();
             return self.find_tools(&args, &context).await.map(Into::into);

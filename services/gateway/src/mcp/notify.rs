@@ -54,3 +54,85 @@ impl McpGateway {
         });
     }
 }
+
+/// What a `subscriptions/listen` stream may carry: every list change the
+/// gateway announces, and updates of the resources asked for (those the
+/// caller may not read are left out when the stream starts).
+pub(super) fn accepted(
+    requested: &rmcp::model::SubscriptionFilter,
+) -> rmcp::model::SubscriptionFilter {
+    let mut accepted = rmcp::model::SubscriptionFilter::new();
+    accepted.tools_list_changed = Some(true);
+    accepted.prompts_list_changed = Some(true);
+    accepted.resources_list_changed = Some(true);
+    accepted.resource_subscriptions = requested.resource_subscriptions.clone();
+    accepted
+}
+
+impl McpGateway {
+    /// Serves one `subscriptions/listen` stream (MCP 2026-07-28, where there
+    /// are no sessions to notify): list changes and resource updates go to
+    /// it until the client closes it or the gateway stops.
+    pub(super) async fn serve_subscription(
+        &self,
+        subscription: rmcp::service::SubscriptionContext,
+    ) -> Result<(), McpError> {
+        use rmcp::model::{
+            PromptListChangedNotification, ResourceListChangedNotification,
+            ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+            ToolListChangedNotification,
+        };
+        let caller = self.caller(subscription.request_context());
+        let readable: Vec<String> = subscription
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| {
+                self.resource_owner(uri).is_ok_and(|service| {
+                    self.check_offers(&caller, &service, "resources/subscribe")
+                        .is_ok()
+                })
+            })
+            .cloned()
+            .collect();
+        let mut tools = self.inner.registry.subscribe();
+        let mut offers = self.inner.registry.subscribe_offers();
+        let mut updates = self.inner.updates.subscribe();
+        let sink = subscription.sink().clone();
+        loop {
+            let notifications: Vec<ServerNotification> = tokio::select! {
+                _ = subscription.cancelled() => return Ok(()),
+                changed = tools.changed() => match changed {
+                    Ok(()) => vec![ToolListChangedNotification::default().into()],
+                    Err(_) => return Ok(()),
+                },
+                changed = offers.changed() => match changed {
+                    Ok(()) => vec![
+                        ResourceListChangedNotification::default().into(),
+                        PromptListChangedNotification::default().into(),
+                    ],
+                    Err(_) => return Ok(()),
+                },
+                uri = updates.recv() => match uri {
+                    Ok(uri) if readable.contains(&uri) => vec![ResourceUpdatedNotification::new(
+                        ResourceUpdatedNotificationParam::new(uri),
+                    )
+                    .into()],
+                    Ok(_) => continue,
+                    // Missed updates: the client re-reads what it follows.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        vec![ResourceListChangedNotification::default().into()]
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            };
+            for notification in notifications {
+                if let Err(e) = sink.send(notification).await {
+                    tracing::debug!(cause = %e, "a subscriptions/listen stream closed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

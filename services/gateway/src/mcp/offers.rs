@@ -18,7 +18,8 @@ impl McpGateway {
                         "no live worker offers resource {}: see resources/list and resources/templates/list",
                         sophia_kit::vetting::shown(uri)
                     ),
-                    None,
+                    // The URI asked for, as MCP 2026-07-28 recommends.
+                    Some(json!({ "uri": uri })),
                 )
             })
     }
@@ -43,6 +44,8 @@ impl McpGateway {
                 else {
                     continue;
                 };
+                // Stateless clients' `subscriptions/listen` streams.
+                let _ = inner.updates.send(update.uri.clone());
                 let peers: Vec<Peer<RoleServer>> = {
                     let mut subs = inner.subscriptions.lock();
                     let Some(list) = subs.get_mut(&update.uri) else {
@@ -171,7 +174,7 @@ impl McpGateway {
                 &context,
             )
             .await?;
-        Ok(from_json::<rmcp::model::ReadResourceResult>(result)?.into())
+        Ok(result_from_json::<rmcp::model::ReadResourceResult>(result)?.into())
     }
 
     pub(super) async fn offer_subscribe(
@@ -236,7 +239,7 @@ impl McpGateway {
         let result = self
             .ask_service(service, McpMethod::GetPrompt, params, &context)
             .await?;
-        Ok(from_json::<rmcp::model::GetPromptResult>(result)?.into())
+        Ok(result_from_json::<rmcp::model::GetPromptResult>(result)?.into())
     }
 
     pub(super) async fn offer_complete(
@@ -261,12 +264,14 @@ impl McpGateway {
         };
         let Some(service) = owner.filter(|s| view.completers.contains(s)) else {
             // Nothing to suggest is a valid answer, not an error.
-            return from_json(json!({"completion": {"values": [], "total": 0, "hasMore": false}}));
+            return result_from_json(
+                json!({"completion": {"values": [], "total": 0, "hasMore": false}}),
+            );
         };
         let result = self
             .ask_service(&service, McpMethod::Complete, params, &context)
             .await?;
-        from_json(result)
+        result_from_json(result)
     }
 }
 
@@ -290,5 +295,5 @@ pub(super) fn offers_list<T: serde::de::DeserializeOwned>(
     if let Some(next) = next {
         list["nextCursor"] = json!(next);
     }
-    from_json(list)
+    result_from_json(list)
 }

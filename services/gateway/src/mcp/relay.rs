@@ -208,8 +208,13 @@ impl Relay {
     /// nothing and answers nothing).
     pub(super) fn open(gateway: &McpGateway, context: &RequestContext<RoleServer>) -> Self {
         let token = context.meta.get_progress_token();
-        let can = client_can(&context.peer);
-        let logs = gateway.log_threshold();
+        let can = if is_stateless(context) {
+            // No session to put a question on; see docs/mcp.md.
+            ClientCan::default()
+        } else {
+            client_can(&context.peer)
+        };
+        let logs = gateway.log_threshold(context);
         let bus = &gateway.inner.bus;
         let mut route = if can.any() {
             Some(bus.route_with_questions(can))
