@@ -22,6 +22,9 @@
 //! - per-request protocol metadata (`_meta["io.modelcontextprotocol/..."]`)
 //!   or an `MCP-Protocol-Version` from 2026-07-28 on;
 //! - a session this gateway does not hold in memory (rmcp restores it);
+//! - a client that answers questions but has no standalone (GET) stream
+//!   open yet: a worker's question would find no stream (rmcp's path gives
+//!   the client the time it had before to open one);
 //! - an `Origin` header, a `Host` not plainly allowed, an `Accept` or
 //!   `Content-Type` rmcp would refuse: rmcp answers those with its errors.
 //!
@@ -217,5 +220,5 @@ fn eligible(fast: &FastPath, req: &Request) -> Option<Arc<crate::live::LiveSessi
         return None;
     }
     let id = req.headers().get("mcp-session-id")?.to_str().ok()?;
-    fast.live.get(id)
+    fast.live.get(id).filter(|s| s.reachable())
 }

@@ -13,10 +13,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use parking_lot::RwLock;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -41,8 +41,32 @@ pub struct LiveSession {
     pub handler: McpGateway,
     /// The session's client.
     pub peer: Peer<RoleServer>,
+    /// Whether the client said it answers questions (elicitation, sampling,
+    /// roots).
+    pub answers: bool,
+    /// Its standalone (GET) streams open now: where questions go.
+    listening: AtomicUsize,
     /// Milliseconds since [`LiveSessions`]' epoch at its last request.
     last_seen: AtomicU64,
+}
+
+impl LiveSession {
+    /// Whether a question put to the client now reaches it: it answers none,
+    /// or it has its standalone stream open. (rmcp sends questions that
+    /// belong to no request's stream on that stream, and drops them when
+    /// none is open.)
+    pub fn reachable(&self) -> bool {
+        !self.answers || self.listening.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts one open standalone stream while it lives.
+struct Listening(Arc<LiveSession>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.listening.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The live sessions of one MCP endpoint.
@@ -84,10 +108,12 @@ impl LiveSessions {
         }
     }
 
-    fn insert(&self, id: SessionId, handler: McpGateway, peer: Peer<RoleServer>) {
+    fn insert(&self, id: SessionId, handler: McpGateway, peer: Peer<RoleServer>, answers: bool) {
         let session = LiveSession {
             handler,
             peer,
+            answers,
+            listening: AtomicUsize::new(0),
             last_seen: AtomicU64::new(self.now()),
         };
         self.map.write().insert(id, Arc::new(session));
@@ -118,9 +144,10 @@ pub struct LiveKey {
 }
 
 impl LiveKey {
-    /// Registers the session's `handler` and `peer`.
-    pub fn register(&self, handler: McpGateway, peer: Peer<RoleServer>) {
-        self.live.insert(self.id.clone(), handler, peer);
+    /// Registers the session's `handler` and `peer` (whose client
+    /// `answers` questions, or not).
+    pub fn register(&self, handler: McpGateway, peer: Peer<RoleServer>, answers: bool) {
+        self.live.insert(self.id.clone(), handler, peer, answers);
     }
 }
 
@@ -228,7 +255,15 @@ impl SessionManager for Tracked {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.live.touch(id);
-        self.inner.create_standalone_stream(id).await
+        let stream = self.inner.create_standalone_stream(id).await?;
+        let listening = self.live.map.read().get(id).cloned().map(|s| {
+            s.listening.fetch_add(1, Ordering::Relaxed);
+            Listening(s)
+        });
+        Ok(stream.map(move |event| {
+            let _open = &listening;
+            event
+        }))
     }
 
     async fn resume(

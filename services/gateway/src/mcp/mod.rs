@@ -390,7 +390,8 @@ impl ServerHandler for McpGateway {
         self.inner.peers.lock().push(context.peer.clone());
         // Over HTTP: the session's calls may take the fast path (crate::fast).
         if let Some(key) = context.extensions.get::<crate::live::LiveKey>() {
-            key.register(self.clone(), context.peer.clone());
+            let answers = relay::client_can(&context.peer).any();
+            key.register(self.clone(), context.peer.clone(), answers);
         }
         self.negotiate_initialize(&request)
     }
