@@ -13,7 +13,9 @@
 //!    with a 100 KiB result; then through gateways with the fast path off
 //!    (`SOPHIA_FAST_CALLS=false`: every request through rmcp's session
 //!    worker), on one session, on 64, and with SSE events kept in memory
-//!    only instead of on JetStream; and with no audit trail;
+//!    only instead of on JetStream; and with no audit trail; then the
+//!    stateless revision (MCP 2026-07-28: no session, everything in each
+//!    request);
 //! 6. the seed's `create_agent` (`agno_create_agent`, no task) through the
 //!    gateway: the agno-worker's front door, an agent from its template,
 //!    and its record written to JetStream KV;
@@ -118,6 +120,7 @@ async fn main() {
     .await;
     let [off, off_sessions, off_memory] = fast_path_off(&mesh, &plan, &echo).await;
     let no_audit = audit_off(&mesh, &plan, &echo).await;
+    let stateless = stateless(&mesh, &plan, &args).await;
 
     // 6. The seed's create_agent through the gateway: the agent made from a
     // template and its record written to JetStream KV (no task, so no model).
@@ -168,6 +171,7 @@ async fn main() {
         &off_sessions,
         &off_memory,
         &no_audit,
+        &stateless,
         &create,
         &traced,
     ];
@@ -240,6 +244,12 @@ async fn main() {
         "audit records on JetStream (one per call): p50 {:+.0} µs, throughput {:.2}x of no audit",
         micros(mcp_raw.p50) - micros(no_audit.p50),
         mcp_raw.throughput / no_audit.throughput
+    );
+    println!(
+        "stateless (2026-07-28, rmcp without a session): p50 {:+.0} µs, throughput {:.2}x of \
+         a session's fast path",
+        micros(stateless.p50) - micros(mcp_raw.p50),
+        stateless.throughput / mcp_raw.throughput
     );
     println!(
         "create_agent end to end: p50 {:.2} ms, p99 {:.2} ms (target: under 5 ms; the seed's: under 2 s)",
@@ -433,6 +443,37 @@ async fn audit_off(mesh: &Mesh, plan: &Plan, echo: &Value) -> Figures {
         plan,
         raw_tools_call(one, echo.clone()),
     )
+    .await
+}
+
+/// 5f. The same tools/call in the stateless revision (MCP 2026-07-28): no
+/// session, the protocol version, client info and capabilities in each
+/// request's `_meta`, and the headers the revision asks for. rmcp serves it
+/// without a session (`serve_directly` per request), answering with JSON.
+async fn stateless(mesh: &Mesh, plan: &Plan, args: &Value) -> Figures {
+    let raw = Arc::new(RawSession::new(&mesh.mcp_url(), TEST_TOKEN));
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let args = args.clone();
+    measure("MCP tools/call, stateless (2026-07-28)", plan, move || {
+        let (raw, args) = (raw.clone(), args.clone());
+        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let v = "2026-07-28";
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "echo", "arguments": args, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": v,
+                    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+                    "io.modelcontextprotocol/clientCapabilities": {}}}});
+            let headers = [
+                ("MCP-Protocol-Version", v),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "echo"),
+            ];
+            let r = raw.post_raw(call.to_string(), &headers).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.messages[0]["result"]["isError"], false, "{}", r.body);
+        }
+    })
     .await
 }
 
