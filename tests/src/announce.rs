@@ -18,6 +18,7 @@ pub fn spec(name: &str, schema: Value) -> ToolSpec {
         output_schema: None,
         hints: Hints::default(),
         timeout_ms: None,
+        jobs: None,
     }
 }
 

@@ -29,6 +29,7 @@ pub mod procs;
 pub mod pulumi;
 pub mod python;
 pub mod raw;
+pub mod stateless;
 pub mod tools;
 pub mod workers;
 

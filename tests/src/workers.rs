@@ -251,6 +251,7 @@ pub async fn misbehaving_worker(
         output_schema: None,
         hints: Hints::default(),
         timeout_ms: Some(timeout_ms),
+        jobs: None,
     };
     let subj = subject::tool(spec.category, tool);
     let announce = Announce {

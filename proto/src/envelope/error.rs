@@ -39,6 +39,10 @@ pub enum ErrorCode {
     /// The replica running the call died, froze or was cut off before it
     /// answered: the call may or may not have run. Check before retrying.
     WorkerLost,
+    /// Not a failure: the call needs the client's answers first (MCP
+    /// 2026-07-28 multi-round-trip); `data` is a
+    /// [`super::InputRequired`]. Call again with the answers.
+    InputRequired,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::WorkerLost => "worker_lost",
+            ErrorCode::InputRequired => "input_required",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -82,6 +87,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::UnsupportedVersion => 505,
+            // Like HTTP 428 Precondition Required: answer, then call again.
+            ErrorCode::InputRequired => 428,
         }
     }
 

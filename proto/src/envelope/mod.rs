@@ -12,10 +12,14 @@ use uuid::Uuid;
 use crate::PROTOCOL_VERSION;
 
 mod error;
+mod jobs;
 mod registry;
+mod rounds;
 
 pub use error::{ErrorCode, WireError};
+pub use jobs::{JobPhase, JobReport, JobTools};
 pub use registry::*;
+pub use rounds::{InputRequired, Round};
 
 /// Who is calling: carried on every request so workers can authorise and
 /// account per principal.
@@ -61,6 +65,14 @@ pub struct ToolRequest {
     /// elicitation, sampling, roots); absent when the client can do none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask: Option<AskRoute>,
+    /// The client's answers to the questions a previous attempt of this
+    /// call ended with ([`InputRequired`]); absent on a first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<Round>,
+    /// Start the work as a job and answer at once with its [`JobReport`]
+    /// (only for tools whose [`ToolSpec::jobs`] says they can).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
 /// Where a worker sends [`Ask`] requests (NATS request-reply) for one call,
@@ -78,6 +90,12 @@ pub struct AskRoute {
     /// The client lists its roots (`roots/list`).
     #[serde(default)]
     pub roots: bool,
+    /// The client answers in rounds (MCP 2026-07-28, no session): a
+    /// question ends the call with [`InputRequired`] instead of being sent
+    /// to `to`, and the answers come with the retried call
+    /// ([`ToolRequest::round`]).
+    #[serde(default)]
+    pub rounds: bool,
 }
 
 impl ToolRequest {
@@ -92,6 +110,8 @@ impl ToolRequest {
             caller,
             progress_to: None,
             ask: None,
+            round: None,
+            detached: false,
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct ToolSpec {
     /// How long a call may take before callers give up, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The tool can run detached, as a job these tools follow (MCP tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<super::JobTools>,
 }
 
 /// A worker's announcement of itself and its tools, sent on start, on every

@@ -1,5 +1,6 @@
 //! A destructive tool never runs without a person's yes: asked at once
-//! through MCP elicitation when the caller's client supports it, or else
+//! through MCP elicitation when the caller's client supports it (on a
+//! session; a 2026-07-28 client answering in rounds is not), or else
 //! the run pauses with a [`PendingAction`] for `agno_confirm`, and resumes
 //! with the decision.
 
@@ -34,7 +35,10 @@ async fn confirm(
     spec: &ToolSpec,
     arguments: &Value,
 ) -> Result<Confirmation, WireError> {
-    if !call.can_elicit() {
+    // A client that answers in rounds (MCP 2026-07-28) would be asked by
+    // ending the call, and the retry would run the agent again from its
+    // start: pause with a pending action for agno_confirm instead.
+    if !call.can_elicit() || call.answers_in_rounds() {
         return Ok(Confirmation::Ask);
     }
     let plan = match plan_for(state, arguments) {

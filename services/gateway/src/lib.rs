@@ -290,6 +290,8 @@ struct Stores {
     sessions: sessions::KvSessions,
     results: results::LargeResults,
     events: Option<Arc<dyn rmcp::transport::streamable_http_server::session::EventStore>>,
+    /// The key sealing stateless clients' `requestState`, shared by replicas.
+    states: mcp::RequestStates,
 }
 
 impl Stores {
@@ -327,10 +329,14 @@ impl Stores {
             } else {
                 None
             };
+        let states = mcp::RequestStates::shared(&conn.client)
+            .await
+            .map_err(|e| KitError::start(StartKind::Store, "read the requestState key", e))?;
         Ok(Self {
             sessions,
             results,
             events,
+            states,
         })
     }
 }
@@ -354,7 +360,9 @@ pub async fn run(
     core.conn.connected().await; // sessions live on JetStream
     let stores = Stores::open(&core.conn, &config).await?;
     let app = http::mcp_router(
-        core.gateway.with_large_results(stores.results),
+        core.gateway
+            .with_large_results(stores.results)
+            .with_request_states(stores.states),
         &config,
         Arc::new(auth),
         Arc::new(stores.sessions),

@@ -19,6 +19,9 @@
 //! # Layout
 //! - [`tool`]: declaring tools and writing their handlers ([`Tool`], [`Call`]).
 //! - [`worker`]: running a worker: registration, announcements, draining.
+//! - `detach`: tools that run detached, as jobs followed by id (MCP tasks).
+//! - `rounds`: questions for clients that answer in rounds (MCP
+//!   2026-07-28's multi-round-trip requests).
 //! - `serve`: serving one request, from its arrival to the reply; `served`:
 //!   what a subject serves (a tool, or an MCP offer).
 //! - [`bus`]: calling tools over the bus, for the gateway and for workers.
@@ -32,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+mod detach;
 pub mod kv;
 pub mod metrics;
 pub mod nats;
@@ -44,6 +48,7 @@ pub mod ops;
 /// mimalloc carried 1.7x the `tools/call`s (docs/performance.md).
 pub type Allocator = mimalloc::MiMalloc;
 pub mod policy;
+mod rounds;
 pub mod schema;
 mod serve;
 mod served;

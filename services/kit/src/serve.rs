@@ -420,6 +420,9 @@ fn call_for(
         bus: shared.bus.clone(),
         ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
         policy: shared.policy.clone(),
+        round: request.round,
+        detached: request.detached,
+        asking: Default::default(),
     }
 }
 

@@ -54,6 +54,7 @@ impl Tool {
                 output_schema: None,
                 hints: Hints::default(),
                 timeout_ms: None,
+                jobs: None,
             },
             handler: Arc::new(move |_| {
                 let msg = format!("tool {missing} has no handler");
@@ -197,6 +198,12 @@ pub struct Call {
     pub(crate) bus: crate::bus::Bus,
     pub(crate) ask: Option<sophia_proto::AskRoute>,
     pub(crate) policy: Option<std::sync::Arc<crate::policy::Policy>>,
+    /// Answers from the client to a previous attempt's questions (rounds).
+    pub(crate) round: Option<sophia_proto::Round>,
+    /// What the handler keeps for a retry, and its questions so far.
+    pub(crate) asking: crate::rounds::Asking,
+    /// Start as a job and answer at once (`detach.rs`).
+    pub(crate) detached: bool,
 }
 
 /// The person's answer to [`Call::elicit`].
@@ -345,6 +352,9 @@ impl Call {
                 format!("the caller's MCP client does not support {what}"),
             ));
         };
+        if route.rounds {
+            return self.answer_in_round(question);
+        }
         let ask = sophia_proto::Ask {
             v: sophia_proto::PROTOCOL_VERSION,
             id: self.id,
@@ -455,6 +465,7 @@ impl Call {
         request.id = self.id;
         request.progress_to = self.progress.as_ref().map(|p| p.subject.clone());
         request.ask = self.ask.clone();
+        request.round = self.round.clone();
         let spec = crate::bus::CallSpec {
             tool: &self.tool,
             target,

@@ -211,6 +211,7 @@ mod tests {
             output_schema: None,
             hints: Hints::default(),
             timeout_ms: None,
+            jobs: None,
         }
     }
 

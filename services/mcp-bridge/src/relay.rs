@@ -178,6 +178,16 @@ fn upstream_error(link: &Link, e: ServiceError) -> WireError {
 async fn answer(call: &Call, ask: Ask) {
     match ask {
         Ask::Log(level, data) => call.log(&level, data).await,
+        // A client that answers in rounds (MCP 2026-07-28) could only be
+        // asked by ending the call, and the upstream call would then run
+        // again from its start: tell the server it cannot be asked.
+        Ask::Question(_, reply) if call.answers_in_rounds() => {
+            let _ = reply.send(Err(WireError::new(
+                ErrorCode::Unavailable,
+                "the caller's MCP client (2026-07-28, without a session) cannot be asked \
+                 mid-call through the bridge",
+            )));
+        }
         Ask::Question(question, reply) => {
             let answer = match question {
                 Question::Sample(params) => call.sample(params).await,

@@ -66,6 +66,9 @@ pub struct Job {
     /// The operation's summary, when finished.
     #[serde(default)]
     pub summary: Option<Value>,
+    /// The latest engine event while it runs (for `tasks/get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// When it started (Unix ms).
     pub started_ms: u64,
     /// When the record last changed (Unix ms).
@@ -328,6 +331,7 @@ impl JobStore {
             owner: self.instance.clone(),
             message: None,
             summary: None,
+            progress: None,
             started_ms: now,
             updated_ms: now,
             cancel_requested: false,
@@ -348,6 +352,24 @@ impl JobStore {
                 let existing = self.get(id).await?.ok_or(e)?;
                 Err(JobError::AlreadyStarted(Box::new(existing)))
             }
+        }
+    }
+
+    /// Records `line` as a running job's latest progress. Best effort: a
+    /// record changed meanwhile (a cancel request, the outcome) wins.
+    pub async fn note_progress(&self, id: &str, line: &str) -> Result<(), JobError> {
+        valid(id)?;
+        let Some((mut job, revision)) = self.jobs.entry::<Job>(id).await? else {
+            return Ok(());
+        };
+        if job.state != JobState::Running {
+            return Ok(());
+        }
+        job.progress = Some(line.to_owned());
+        job.updated_ms = now_ms();
+        match self.jobs.update(id, &job, revision).await {
+            Err(e) if e.kind() != KvErrorKind::Conflict => Err(e.into()),
+            _ => Ok(()),
         }
     }
 

@@ -63,6 +63,9 @@ pub(crate) struct CallPlan {
     entry: Arc<ToolEntry>,
     args: Value,
     timeout: Duration,
+    /// A stateless client's answers to the previous attempt's questions,
+    /// or a detached start.
+    attempt: sophia_kit::bus::Attempt,
 }
 
 /// Where a call comes from: its caller, trace and cancellation.
@@ -133,6 +136,7 @@ impl McpGateway {
             entry,
             args,
             timeout,
+            attempt: Default::default(),
         })
     }
 
@@ -187,8 +191,14 @@ impl McpGateway {
             liveness: liveness(&plan.entry),
         };
         let _in_flight = self.inner.metrics.in_flight(spec);
-        let outcome = self.inner.bus.call(call, route, origin.cancel).await;
+        let outcome = self
+            .inner
+            .bus
+            .call_with(call, route, plan.attempt, origin.cancel)
+            .await;
         let label = match &outcome {
+            // Not a failure: the client answers, then calls again.
+            Err(e) if e.code() == ErrorCode::InputRequired => "input_required",
             Ok(reply) if reply.output.is_error => {
                 origin.span.fail("tool_error", "the tool reported an error");
                 "tool_error"
@@ -271,10 +281,11 @@ impl McpGateway {
 
     /// `tools/call` from an MCP client: the plan, the call with progress,
     /// logs and questions relayed, and the result in the form HTTP clients
-    /// accept (large ones in parts).
+    /// accept (large ones in parts). A stateless client's questions end the
+    /// call as `input_required` (`rounds.rs`).
     pub(super) async fn call_mcp(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let shown = sophia_kit::vetting::shown(&request.name);
@@ -287,24 +298,35 @@ impl McpGateway {
                 KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
             ],
         );
-        let args = Value::Object(request.arguments.unwrap_or_default());
+        let args = Value::Object(request.arguments.take().unwrap_or_default());
         let caller = self.caller(&context);
-        let plan = match self.prepare(&caller, &request.name, args) {
+        let mut rounds = self
+            .rounds_of(&mut request, &args, &caller, &context)
+            .inspect_err(|_| span.fail(ErrorCode::InvalidArguments.as_str(), "requestState"))?;
+        let mut plan = match self.prepare(&caller, &request.name, args) {
             Ok(plan) => plan,
             Err(refusal) => {
                 span.fail(refusal.code().as_str(), "refused");
                 return refusal.into_mcp().map(Into::into);
             }
         };
-        if let Err(declined) = self
-            .confirm_destructive(&plan.entry, &plan.args, &caller, &context)
+        if let Some(declined) = self
+            .confirm_destructive(&plan.entry, &plan.args, &caller, &context, rounds.as_mut())
             .await
         {
             span.fail(ErrorCode::Cancelled.as_str(), "not confirmed");
-            return Ok(declined.into());
+            return Ok(declined);
         }
-        let timeout = plan.timeout;
-        let relay = Relay::open(self, &context).audited(self, &caller, &request.name);
+        if let Some(rounds) = &rounds {
+            self.audit_answers(rounds, &caller, &request.name);
+        }
+        plan.attempt.round = rounds.as_ref().and_then(rounds::Rounds::round);
+        plan.attempt.detached = plan.entry.spec.jobs.is_some() && tasks::wants_tasks(&context);
+        let can = rounds
+            .as_ref()
+            .map_or_else(|| relay::client_can(&context.peer), |r| r.can);
+        let (timeout, detached) = (plan.timeout, plan.attempt.detached);
+        let relay = Relay::open(self, &context, can).audited(self, &caller, &request.name);
         let origin = Origin {
             caller: caller.clone(),
             span: &span,
@@ -313,6 +335,16 @@ impl McpGateway {
         let target = relay.target();
         let call = self.send(plan, origin, target);
         let outcome = relay.run_until(call, &context.peer, timeout).await;
+        if let (Err(CallError::Worker(w)), Some(rounds)) = (&outcome, &rounds)
+            && let Some(asked) = self.worker_input_required(rounds, w)
+        {
+            return Ok(asked);
+        }
+        if let (Ok(reply), true) = (&outcome, detached)
+            && let Some(task) = self.task_of(&request.name, &caller, &reply.output)
+        {
+            return Ok(task.into());
+        }
         let result = match outcome {
             Ok(reply) => to_mcp(reply.output),
             Err(e) => {
@@ -328,6 +360,47 @@ impl McpGateway {
             None => result,
         };
         Ok(result.into())
+    }
+}
+
+impl McpGateway {
+    /// Calls `tool` with `args` as `caller` for a task (a job's status or
+    /// cancel tool): refusals and failures are JSON-RPC errors, since the
+    /// task request itself cannot be answered.
+    pub(super) async fn call_for_task(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        args: Value,
+    ) -> Result<ToolOutput, McpError> {
+        let plan = self
+            .prepare(caller, tool, args)
+            .map_err(|refusal| McpError::internal_error(refusal.to_string(), None))?;
+        let span = Span::start(
+            format!("tasks {}", sophia_kit::vetting::shown(tool)),
+            SpanKind::Server,
+            &headers::Context::default(),
+            vec![KeyValue::new(
+                attr::TOOL_NAME,
+                sophia_kit::vetting::shown(tool),
+            )],
+        );
+        let origin = Origin {
+            caller: caller.clone(),
+            span: &span,
+            cancel: &tokio_util::sync::CancellationToken::new(),
+        };
+        match self.send(plan, origin, None).await {
+            Ok(reply) => Ok(reply.output),
+            // The worker knows no such job (its record expired).
+            Err(CallError::Worker(w)) if w.code == ErrorCode::InvalidArguments => Err(
+                McpError::invalid_params(format!("unknown task: {}", w.message), None),
+            ),
+            Err(e) => Err(McpError::internal_error(
+                format!("could not reach the job's worker: {e}"),
+                None,
+            )),
+        }
     }
 }
 

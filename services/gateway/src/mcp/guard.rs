@@ -273,23 +273,30 @@ impl McpGateway {
     }
 
     /// On a profile that puts destructive tools behind confirmation (the
-    /// `agent` profile), asks the person before `entry` runs; `Err` is the
+    /// `agent` profile), asks the person before `entry` runs; `Some` is the
     /// call's answer when they do not say yes. A call applying a reviewed
-    /// preview (`preview_id`) was confirmed already.
+    /// preview (`preview_id`) was confirmed already. A stateless client
+    /// (`rounds`) is asked through `input_required`
+    /// ([`McpGateway::confirm_in_rounds`]).
     pub(super) async fn confirm_destructive(
         &self,
         entry: &ToolEntry,
         args: &Value,
         caller: &Caller,
         context: &RequestContext<RoleServer>,
-    ) -> Result<(), CallToolResult> {
+        rounds: Option<&mut super::rounds::Rounds>,
+    ) -> Option<CallToolResponse> {
         let asks = self.profile().is_some_and(|p| p.confirm_destructive);
         if !asks || !entry.spec.hints.destructive || args.get("preview_id").is_some() {
-            return Ok(());
+            return None;
         }
         let tool = &entry.spec.name;
         let profile = self.profile().map_or("", |p| p.name.as_str());
-        if !relay::client_can(&context.peer).elicit {
+        let can_elicit = match &rounds {
+            Some(rounds) => rounds.can.elicit,
+            None => relay::client_can(&context.peer).elicit,
+        };
+        if !can_elicit {
             self.audit(
                 sophia_proto::audit::AuditKind::Refusal,
                 caller,
@@ -297,35 +304,39 @@ impl McpGateway {
                 "confirmation_impossible",
                 AuditDetail::default(),
             );
-            return Err(convert::error_result(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "the `{profile}` profile runs destructive tools such as `{tool}` only once                      you confirm, and this client cannot be asked (it does not support MCP                      elicitation). Use a client that does, pass the preview_id of a preview                      you reviewed, or use a profile without confirmation"
-                ),
-                None,
-            ));
+            return Some(
+                convert::error_result(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "the `{profile}` profile runs destructive tools such as `{tool}` only once \
+                     you confirm, and this client cannot be asked (it does not support MCP \
+                     elicitation). Use a client that does, pass the preview_id of a preview \
+                     you reviewed, or use a profile without confirmation"
+                    ),
+                    None,
+                )
+                .into(),
+            );
         }
-        let mut shown_args: String = args.to_string().chars().take(600).collect();
-        if shown_args.len() < args.to_string().len() {
-            shown_args.push('…');
+        let question = confirm_question(tool, args);
+        if let Some(rounds) = rounds {
+            return self.confirm_in_rounds(tool, caller, rounds, question);
         }
-        let question = sophia_proto::Question::Elicit {
-            message: format!(
-                "Run `{tool}`? It may destroy or overwrite things. Arguments: {shown_args}"
-            ),
-            schema: json!({
-                "type": "object",
-                "properties": {"confirm": {"type": "boolean", "description": format!("run {tool}")}},
-                "required": ["confirm"],
-            }),
-        };
         let answer =
             relay::relay_question(&context.peer, &question, self.inner.limits.default_timeout)
                 .await;
-        let yes = answer.as_ref().is_ok_and(|a| {
-            a.get("action").and_then(Value::as_str) == Some("accept")
-                && a.pointer("/content/confirm").and_then(Value::as_bool) == Some(true)
-        });
+        let yes = answer.as_ref().is_ok_and(confirmed);
+        self.confirmation_given(tool, caller, yes)
+    }
+
+    /// Audits the person's answer to the profile's confirmation of `tool`;
+    /// `Some` is the call's answer when it is not yes.
+    pub(super) fn confirmation_given(
+        &self,
+        tool: &str,
+        caller: &Caller,
+        yes: bool,
+    ) -> Option<CallToolResponse> {
         let outcome = if yes { "accepted" } else { "declined" };
         self.audit(
             sophia_proto::audit::AuditKind::Confirmation,
@@ -335,13 +346,16 @@ impl McpGateway {
             AuditDetail::default(),
         );
         if yes {
-            return Ok(());
+            return None;
         }
-        Err(convert::error_result(
-            ErrorCode::Cancelled,
-            format!("`{tool}` did not run: you did not confirm it. Nothing was changed"),
-            None,
-        ))
+        Some(
+            convert::error_result(
+                ErrorCode::Cancelled,
+                format!("`{tool}` did not run: you did not confirm it. Nothing was changed"),
+                None,
+            )
+            .into(),
+        )
     }
 
     /// Whether `caller` may use the resources and prompts of `service` here
@@ -426,6 +440,30 @@ pub(super) fn find_tools_tool(profile: &Profile, hidden: usize) -> Tool {
     );
     tool.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(true));
     tool
+}
+
+/// The agent profile's question before a destructive `tool` runs.
+fn confirm_question(tool: &str, args: &Value) -> sophia_proto::Question {
+    let mut shown_args: String = args.to_string().chars().take(600).collect();
+    if shown_args.len() < args.to_string().len() {
+        shown_args.push('…');
+    }
+    sophia_proto::Question::Elicit {
+        message: format!(
+            "Run `{tool}`? It may destroy or overwrite things. Arguments: {shown_args}"
+        ),
+        schema: json!({
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "description": format!("run {tool}")}},
+            "required": ["confirm"],
+        }),
+    }
+}
+
+/// Whether an elicitation result says yes to a `confirm` question.
+pub(super) fn confirmed(answer: &Value) -> bool {
+    answer.get("action").and_then(Value::as_str) == Some("accept")
+        && answer.pointer("/content/confirm").and_then(Value::as_bool) == Some(true)
 }
 
 /// What `find_tools` says it found.

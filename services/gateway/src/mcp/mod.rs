@@ -51,11 +51,14 @@ mod guard;
 mod notify;
 mod offers;
 mod relay;
+mod rounds;
 mod spans;
+mod tasks;
 
 pub use call::{DirectCallError, Refusal};
 use convert::{error_result, result_from_json, to_mcp};
 use relay::Relay;
+pub use rounds::{KEYS_BUCKET, RequestStates, StateKeyError};
 use spans::server_span;
 
 /// Who an HTTP request comes from, as authentication established it (API
@@ -96,6 +99,10 @@ pub struct McpGateway {
     profile: Option<Arc<sophia_kit::policy::Profile>>,
     /// What this session has been shown, past a profile's budget.
     shown: Arc<Mutex<guard::Shown>>,
+    /// Seals `requestState` for stateless (2026-07-28) clients; a key of
+    /// this process until [`McpGateway::with_request_states`] gives the
+    /// replicas' shared one. `None` only if the OS gave no random bytes.
+    states: Option<RequestStates>,
 }
 
 /// Whether `context` is a stateless request (MCP 2026-07-28 or later):
@@ -187,6 +194,9 @@ impl McpGateway {
             results: None,
             profile: None,
             shown: Arc::default(),
+            states: RequestStates::ephemeral()
+                .inspect_err(|e| tracing::error!(cause = %e, "stateless clients cannot be asked"))
+                .ok(),
         };
         gw.spawn_list_changed();
         gw.spawn_offers_changed();
@@ -203,7 +213,15 @@ impl McpGateway {
             results: self.results.clone(),
             profile: self.profile.clone(),
             shown: Arc::default(),
+            states: self.states.clone(),
         }
+    }
+
+    /// This handler, sealing `requestState` with `states` (the key every
+    /// replica shares, so a retry may reach any of them).
+    pub fn with_request_states(mut self, states: RequestStates) -> Self {
+        self.states = Some(states);
+        self
     }
 
     /// This handler, serving `profile`'s subset of the tools.
@@ -266,6 +284,7 @@ impl ServerHandler for McpGateway {
                 "resources": {"subscribe": true, "listChanged": true},
                 "prompts": {"listChanged": true},
                 "completions": {},
+                "extensions": {rmcp::model::TASKS_EXTENSION_ID: {}},
             }))
             .expect("server capabilities"),
         )
@@ -443,6 +462,30 @@ impl ServerHandler for McpGateway {
         let mut result = ListToolsResult::with_all_items(tools.into_iter().cloned().collect());
         result.next_cursor = next;
         Ok(result)
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, McpError> {
+        self.task_get(request, context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.task_update(request, context).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.task_cancel(request, context).await
     }
 
     async fn call_tool(

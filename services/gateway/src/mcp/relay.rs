@@ -22,6 +22,7 @@ pub(super) fn client_can(peer: &Peer<RoleServer>) -> ClientCan {
             .contains(&ElicitationMode::Form),
         sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
         roots: capabilities.as_ref().is_some_and(|c| c.roots.is_some()),
+        rounds: false,
     }
 }
 
@@ -205,15 +206,13 @@ pub(super) struct Relay {
 
 impl Relay {
     /// The relay a call from `context`'s client needs (none if it asked for
-    /// nothing and answers nothing).
-    pub(super) fn open(gateway: &McpGateway, context: &RequestContext<RoleServer>) -> Self {
+    /// nothing and answers nothing); `can` is what the client answers.
+    pub(super) fn open(
+        gateway: &McpGateway,
+        context: &RequestContext<RoleServer>,
+        can: ClientCan,
+    ) -> Self {
         let token = context.meta.get_progress_token();
-        let can = if is_stateless(context) {
-            // No session to put a question on; see docs/mcp.md.
-            ClientCan::default()
-        } else {
-            client_can(&context.peer)
-        };
         let logs = gateway.log_threshold(context);
         let bus = &gateway.inner.bus;
         let mut route = if can.any() {

@@ -412,6 +412,7 @@ mod tests {
             output_schema: None,
             hints: Hints::default(),
             timeout_ms: None,
+            jobs: None,
         }
     }
 

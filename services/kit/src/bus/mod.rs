@@ -95,6 +95,16 @@ impl std::fmt::Debug for Bus {
     }
 }
 
+/// What one attempt of a call adds to its request.
+#[derive(Clone, Debug, Default)]
+pub struct Attempt {
+    /// The client's answers to the questions a previous attempt ended with
+    /// (MCP 2026-07-28 multi-round-trip).
+    pub round: Option<sophia_proto::Round>,
+    /// Start the tool's work as a job and answer at once (MCP tasks).
+    pub detached: bool,
+}
+
 impl Bus {
     /// Connects the call path: subscribes to this gateway's progress inbox.
     pub async fn start(
@@ -170,6 +180,19 @@ impl Bus {
         route: Option<RouteTarget>,
         cancel: &CancellationToken,
     ) -> Result<Reply, CallError> {
+        self.call_with(spec, route, Attempt::default(), cancel)
+            .await
+    }
+
+    /// [`Bus::call`] with what this attempt adds: the client's answers to a
+    /// previous attempt's questions, or a detached start (see [`Attempt`]).
+    pub async fn call_with(
+        &self,
+        spec: CallSpec<'_>,
+        route: Option<RouteTarget>,
+        attempt: Attempt,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
         let mut request = ToolRequest::new(
             spec.tool,
             spec.args.clone(),
@@ -185,9 +208,12 @@ impl Bus {
                     elicit: route.questions.elicit,
                     sample: route.questions.sample,
                     roots: route.questions.roots,
+                    rounds: route.questions.rounds,
                 });
             }
         }
+        request.round = attempt.round;
+        request.detached = attempt.detached;
         self.send(request, spec, cancel).await
     }
 

@@ -60,6 +60,9 @@ pub struct ClientCan {
     pub sample: bool,
     /// Roots.
     pub roots: bool,
+    /// The client answers in rounds (MCP 2026-07-28): the worker ends the
+    /// call with `input_required` instead of asking on the route.
+    pub rounds: bool,
 }
 
 impl ClientCan {

@@ -98,6 +98,7 @@ pub(super) fn up(ctx: &Arc<Ctx>) -> Tool {
     .destructive()
     .open_world()
     .timeout_ms(OPERATION_TIMEOUT_MS)
+    .runs_as_job("pulumi_job", "pulumi_cancel")
     .with_ctx(ctx, run_up)
 }
 
@@ -122,6 +123,7 @@ pub(super) fn destroy(ctx: &Arc<Ctx>) -> Tool {
     .destructive()
     .open_world()
     .timeout_ms(OPERATION_TIMEOUT_MS)
+    .runs_as_job("pulumi_job", "pulumi_cancel")
     .with_ctx(ctx, run_destroy)
 }
 
@@ -180,6 +182,7 @@ pub(super) fn refresh(ctx: &Arc<Ctx>) -> Tool {
     .idempotent()
     .open_world()
     .timeout_ms(OPERATION_TIMEOUT_MS)
+    .runs_as_job("pulumi_job", "pulumi_cancel")
     .with_ctx(ctx, run_refresh)
 }
 

@@ -146,7 +146,10 @@ pub(super) async fn load_preview(
 
 /// The preview to apply: the caller's `preview_id`, or, when the caller
 /// gave none and its client supports MCP elicitation, a fresh preview the
-/// person is shown and confirms.
+/// person is shown and confirms. A client that answers in rounds (MCP
+/// 2026-07-28) gets the question as `input_required`; its retry comes back
+/// with the preview id this kept, so it applies exactly the preview the
+/// person saw and never makes a fresh one.
 pub(super) async fn confirmed_preview(
     c: &Ctx,
     call: &Call,
@@ -163,19 +166,32 @@ pub(super) async fn confirmed_preview(
             kind.verb()
         )));
     }
-    let shown = save_preview(c, call, kind).await?;
-    let id = shown.id;
-    let question = format!(
-        "{} {}/{}? The preview shows: {}. Nothing else will be changed.",
-        if kind == Kind::Destroy {
-            "Destroy every resource of"
-        } else {
-            "Apply these changes to"
-        },
-        shown.project,
-        shown.stack,
-        shown.summary.changes()
-    );
+    let kept = call.round_state().and_then(|s| {
+        let id = s["preview_id"].as_str()?;
+        Some((
+            id.to_owned(),
+            s["question"].as_str().unwrap_or_default().to_owned(),
+        ))
+    });
+    let (id, question) = match kept {
+        Some(kept) => kept,
+        None => {
+            let shown = save_preview(c, call, kind).await?;
+            let question = format!(
+                "{} {}/{}? The preview shows: {}. Nothing else will be changed.",
+                if kind == Kind::Destroy {
+                    "Destroy every resource of"
+                } else {
+                    "Apply these changes to"
+                },
+                shown.project,
+                shown.stack,
+                shown.summary.changes()
+            );
+            call.keep(json!({"preview_id": shown.id, "question": question}));
+            (shown.id, question)
+        }
+    };
     let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
         "title": if kind == Kind::Destroy { "Destroy" } else { "Apply" },
         "description": format!("Run {} with preview {id}", kind.apply_tool())}},

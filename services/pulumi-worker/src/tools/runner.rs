@@ -79,9 +79,13 @@ pub(super) async fn run_as_job(
     };
     let (progress, rx) = broadcast::channel(256);
     let task = tokio::spawn(run_job(c.clone(), job, dir, spec, progress));
-    let wait = c
-        .wait
-        .min(call.remaining().saturating_sub(Duration::from_secs(1)));
+    // Detached (an MCP task): answer with the running job at once.
+    let wait = match call.detached() {
+        true => Duration::ZERO,
+        false => c
+            .wait
+            .min(call.remaining().saturating_sub(Duration::from_secs(1))),
+    };
     relay_job(call, task, rx, wait).await;
     let job = c
         .jobs
@@ -149,8 +153,9 @@ async fn run_job(
     let id = job.id.clone();
     let cancel = CancellationToken::new();
     let stop_beats = CancellationToken::new();
+    let lines = progress.subscribe();
     let outcome = supervise(
-        heartbeat(&c, &mut job, &cancel, &stop_beats),
+        heartbeat(&c, &mut job, lines, &cancel, &stop_beats),
         operate(&c, &dir, &spec, &progress, &cancel),
         &cancel,
         &stop_beats,
@@ -227,11 +232,13 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
         .unwrap_or("a panic")
 }
 
-/// Renews the job's lock every heartbeat until `stop`; cancels the
-/// operation when the lock is lost or someone asked for a cancel.
+/// Renews the job's lock every heartbeat until `stop`, and records the
+/// latest of the operation's `lines` on the job; cancels the operation
+/// when the lock is lost or someone asked for a cancel.
 async fn heartbeat(
     c: &Ctx,
     job: &mut RunningJob,
+    mut lines: broadcast::Receiver<String>,
     cancel: &CancellationToken,
     stop: &CancellationToken,
 ) {
@@ -243,10 +250,27 @@ async fn heartbeat(
                     tracing::error!(job = %job.id, cause = %e, "stopping the job");
                     cancel.cancel();
                 }
+                if let Some(line) = latest(&mut lines)
+                    && let Err(e) = c.jobs.note_progress(&job.id, &line).await
+                {
+                    tracing::debug!(job = %job.id, cause = %e, "could not record progress");
+                }
                 if let Ok(Some(record)) = c.jobs.get(&job.id).await && record.cancel_requested {
                     cancel.cancel();
                 }
             }
+        }
+    }
+}
+
+/// The newest line waiting in `lines`, if any.
+fn latest(lines: &mut broadcast::Receiver<String>) -> Option<String> {
+    let mut newest = None;
+    loop {
+        match lines.try_recv() {
+            Ok(line) => newest = Some(line),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => return newest,
         }
     }
 }

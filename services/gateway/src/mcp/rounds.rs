@@ -1,0 +1,436 @@
+//! Multi-round-trip calls for MCP 2026-07-28 clients (SEP-2322; docs/mcp.md,
+//! "Input required"). Such a client has no session, so nothing can be asked
+//! of it mid-call, and its retry may reach another gateway replica.
+//!
+//! A question (the agent profile's confirmation, or a worker's
+//! [`sophia_proto::InputRequired`] outcome) becomes an `InputRequiredResult`:
+//! the questions as `inputRequests`, and [`Sealed`] (whether the gateway's
+//! own confirmation was given, and the worker's kept state) as
+//! `requestState`, sealed with HMAC-SHA256 (rmcp's [`RequestStateCodec`])
+//! under a key every replica shares ([`RequestStates::shared`]), bound to
+//! the caller, the tool and its arguments, and valid for [`STATE_TTL`]. The
+//! retry's `inputResponses` and opened state go to the worker with the call
+//! ([`sophia_proto::Round`]); a state that does not open is refused.
+
+use std::collections::BTreeMap;
+
+use rmcp::model::{InputRequest, InputRequiredResult, RequestStateCodec, SealOptions};
+use sophia_kit::kv::{Bucket, BucketConfig, KvErrorKind};
+use sophia_proto::{InputRequired, Round};
+
+use super::*;
+
+/// The bucket holding the key that seals `requestState`.
+pub const KEYS_BUCKET: &str = "sophia_gateway_keys";
+/// The key's name in [`KEYS_BUCKET`].
+const STATE_KEY: &str = "request-state";
+/// How long a person may take to answer before the retry is refused.
+pub const STATE_TTL: Duration = Duration::from_secs(30 * 60);
+/// The `inputRequests` key of the agent profile's own confirmation.
+pub(super) const CONFIRM_KEY: &str = "sophia_confirm";
+
+/// Seals and opens `requestState`.
+#[derive(Clone)]
+pub struct RequestStates {
+    codec: Arc<RequestStateCodec>,
+}
+
+/// Why the sealing key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum StateKeyError {
+    /// The OS gave no random bytes.
+    #[error("no random bytes for the requestState key: {0}")]
+    Random(getrandom::Error),
+    /// The key bucket could not be read or written.
+    #[error("the requestState key in JetStream KV ({KEYS_BUCKET}): {0}")]
+    Store(#[from] sophia_kit::kv::KvError),
+    /// The stored key is not one (too short, not base64).
+    #[error("the requestState key stored in {KEYS_BUCKET} is unusable: {0}")]
+    Corrupt(String),
+}
+
+impl RequestStates {
+    /// A key of this process alone (stdio, where one process serves the
+    /// client); HTTP replicas use [`RequestStates::shared`].
+    pub fn ephemeral() -> Result<Self, StateKeyError> {
+        Self::from_key(&random_key()?)
+    }
+
+    /// The key every gateway replica on the bus shares: the first replica
+    /// creates it in [`KEYS_BUCKET`] (`create`: first wins), the others
+    /// read it.
+    pub async fn shared(client: &async_nats::Client) -> Result<Self, StateKeyError> {
+        let config = BucketConfig::new(
+            KEYS_BUCKET,
+            "Sophia Mesh gateway keys (requestState integrity)",
+        );
+        let bucket = Bucket::open(client, config).await?;
+        let fresh = base64::engine::general_purpose::STANDARD.encode(random_key()?);
+        let stored =
+            match bucket.create(STATE_KEY, &fresh).await {
+                Ok(_) => fresh,
+                Err(e) if e.kind() == KvErrorKind::Conflict => bucket
+                    .get::<String>(STATE_KEY)
+                    .await?
+                    .ok_or_else(|| StateKeyError::Corrupt("created, then gone".into()))?,
+                Err(e) => return Err(e.into()),
+            };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|e| StateKeyError::Corrupt(e.to_string()))?;
+        Self::from_key(&key)
+    }
+
+    fn from_key(key: &[u8]) -> Result<Self, StateKeyError> {
+        let codec = RequestStateCodec::try_new(key.to_vec())
+            .map_err(|e| StateKeyError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            codec: Arc::new(codec),
+        })
+    }
+
+    /// Seals `value` bound to `binding`, without expiry (task ids).
+    pub(super) fn seal_for<T: serde::Serialize>(
+        &self,
+        value: &T,
+        binding: &[u8],
+    ) -> Option<String> {
+        let options = SealOptions::new().associated_data(binding);
+        self.codec.seal_json_with(value, &options).ok()
+    }
+
+    /// Opens what [`RequestStates::seal_for`] sealed with `binding`.
+    pub(super) fn open_for<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        binding: &[u8],
+    ) -> Option<T> {
+        self.codec.open_json_with(token, binding).ok()
+    }
+
+    fn seal(&self, state: &Sealed, binding: &[u8]) -> String {
+        let options = SealOptions::new().associated_data(binding).ttl(STATE_TTL);
+        self.codec
+            .seal_json_with(state, &options)
+            // A struct of a bool and JSON always serializes.
+            .unwrap_or_default()
+    }
+
+    fn open(&self, token: &str, binding: &[u8]) -> Result<Sealed, McpError> {
+        self.codec.open_json_with(token, binding).map_err(|e| {
+            let why = match e {
+                rmcp::model::RequestStateError::Expired => format!(
+                    "it has expired (an answer is awaited at most {} minutes)",
+                    STATE_TTL.as_secs() / 60
+                ),
+                _ => "this mesh did not issue it for this caller, tool and arguments (it was \
+                      altered, forged, or the arguments or caller changed)"
+                    .to_owned(),
+            };
+            McpError::invalid_params(
+                format!(
+                    "requestState refused: {why}. Call the tool again without requestState and \
+                     inputResponses to be asked afresh"
+                ),
+                None,
+            )
+        })
+    }
+}
+
+fn random_key() -> Result<Vec<u8>, StateKeyError> {
+    let mut key = vec![0u8; RequestStateCodec::MIN_KEY_LENGTH];
+    getrandom::fill(&mut key).map_err(StateKeyError::Random)?;
+    Ok(key)
+}
+
+/// What `requestState` carries between rounds.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Sealed {
+    /// The person confirmed the agent profile's question for this call.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// What the worker kept ([`InputRequired::state`]).
+    #[serde(default)]
+    pub tool: Option<Value>,
+}
+
+/// One attempt of a call by a client that answers in rounds.
+pub(super) struct Rounds {
+    /// What the client declared it answers (in this request's `_meta`).
+    pub can: ClientCan,
+    /// Its answers to the previous round's questions.
+    pub responses: BTreeMap<String, Value>,
+    /// The previous round's state, verified.
+    pub sealed: Sealed,
+    binding: Vec<u8>,
+}
+
+impl Rounds {
+    /// The worker's part of this attempt.
+    pub fn round(&self) -> Option<Round> {
+        let responses: BTreeMap<String, Value> = self
+            .responses
+            .iter()
+            .filter(|(k, _)| k.as_str() != CONFIRM_KEY)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!responses.is_empty() || self.sealed.tool.is_some()).then(|| Round {
+            responses,
+            state: self.sealed.tool.clone(),
+        })
+    }
+}
+
+/// What a stateless client answers, from its request's client capabilities.
+#[allow(deprecated)] // sampling and roots: deprecated by SEP-2577, still asked for
+fn declared(context: &RequestContext<RoleServer>) -> ClientCan {
+    let caps = context.meta.client_capabilities().unwrap_or_default();
+    ClientCan {
+        elicit: caps
+            .elicitation
+            .as_ref()
+            .is_some_and(|e| e.form.is_some() || e.url.is_none()),
+        sample: caps.sampling.is_some(),
+        roots: caps.roots.is_some(),
+        rounds: true,
+    }
+}
+
+impl McpGateway {
+    /// The rounds of a `tools/call`: `None` for a client with a session
+    /// (which is asked on it, as before); for a stateless one, what it
+    /// answers and its verified answers. A `requestState` that does not
+    /// open, or round fields from a session client, are refused.
+    pub(super) fn rounds_of(
+        &self,
+        request: &mut CallToolRequestParams,
+        args: &Value,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Option<Rounds>, McpError> {
+        let responses = request.input_responses.take().unwrap_or_default();
+        let token = request.request_state.take();
+        if !is_stateless(context) {
+            if token.is_some() || !responses.is_empty() {
+                return Err(McpError::invalid_params(
+                    "inputResponses and requestState belong to MCP 2026-07-28; this call is on \
+                     a session, where questions are asked as elicitation requests",
+                    None,
+                ));
+            }
+            return Ok(None);
+        }
+        let binding = binding(caller, &request.name, args);
+        let sealed = match token {
+            Some(token) => self
+                .request_states()
+                .map_err(|e| McpError::internal_error(e.message, None))?
+                .open(&token, &binding)?,
+            None => Sealed::default(),
+        };
+        Ok(Some(Rounds {
+            can: declared(context),
+            responses,
+            sealed,
+            binding,
+        }))
+    }
+
+    fn request_states(&self) -> Result<&RequestStates, WireError> {
+        self.states.as_ref().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                "this gateway has no requestState key (no random bytes at start), so it cannot \
+                 ask a stateless client; see its start-up log",
+            )
+        })
+    }
+
+    /// The answer to a stateless client whose call needs `asked` (or only
+    /// the gateway's `confirm` question, with `asked` empty).
+    pub(super) fn input_required(
+        &self,
+        rounds: &Rounds,
+        questions: BTreeMap<String, Question>,
+        tool_state: Option<Value>,
+    ) -> Result<CallToolResponse, WireError> {
+        let mut requests = BTreeMap::new();
+        for (key, question) in questions {
+            requests.insert(key, input_request(question)?);
+        }
+        let sealed = Sealed {
+            confirmed: rounds.sealed.confirmed,
+            tool: tool_state,
+        };
+        let state = self.request_states()?.seal(&sealed, &rounds.binding);
+        Ok(InputRequiredResult::new(Some(requests), Some(state)).into())
+    }
+
+    /// The agent profile's confirmation of `tool` for a stateless client:
+    /// given in an earlier round (sealed), answered in this one, or asked
+    /// now as `input_required`; `Some` is the call's answer instead of
+    /// running it.
+    pub(super) fn confirm_in_rounds(
+        &self,
+        tool: &str,
+        caller: &Caller,
+        rounds: &mut Rounds,
+        question: Question,
+    ) -> Option<CallToolResponse> {
+        if rounds.sealed.confirmed {
+            return None;
+        }
+        if let Some(answer) = rounds.responses.get(CONFIRM_KEY) {
+            let yes = super::guard::confirmed(answer);
+            rounds.sealed.confirmed = yes;
+            return self.confirmation_given(tool, caller, yes);
+        }
+        let mut questions = BTreeMap::new();
+        questions.insert(CONFIRM_KEY.to_owned(), question);
+        Some(
+            self.input_required(rounds, questions, None)
+                .unwrap_or_else(|e| error_result(e.code, e.message, None).into()),
+        )
+    }
+
+    /// Audits the person's answers to a worker's questions that this retry
+    /// brings, as the relay does for a session client's answers.
+    pub(super) fn audit_answers(&self, rounds: &Rounds, caller: &Caller, tool: &str) {
+        let answers = rounds
+            .responses
+            .iter()
+            .filter(|(key, _)| key.as_str() != CONFIRM_KEY)
+            .filter_map(|(_, answer)| answer.get("action").and_then(Value::as_str));
+        for action in answers {
+            let outcome = match action {
+                "accept" => "accepted",
+                "decline" => "declined",
+                _ => "cancelled",
+            };
+            self.audit(
+                sophia_proto::audit::AuditKind::Confirmation,
+                caller,
+                tool,
+                outcome,
+                super::guard::AuditDetail::default(),
+            );
+        }
+    }
+
+    /// A worker's `input_required` outcome as the client's answer.
+    pub(super) fn worker_input_required(
+        &self,
+        rounds: &Rounds,
+        error: &WireError,
+    ) -> Option<CallToolResponse> {
+        let asked = InputRequired::from_error(error)?;
+        let result = asked
+            .map_err(|why| WireError::new(ErrorCode::BadEnvelope, why))
+            .and_then(|asked| self.input_required(rounds, asked.questions, Some(asked.state)));
+        Some(match result {
+            Ok(response) => response,
+            Err(e) => error_result(e.code, e.message, None).into(),
+        })
+    }
+}
+
+/// What the sealed state is bound to: the caller, the tool and a digest of
+/// its arguments, so it cannot be replayed by another caller or for other
+/// arguments.
+fn binding(caller: &Caller, tool: &str, args: &Value) -> Vec<u8> {
+    let hash = crate::access::audit::args_hash(args);
+    format!("{}\u{0}{tool}\u{0}{hash}", caller.principal).into_bytes()
+}
+
+/// A bus question as an MCP `inputRequests` entry.
+fn input_request(question: Question) -> Result<InputRequest, WireError> {
+    let request = match question {
+        Question::Elicit { message, schema } => {
+            let schema = schema
+                .as_object()
+                .cloned()
+                .ok_or_else(|| "the schema is not a JSON object".to_owned())
+                .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
+                .map_err(|why| {
+                    WireError::invalid_arguments(format!(
+                        "the question's schema is not one MCP elicitation allows (a flat \
+                         object of primitive properties): {why}"
+                    ))
+                })?;
+            json!({"method": "elicitation/create", "params": {
+                "mode": "form", "message": message, "requestedSchema": schema}})
+        }
+        Question::Sample { params } => {
+            json!({"method": "sampling/createMessage", "params": params})
+        }
+        Question::Roots => json!({"method": "roots/list"}),
+    };
+    serde_json::from_value(request)
+        .map_err(|e| WireError::invalid_arguments(format!("not a valid MCP input request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_state_opens_only_for_its_caller_tool_and_arguments() {
+        let states = RequestStates::ephemeral().unwrap();
+        let alice = Caller {
+            principal: "alice".into(),
+            ..Caller::default()
+        };
+        let args = json!({"stack": "dev"});
+        let bound = binding(&alice, "pulumi_up", &args);
+        let state = Sealed {
+            confirmed: true,
+            tool: Some(json!({"preview_id": "p1"})),
+        };
+        let token = states.seal(&state, &bound);
+        let opened = states.open(&token, &bound).unwrap();
+        assert!(opened.confirmed);
+        assert_eq!(opened.tool, Some(json!({"preview_id": "p1"})));
+
+        let bob = Caller {
+            principal: "bob".into(),
+            ..Caller::default()
+        };
+        for other in [
+            binding(&bob, "pulumi_up", &args),
+            binding(&alice, "pulumi_destroy", &args),
+            binding(&alice, "pulumi_up", &json!({"stack": "prod"})),
+        ] {
+            let refused = states.open(&token, &other).unwrap_err();
+            assert!(refused.message.contains("did not issue it"), "{refused:?}");
+        }
+        let mut tampered = token.clone();
+        tampered.insert(tampered.len() / 2, 'x');
+        assert!(states.open(&tampered, &bound).is_err());
+        // Another mesh's key.
+        let foreign = RequestStates::ephemeral().unwrap();
+        assert!(foreign.open(&token, &bound).is_err());
+    }
+
+    #[test]
+    fn questions_become_mcp_input_requests() {
+        let elicit = input_request(Question::Elicit {
+            message: "Apply?".into(),
+            schema: json!({"type": "object", "properties": {"confirm": {"type": "boolean"}},
+                "required": ["confirm"]}),
+        })
+        .unwrap();
+        let wire = serde_json::to_value(&elicit).unwrap();
+        assert_eq!(wire["method"], "elicitation/create");
+        assert_eq!(wire["params"]["message"], "Apply?");
+        assert_eq!(
+            serde_json::to_value(input_request(Question::Roots).unwrap()).unwrap()["method"],
+            "roots/list"
+        );
+        let nested = input_request(Question::Elicit {
+            message: "?".into(),
+            schema: json!({"type": "object", "properties": {"a": {"type": "object"}}}),
+        });
+        assert!(nested.is_err());
+    }
+}
