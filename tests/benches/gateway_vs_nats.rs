@@ -535,10 +535,10 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// 8. The minimal-client call through the `sophia-gateway` binary (next to
-/// this program, as `cargo build --release -p sophia-gateway` leaves it) as
-/// its own process on the same NATS, with its CPU and memory; `None` if the
-/// binary is not built.
+/// Row 8: the minimal-client call through the `sophia-gateway` binary
+/// (next to this program, as `cargo build --release -p sophia-gateway`
+/// leaves it) as its own process on the same NATS, with its CPU and
+/// memory; `None` if the binary is not built.
 async fn gateway_process(mesh: &Mesh, plan: &Plan, echo: &Value) -> Option<(Figures, Usage)> {
     let exe = std::env::current_exe().ok()?;
     let built = exe.parent()?.parent()?.join("sophia-gateway").is_file();
