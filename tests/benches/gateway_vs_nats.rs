@@ -73,7 +73,13 @@ async fn main() {
     let args = json!({ "text": text });
 
     let mut mesh = Mesh::start().await;
-    mesh.worker(echo_worker::echo_worker()).await;
+    // The services' heartbeat (5 s), not the tests' 200 ms: 64 calls of
+    // 100 KiB at once can keep this process, which hosts the worker, from
+    // announcing for longer than three of those (then the gateway forgets
+    // the worker mid-row).
+    let mut worker = mesh.worker_config();
+    worker.heartbeat_ms = 5_000;
+    mesh.worker_with(echo_worker::echo_worker(), worker).await;
     let raw = raw_nats(&mesh, &plan, &text).await;
     let requester = mesh.nats_client().await;
     let bus = bus(&requester, &plan, &args).await;
