@@ -40,25 +40,36 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    measure_each(name, plan, move |_| op()).await
+}
+
+/// [`measure`] for an op told which of the [`IN_FLIGHT`] callers makes the
+/// call (0 for the sequential calls), e.g. to give each caller its own
+/// session.
+pub async fn measure_each<F, Fut>(name: &'static str, plan: &Plan, op: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     eprintln!("measuring {name}");
     for _ in 0..plan.warmup {
-        op().await;
+        op(0).await;
     }
     let mut samples = Vec::with_capacity(plan.sequential);
     for _ in 0..plan.sequential {
         let t = Instant::now();
-        op().await;
+        op(0).await;
         samples.push(t.elapsed());
     }
     samples.sort();
     let per_task = plan.concurrent / IN_FLIGHT;
     let started = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
+        .map(|caller| {
             let op = op.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    op().await;
+                    op(caller).await;
                 }
             })
         })
@@ -76,10 +87,10 @@ where
 
 /// Prints `rows` as a table: path, p50, p99, req/s.
 pub fn print_table(rows: &[&Figures]) {
-    println!("{:<40} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
+    println!("{:<48} {:>10} {:>10} {:>14}", "path", "p50", "p99", "req/s");
     for f in rows {
         println!(
-            "{:<40} {:>8.0}µs {:>8.0}µs {:>14.0}",
+            "{:<48} {:>8.0}µs {:>8.0}µs {:>14.0}",
             f.name,
             f.p50.as_secs_f64() * 1e6,
             f.p99.as_secs_f64() * 1e6,
@@ -96,9 +107,20 @@ pub fn raw_tools_call(
     session: std::sync::Arc<crate::raw::RawSession>,
     params: serde_json::Value,
 ) -> impl Fn() -> futures::future::BoxFuture<'static, ()> + Clone + Send + Sync + 'static {
+    let call = raw_tools_call_in(std::sync::Arc::new(vec![session]), params);
+    move || call(0)
+}
+
+/// An op for [`measure_each`]: [`raw_tools_call`] in caller `i`'s session,
+/// `sessions[i % sessions.len()]`.
+pub fn raw_tools_call_in(
+    sessions: std::sync::Arc<Vec<std::sync::Arc<crate::raw::RawSession>>>,
+    params: serde_json::Value,
+) -> impl Fn(usize) -> futures::future::BoxFuture<'static, ()> + Clone + Send + Sync + 'static {
     let ids = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    move || {
-        let (session, params) = (session.clone(), params.clone());
+    move |caller| {
+        let session = sessions[caller % sessions.len()].clone();
+        let params = params.clone();
         let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move {
             let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});

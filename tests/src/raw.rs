@@ -19,6 +19,8 @@ pub struct RawSession {
 pub struct RawResponse {
     /// HTTP status.
     pub status: u16,
+    /// The `Content-Type` (`application/json` or `text/event-stream`).
+    pub content_type: String,
     /// JSON-RPC messages found in the body.
     pub messages: Vec<Value>,
     /// The body as text.
@@ -65,10 +67,17 @@ impl RawSession {
         }
         let resp = req.send().await.expect("HTTP request completes");
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let body = resp.text().await.unwrap_or_default();
         let messages = parse_messages(&body);
         RawResponse {
             status,
+            content_type,
             messages,
             body,
         }
@@ -82,6 +91,24 @@ impl RawSession {
             token: self.token.clone(),
             session: self.session.clone(),
         }
+    }
+
+    /// Opens the session's standalone SSE stream (`GET`), where the server
+    /// sends what belongs to no request (questions to the person, log
+    /// records, list changes).
+    pub async fn listen(&self) -> SseReader {
+        let mut req = self
+            .http
+            .get(&self.url)
+            .header("Accept", "text/event-stream")
+            .header("MCP-Protocol-Version", "2025-06-18")
+            .bearer_auth(&self.token);
+        if let Some(s) = &self.session {
+            req = req.header("Mcp-Session-Id", s);
+        }
+        let resp = req.send().await.expect("HTTP request completes");
+        assert_eq!(resp.status().as_u16(), 200, "the standalone stream opens");
+        SseReader::new(resp)
     }
 
     /// Ends the session (`DELETE` with its `Mcp-Session-Id`); the status.
@@ -110,6 +137,12 @@ impl RawSession {
 
     /// Runs the initialize handshake asking for `version`.
     pub async fn initialize_with(&mut self, version: &str) -> Value {
+        self.initialize_as(version, json!({})).await
+    }
+
+    /// Runs the initialize handshake asking for `version`, declaring the
+    /// client `capabilities` (e.g. `{"elicitation": {}}`).
+    pub async fn initialize_as(&mut self, version: &str, capabilities: Value) -> Value {
         let resp = self
             .http
             .post(&self.url)
@@ -118,7 +151,7 @@ impl RawSession {
             .bearer_auth(&self.token)
             .body(
                 json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                    "protocolVersion": version, "capabilities": {},
+                    "protocolVersion": version, "capabilities": capabilities,
                     "clientInfo": {"name": "raw-test", "version": "0"}}})
                 .to_string(),
             )
@@ -156,4 +189,49 @@ fn parse_messages(body: &str) -> Vec<Value> {
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str(d.trim()).ok())
         .collect()
+}
+
+/// The events of an SSE body as they arrive: `(id, JSON-RPC message)`.
+pub struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    /// Reads `resp`'s body.
+    pub fn new(resp: reqwest::Response) -> Self {
+        use futures::StreamExt;
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event carrying a message, with its id.
+    pub async fn next(&mut self) -> Option<(Option<String>, Value)> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in event.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Ok(message) = serde_json::from_str(&data) {
+                    return Some((id, message));
+                }
+            }
+            let chunk = tokio::time::timeout(crate::tools::WAIT, self.body.next())
+                .await
+                .expect("the stream goes on")?
+                .ok()?;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
 }

@@ -59,7 +59,13 @@ fn answer(status: u16, messages: &[Value], body: &str) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_requests_at_once_on_one_session_are_each_answered_in_bounded_memory() {
     let mut mesh = Mesh::without_gateway();
-    mesh.worker(echo_worker::echo_worker()).await;
+    // The worker runs in this process, which the flood's 10,000 client
+    // requests starve: with the tests' 200 ms heartbeat, the gateway would
+    // drop it mid-flood (600 ms of silence) and answer "unknown tool". The
+    // services' own heartbeat (5 s) keeps this test about the gateway.
+    let mut config = mesh.worker_config();
+    config.heartbeat_ms = 5_000;
+    mesh.worker_with(echo_worker::echo_worker(), config).await;
     let env = [
         ("NATS_URL", mesh.nats.url()),
         ("SOPHIA_GATEWAY_ADDR", ANY_PORT.to_owned()),

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sophia_gateway::GatewayHandle;
 use sophia_tests::Mesh;
 use sophia_tests::mesh::TEST_TOKEN;
-use sophia_tests::raw::{RawResponse, RawSession};
+use sophia_tests::raw::{RawResponse, RawSession, SseReader};
 use sophia_tests::tools::wait_for_tool;
 use tokio_util::sync::CancellationToken;
 
@@ -74,50 +74,6 @@ async fn a_session_goes_on_at_another_gateway_replica_and_after_a_restart() {
     assert!((200..300).contains(&restarted.delete().await));
     let r = first.moved_to(&third.mcp_url()).post(echo(5, "x")).await;
     assert_eq!(r.status, 404, "{}", r.body);
-}
-
-/// The events of an SSE body as they arrive: `(id, JSON-RPC message)`.
-struct SseReader {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    fn new(resp: reqwest::Response) -> Self {
-        use futures::StreamExt;
-        Self {
-            body: resp.bytes_stream().boxed(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event carrying a message, with its id.
-    async fn next(&mut self) -> Option<(Option<String>, Value)> {
-        use futures::StreamExt;
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let event: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = String::new();
-                for line in event.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if let Ok(message) = serde_json::from_str(&data) {
-                    return Some((id, message));
-                }
-            }
-            let chunk = tokio::time::timeout(sophia_tests::tools::WAIT, self.body.next())
-                .await
-                .expect("the stream goes on")?
-                .ok()?;
-            self.buf
-                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        }
-    }
 }
 
 /// A tool that reports steps 1–3, waits for the test to open `gate`, then

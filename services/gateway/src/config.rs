@@ -95,6 +95,12 @@ pub struct GatewayConfig {
     /// seconds; 0 keeps them only in this replica's memory.
     #[arg(long, env = "SOPHIA_SSE_REPLAY_S", default_value_t = 300)]
     pub sse_replay_s: u64,
+    /// Whether a session's plain `tools/call`s (no progress asked for) are
+    /// answered as one JSON response without rmcp's session worker
+    /// (`docs/performance.md`, issue 16); `false` sends every request
+    /// through rmcp's session, each answered on its own SSE stream.
+    #[arg(long, env = "SOPHIA_FAST_CALLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fast_calls: bool,
     /// The mesh's policy file: roles mapped to what they may call, and the
     /// profiles served at `/mcp/<profile>` (`docs/security.md`). Without
     /// one, every authenticated caller may call every tool.

@@ -6,6 +6,7 @@
 //! and the `MCP-Protocol-Version` checks are rmcp's
 //! [`StreamableHttpService`]; this module configures them and adds auth.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +18,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use rmcp::transport::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::StreamableHttpService;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
+use crate::fast::FastPath;
 use crate::identity::{Authenticator, require_identity};
+use crate::live::Tracked;
 use crate::mcp::McpGateway;
 
 /// `DELETE /mcp` ends a session. rmcp answers 202 Accepted; the session is
@@ -49,37 +51,45 @@ fn json_rpc_error(status: StatusCode, code: i64, message: String) -> Response {
     json_rpc_error_for(serde_json::Value::Null, status, code, message)
 }
 
+/// Reads a POST body up to `max` bytes as JSON: the bytes and the message,
+/// or the error to answer (413 when too large, JSON-RPC's -32700 parse
+/// error when not JSON).
+async fn read_message(
+    max: usize,
+    body: axum::body::Body,
+) -> Result<(axum::body::Bytes, serde_json::Value), Response> {
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        return Err(json_rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            format!(
+                "request body is larger than {max} bytes (SOPHIA_MAX_BODY_BYTES); send less, \
+                 e.g. pass a reference to large data instead of the data"
+            ),
+        ));
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(message) => Ok((bytes, message)),
+        Err(e) => Err(json_rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            format!("parse error: the body is not valid JSON ({e})"),
+        )),
+    }
+}
+
 /// Reads POST bodies up to the limit and checks they are JSON, so that an
 /// oversized body gets 413 and malformed JSON gets JSON-RPC's -32700 parse
 /// error (rmcp alone would answer 415) before anything else looks at them.
+/// The message goes on with the request ([`crate::fast::Incoming`]).
 async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next) -> Response {
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit.max).await {
-        Ok(b) => b,
-        Err(_) => {
-            return json_rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                -32600,
-                format!(
-                    "request body is larger than {} bytes (SOPHIA_MAX_BODY_BYTES); send less, \
-                     e.g. pass a reference to large data instead of the data",
-                    limit.max
-                ),
-            );
-        }
-    };
-    let message = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            return json_rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32700,
-                format!("parse error: the body is not valid JSON ({e})"),
-            );
-        }
+    let (mut parts, body) = req.into_parts();
+    let (bytes, message) = match read_message(limit.max, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
     // A request whose id is already in flight on its session is refused at
     // once: its answer could not be told from the other's.
@@ -88,10 +98,26 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if let Some(session) = &session
+        && message.get("method").and_then(|m| m.as_str()) == Some("notifications/cancelled")
+        && let Some(id) = message.pointer("/params/requestId")
+    {
+        // Calls the fast path answers are cancelled here; rmcp, which
+        // gets the notification too, cancels its own.
+        limit.in_flight.cancel(session, &id.to_string());
+    }
     let claim = match claim(&limit, session, &message) {
         Ok(claim) => claim,
         Err(refused) => return refused,
     };
+    if let Some(claim) = &claim {
+        parts
+            .extensions
+            .insert(crate::fast::CallCancel(claim.cancel.clone()));
+    }
+    parts
+        .extensions
+        .insert(crate::fast::Incoming(Arc::new(message)));
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
@@ -185,17 +211,17 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Request ids in flight, per session.
+/// Request ids in flight, per session, each with what cancels it.
 #[derive(Clone, Default)]
-struct InFlightIds(
-    Arc<parking_lot::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>>,
-);
+struct InFlightIds(Arc<parking_lot::Mutex<HashMap<String, HashMap<String, CancellationToken>>>>);
 
 /// Holds one (session, id) while its request is served.
 struct IdClaim {
     ids: InFlightIds,
     session: String,
     id: String,
+    /// Cancelled by `notifications/cancelled` for this id.
+    cancel: CancellationToken,
 }
 
 /// Why a request could not be claimed.
@@ -211,18 +237,27 @@ impl InFlightIds {
     fn claim(&self, session: String, id: String, limit: usize) -> Result<IdClaim, Unclaimed> {
         let mut sessions = self.0.lock();
         let ids = sessions.entry(session.clone()).or_default();
-        if ids.contains(&id) {
+        if ids.contains_key(&id) {
             return Err(Unclaimed::IdInUse);
         }
         if ids.len() >= limit {
             return Err(Unclaimed::SessionFull);
         }
-        ids.insert(id.clone());
+        let cancel = CancellationToken::new();
+        ids.insert(id.clone(), cancel.clone());
         Ok(IdClaim {
             ids: self.clone(),
             session,
             id,
+            cancel,
         })
+    }
+
+    /// Cancels request `id` of `session`, if it is in flight.
+    fn cancel(&self, session: &str, id: &str) {
+        if let Some(cancel) = self.0.lock().get(session).and_then(|ids| ids.get(id)) {
+            cancel.cancel();
+        }
     }
 }
 
@@ -278,22 +313,31 @@ pub fn mcp_router(
         // result is answered with plain JSON; rmcp falls back to SSE when
         // progress or log records come first.
         .with_json_response(true)
-        .with_cancellation_token(stop);
+        .with_cancellation_token(stop.clone());
     // Sessions live on the bus, so any gateway replica (or this one after a
     // restart) continues them.
     http_config.session_store = Some(sessions);
     let gateway_for_rest = gateway.clone();
-    // SSE events on the bus, so a broken stream resumes at any replica.
+    // rmcp's service, with the fast path for plain tool calls in front
+    // (crate::fast). SSE events on the bus, so a broken stream resumes at
+    // any replica.
     let serve = |gateway: McpGateway| {
-        let manager = match &events {
-            Some(events) => LocalSessionManager::default().with_event_store(events.clone()),
-            None => LocalSessionManager::default(),
-        };
-        StreamableHttpService::<McpGateway, LocalSessionManager>::new(
+        let manager = Tracked::new(events.clone(), stop.clone());
+        let fast = FastPath::new(manager.live(), &config.allowed_hosts);
+        let service = StreamableHttpService::<McpGateway, Tracked>::new(
             move || Ok(gateway.for_session()),
             Arc::new(manager),
             http_config.clone(),
-        )
+        );
+        let endpoint = Router::new().fallback_service(service);
+        if config.fast_calls {
+            endpoint.layer(middleware::from_fn_with_state(
+                fast,
+                crate::fast::tools_call,
+            ))
+        } else {
+            endpoint
+        }
     };
     // One endpoint per profile (`/mcp/ask`, `/mcp/agent`, ...), each
     // serving its subset of what the caller's policy allows.

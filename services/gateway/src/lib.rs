@@ -6,7 +6,9 @@
 //! - [`mcp`]: the rmcp `ServerHandler`: `tools/list`, `tools/call`,
 //!   progress, `list_changed`.
 //! - [`http`]: Streamable HTTP at `/mcp` with auth, Host/Origin checks and a
-//!   body limit; [`rest`]: the seed's REST shortcuts, as tool calls.
+//!   body limit; [`fast`]: plain `tools/call`s answered without rmcp's
+//!   session worker ([`live`]: the sessions it answers for); [`rest`]: the
+//!   seed's REST shortcuts, as tool calls.
 //! - [`identity`]: who is calling: API keys, the single token, OAuth JWTs.
 //! - [`sessions`], [`results`], [`events`]: MCP sessions, large results and
 //!   SSE events on JetStream, shared by the gateway replicas.
@@ -23,9 +25,11 @@
 pub mod access;
 pub mod config;
 pub mod events;
+pub mod fast;
 pub mod faults;
 pub mod http;
 pub mod identity;
+pub mod live;
 pub mod mcp;
 pub mod paging;
 pub mod registry;

@@ -115,6 +115,26 @@ impl McpGateway {
             Some(visible.listed.iter().map(|e| e.spec.name.clone()).collect());
     }
 
+    /// Whether a call of `name` with `args` needs nothing of its own SSE
+    /// stream, so the fast path ([`crate::fast`]) may answer it: it is not
+    /// the profile's `find_tools`, and no one is asked to confirm it (a
+    /// tool that is not known is left to the usual path, too).
+    pub fn answers_alone(&self, name: &str, args: Option<&serde_json::Map<String, Value>>) -> bool {
+        let Some(profile) = self.profile() else {
+            return true;
+        };
+        if name == FIND_TOOLS {
+            return false;
+        }
+        if !profile.confirm_destructive || args.is_some_and(|a| a.contains_key("preview_id")) {
+            return true;
+        }
+        self.inner
+            .registry
+            .get(name)
+            .is_some_and(|e| !e.spec.hints.destructive)
+    }
+
     /// Whether `caller` may call `name` here: the policy, the profile, the
     /// budget. Under a policy, a tool that does not exist gets the same
     /// answer as one the caller may not call, so refusals reveal nothing.

@@ -407,6 +407,11 @@ impl ServerHandler for McpGateway {
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
         self.inner.peers.lock().push(context.peer.clone());
+        // Over HTTP: the session's calls may take the fast path (crate::fast).
+        if let Some(key) = context.extensions.get::<crate::live::LiveKey>() {
+            let answers = relay::client_can(&context.peer).any();
+            key.register(self.clone(), context.peer.clone(), answers);
+        }
         self.negotiate_initialize(&request)
     }
 
