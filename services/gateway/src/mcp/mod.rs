@@ -52,6 +52,7 @@ mod notify;
 mod offers;
 mod relay;
 mod rounds;
+pub(crate) use rounds::is_stateless;
 mod spans;
 mod tasks;
 
@@ -103,15 +104,6 @@ pub struct McpGateway {
     /// this process until [`McpGateway::with_request_states`] gives the
     /// replicas' shared one. `None` only if the OS gave no random bytes.
     states: Option<RequestStates>,
-}
-
-/// Whether `context` is a stateless request (MCP 2026-07-28 or later):
-/// no session, no peer to ask questions of, everything in the request.
-pub(crate) fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
-    context
-        .meta
-        .protocol_version()
-        .is_some_and(|v| !v.has_initialize())
 }
 
 /// No `logging/setLevel` yet.

@@ -86,17 +86,7 @@ pub(super) async fn relay_question(
         |v: Result<Value, serde_json::Error>| v.map_err(|e| WireError::internal(e.to_string()));
     match question {
         Question::Elicit { message, schema } => {
-            let schema = schema
-                .as_object()
-                .cloned()
-                .ok_or_else(|| "the schema is not a JSON object".to_owned())
-                .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
-                .map_err(|why| {
-                    WireError::invalid_arguments(format!(
-                        "the question's schema is not one MCP elicitation allows (a flat object \
-                         of primitive properties): {why}"
-                    ))
-                })?;
+            let schema = elicitation_schema(schema)?;
             let params = ElicitRequestParams::FormElicitationParams {
                 meta: None,
                 message: message.clone(),
@@ -276,4 +266,20 @@ impl Relay {
         }
         outcome
     }
+}
+
+/// A worker's question schema as MCP elicitation's, or an error saying why
+/// it is not one.
+pub(super) fn elicitation_schema(schema: &Value) -> Result<ElicitationSchema, WireError> {
+    schema
+        .as_object()
+        .cloned()
+        .ok_or_else(|| "the schema is not a JSON object".to_owned())
+        .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
+        .map_err(|why| {
+            WireError::invalid_arguments(format!(
+                "the question's schema is not one MCP elicitation allows (a flat object of \
+                 primitive properties): {why}"
+            ))
+        })
 }

@@ -347,17 +347,7 @@ fn binding(caller: &Caller, tool: &str, args: &Value) -> Vec<u8> {
 fn input_request(question: Question) -> Result<InputRequest, WireError> {
     let request = match question {
         Question::Elicit { message, schema } => {
-            let schema = schema
-                .as_object()
-                .cloned()
-                .ok_or_else(|| "the schema is not a JSON object".to_owned())
-                .and_then(|o| ElicitationSchema::from_json_schema(o).map_err(|e| e.to_string()))
-                .map_err(|why| {
-                    WireError::invalid_arguments(format!(
-                        "the question's schema is not one MCP elicitation allows (a flat \
-                         object of primitive properties): {why}"
-                    ))
-                })?;
+            let schema = super::relay::elicitation_schema(&schema)?;
             json!({"method": "elicitation/create", "params": {
                 "mode": "form", "message": message, "requestedSchema": schema}})
         }
@@ -368,6 +358,15 @@ fn input_request(question: Question) -> Result<InputRequest, WireError> {
     };
     serde_json::from_value(request)
         .map_err(|e| WireError::invalid_arguments(format!("not a valid MCP input request: {e}")))
+}
+
+/// Whether `context` is a stateless request (MCP 2026-07-28 or later):
+/// no session, no peer to ask questions of, everything in the request.
+pub(crate) fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .meta
+        .protocol_version()
+        .is_some_and(|v| !v.has_initialize())
 }
 
 #[cfg(test)]
