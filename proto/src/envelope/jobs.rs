@@ -18,6 +18,12 @@ pub struct JobTools {
     pub status: String,
     /// The tool that asks a job to stop: called with `{"job_id": ...}`.
     pub cancel: String,
+    /// The tool that answers a job waiting for input
+    /// ([`JobPhase::InputRequired`]): called with `{"job_id": ...,
+    /// "responses": {<question key>: <MCP ElicitResult>}}`. Absent for jobs
+    /// that never ask (and in announcements from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// Where a job is.
@@ -26,6 +32,9 @@ pub struct JobTools {
 pub enum JobPhase {
     /// Still working.
     Running,
+    /// Paused until a person answers [`JobReport::question`] (through
+    /// [`JobTools::answer`]).
+    InputRequired,
     /// Done; the status tool's output is the job's result.
     Succeeded,
     /// Ended in failure; [`JobReport::message`] says why.
@@ -67,6 +76,22 @@ pub struct JobReport {
     /// When its record last changed, in Unix milliseconds.
     #[serde(default)]
     pub updated_ms: u64,
+    /// What the job asks while it waits for input
+    /// ([`JobPhase::InputRequired`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<JobQuestion>,
+}
+
+/// A question a paused job asks a person (MCP elicitation, form mode).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobQuestion {
+    /// The key its answer comes back under (`responses` of
+    /// [`JobTools::answer`]); a new question has a new key.
+    pub key: String,
+    /// The question, for people.
+    pub message: String,
+    /// The answer's JSON Schema: a flat object of primitive properties.
+    pub schema: serde_json::Value,
 }
 
 #[cfg(test)]
@@ -84,5 +109,21 @@ mod tests {
         let later: JobReport =
             serde_json::from_value(serde_json::json!({"id": "j1", "state": "paused"})).unwrap();
         assert_eq!(later.state, JobPhase::Unknown);
+    }
+
+    #[test]
+    fn a_waiting_job_carries_its_question_and_old_job_tools_still_read() {
+        let record = serde_json::json!({"id": "j2", "state": "input_required",
+            "question": {"key": "a1", "message": "Allow pulumi_up?",
+                "schema": {"type": "object"}}});
+        let report: JobReport = serde_json::from_value(record).unwrap();
+        assert_eq!(report.state, JobPhase::InputRequired);
+        assert!(!report.state.is_over());
+        assert_eq!(report.question.map(|q| q.key).as_deref(), Some("a1"));
+        let old: JobTools =
+            serde_json::from_value(serde_json::json!({"status": "s", "cancel": "c"})).unwrap();
+        assert_eq!(old.answer, None);
+        let bytes = crate::encode(&old).unwrap();
+        assert_eq!(crate::decode::<JobTools>(&bytes).unwrap(), old);
     }
 }

@@ -17,7 +17,7 @@ mod registry;
 mod rounds;
 
 pub use error::{ErrorCode, WireError};
-pub use jobs::{JobPhase, JobReport, JobTools};
+pub use jobs::{JobPhase, JobQuestion, JobReport, JobTools};
 pub use registry::*;
 pub use rounds::{InputRequired, Round};
 
