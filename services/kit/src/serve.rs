@@ -421,7 +421,7 @@ fn call_for(
         ask: request.ask.filter(|a| subject::is_reply_subject(&a.to)),
         policy: shared.policy.clone(),
         round: request.round,
-        detached: request.detached,
+        job: crate::detach::JobSide::asked(request.detached),
         asking: Default::default(),
     }
 }

@@ -202,8 +202,8 @@ pub struct Call {
     pub(crate) round: Option<sophia_proto::Round>,
     /// What the handler keeps for a retry, and its questions so far.
     pub(crate) asking: crate::rounds::Asking,
-    /// Start as a job and answer at once (`detach.rs`).
-    pub(crate) detached: bool,
+    /// Start as a job and answer at once, or be one (`detach.rs`).
+    pub(crate) job: crate::detach::JobSide,
 }
 
 /// The person's answer to [`Call::elicit`].
@@ -274,6 +274,7 @@ impl Call {
     }
 
     async fn notify(&self, msg: Progress) {
+        self.note_job_line(&msg);
         let Some(sink) = &self.progress else { return };
         match sophia_proto::encode(&msg) {
             Ok(bytes) => {
