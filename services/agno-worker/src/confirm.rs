@@ -49,12 +49,12 @@ async fn confirm(
         "The {} wants to run {} with {}. {plan}Allow it?",
         state.agent_type, spec.name, arguments,
     );
-    let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean",
-        "title": format!("Run {}", spec.name)}}, "required": ["confirm"]});
-    Ok(match call.elicit(question, schema).await? {
-        Answer::Accepted(a) if a["confirm"] == json!(true) => Confirmation::Yes,
-        _ => Confirmation::No(not_allowed(&spec.name)),
-    })
+    Ok(
+        match call.elicit(question, confirm_schema(&spec.name)).await? {
+            Answer::Accepted(a) if a["confirm"] == json!(true) => Confirmation::Yes,
+            _ => Confirmation::No(not_allowed(&spec.name)),
+        },
+    )
 }
 
 /// Whether a destructive call may run.
@@ -70,6 +70,29 @@ pub(crate) enum Confirmation {
 /// What the model is told when a person said no.
 fn not_allowed(tool: &str) -> String {
     format!("the person did not allow {tool}; do not run it again unless they ask")
+}
+
+/// The question a detached run's task asks about `action` (its key is the
+/// action's id): the same words and schema as the elicitation above.
+pub(crate) fn question(action: &PendingAction) -> sophia_proto::JobQuestion {
+    let plan = match &action.plan {
+        Some(plan) => format!("The plan: {plan}. "),
+        None => String::new(),
+    };
+    sophia_proto::JobQuestion {
+        key: action.id.clone(),
+        message: format!(
+            "The {} wants to run {} with {}. {plan}Allow it?",
+            action.run.agent_type, action.tool, action.arguments,
+        ),
+        schema: confirm_schema(&action.tool),
+    }
+}
+
+/// The answer's schema: one boolean, `confirm`.
+fn confirm_schema(tool: &str) -> Value {
+    json!({"type": "object", "properties": {"confirm": {"type": "boolean",
+        "title": format!("Run {tool}")}}, "required": ["confirm"]})
 }
 
 /// The preview a destructive call applies, if the run saw it.
@@ -88,5 +111,7 @@ pub(crate) fn pending(state: &RunState, tool: String, arguments: Value) -> Pendi
         arguments,
         run: state.clone(),
         status: ActionStatus::Pending,
+        decided_by: None,
+        job: None,
     }
 }

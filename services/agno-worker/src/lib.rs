@@ -7,6 +7,8 @@
 //! - [`run`]: a run's state (messages, steps, usage) and a paused run's
 //!   pending action.
 //! - [`store`]: agents, sessions, pending actions and runs on JetStream KV.
+//! - [`jobs`]: detached runs' records (MCP tasks): state, progress, result,
+//!   the owner's lease, a cancel request, the question a paused run asks.
 //! - [`runner`]: the agent loop (model → tools → model ...), talking to
 //!   models through the typed chat contract ([`sophia_proto::chat`]).
 //! - `confirm`: a person's yes before a destructive tool call.
@@ -18,6 +20,7 @@
 pub mod agent;
 mod confirm;
 pub mod directory;
+pub mod jobs;
 pub mod run;
 pub mod runner;
 pub mod store;
@@ -107,6 +110,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<WorkerHandle, 
         templates,
         runner: runner::Runner { directory, store },
         categories: cli.agno.categories.clone(),
+        instance,
     };
     tools::worker(Arc::new(ctx)).run(cli.worker, shutdown).await
 }

@@ -90,6 +90,13 @@ pub struct PendingAction {
     pub run: RunState,
     /// Whether a person has decided yet.
     pub status: ActionStatus,
+    /// Who decided (the caller's principal), once someone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The detached run (job) this action pauses, if it is one: the job's
+    /// record says it waits for input, and a decision resumes it as a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Where a [`PendingAction`] is: `pending`, then `confirmed` or `rejected`,

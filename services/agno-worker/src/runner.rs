@@ -118,6 +118,7 @@ impl Runner {
     ) -> Result<Outcome, WireError> {
         loop {
             while !state.queued.is_empty() {
+                stop_if_cancelled(call)?;
                 let tool_call = state.queued.remove(0);
                 if let Some(paused) = self
                     .tool_call(call, trace, template, state, tool_call)
@@ -129,12 +130,7 @@ impl Runner {
             if state.turns >= template.max_steps {
                 return Ok(Outcome::StepLimit);
             }
-            if call.is_cancelled() {
-                return Err(WireError::new(
-                    ErrorCode::Cancelled,
-                    "the run was cancelled",
-                ));
-            }
+            stop_if_cancelled(call)?;
             let message = self.model_turn(call, trace, template, state).await?;
             let calls = message.calls().to_vec();
             let answer = message.text().to_owned();
@@ -405,6 +401,18 @@ impl Runner {
             Err(e) => Err(format!("{} ({})", e, e.code())),
         }
     }
+}
+
+/// Ends the run if its call (or job) was cancelled: checked between steps;
+/// the model and tool calls in flight end with the same token.
+fn stop_if_cancelled(call: &Call) -> Result<(), WireError> {
+    if call.is_cancelled() {
+        return Err(WireError::new(
+            ErrorCode::Cancelled,
+            "the run was cancelled",
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a finished tool call into the run: a step, and the tool message

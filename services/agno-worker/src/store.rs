@@ -1,7 +1,7 @@
 //! What outlives a request, on JetStream KV, shared by every replica:
 //! agents, sessions (written with compare-and-swap, so two replicas never
-//! clobber each other), actions waiting for a person's confirmation, and
-//! the runs in progress.
+//! clobber each other), actions waiting for a person's confirmation, the
+//! runs in progress, and detached runs' records (`crate::jobs`).
 
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub const SESSIONS_BUCKET: &str = "sophia_agno_sessions";
 pub const PENDING_BUCKET: &str = "sophia_agno_pending";
 /// Runs in progress, as `<category>.<request id>`.
 pub const RUNS_BUCKET: &str = "sophia_agno_runs";
+/// Detached runs (MCP tasks), by job id (`crate::jobs`).
+pub const JOBS_BUCKET: &str = "sophia_agno_jobs";
 
 /// A conversation any replica can continue.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,7 @@ pub struct Store {
     sessions: Bucket,
     pending: Bucket,
     runs: Bucket,
+    pub(crate) jobs: Bucket,
 }
 
 impl From<KvError> for StoreError {
@@ -103,6 +106,7 @@ impl Store {
                 Duration::from_secs(3600),
             )
             .await?,
+            jobs: open(JOBS_BUCKET, "Sophia Mesh detached agent runs", ttl).await?,
         })
     }
 
@@ -189,12 +193,14 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a pending action for a decision: marks it `status` with a
-    /// compare-and-swap, so it is decided (and run) at most once.
+    /// Takes a pending action for a decision: marks it `status`, decided by
+    /// principal `by`, with a compare-and-swap, so it is decided (and run)
+    /// at most once.
     pub async fn decide(
         &self,
         id: &str,
         status: ActionStatus,
+        by: &str,
     ) -> Result<Option<PendingAction>, StoreError> {
         valid_id(id)?;
         let Some((mut action, revision)) = self.pending.entry::<PendingAction>(id).await? else {
@@ -207,6 +213,7 @@ impl Store {
             ));
         }
         action.status = status;
+        action.decided_by = Some(by.to_owned());
         match self.pending.update(id, &action, revision).await {
             Ok(_) => Ok(Some(action)),
             Err(e) if e.kind() == KvErrorKind::Conflict => {

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub runner: Runner,
     /// The categories this replica runs agents of.
     pub categories: Vec<Category>,
+    /// This replica's id (the owner of the detached runs it drives).
+    pub instance: String,
 }
 
 /// A store failure as the caller sees it.
@@ -133,6 +135,10 @@ impl Ctx {
     ) -> Result<ToolOutput, WireError> {
         let mut args = json!({"agent_id": record.id, "message": message,
             "allow_missing_tools": call.args["allow_missing_tools"]});
+        // A detached start (an MCP task): the replica runs it as this job.
+        if call.detached() {
+            args["job_id"] = json!(uuid::Uuid::new_v4().simple().to_string());
+        }
         if let Some(s) = call.args["session_id"].as_str() {
             args["session_id"] = json!(s);
         }

@@ -16,6 +16,8 @@
 //! - `runs.rs`: the front door to runs (run an agent, confirm a paused run).
 //! - `replica.rs`: a category's runs on this replica (start or resume, the
 //!   loop, the result).
+//! - `jobs.rs`: detached runs (MCP tasks) by job id: status, cancel, answer.
+//! - `detached.rs`: a detached run on this replica, beside its heartbeat.
 //!
 //! Every tool has the same shape: a `fn` that declares it and a named
 //! `async fn run_*(ctx, call)` that runs a call ([`Tool::with_ctx`]).
@@ -23,6 +25,8 @@
 mod agents;
 mod catalog;
 mod ctx;
+mod detached;
+mod jobs;
 mod replica;
 mod runs;
 
@@ -49,6 +53,18 @@ static ALLOW_MISSING_TOOLS: std::sync::LazyLock<Value> = std::sync::LazyLock::ne
             (by default such a run is refused, with the missing tools named)"})
 });
 
+/// The text of a tool's output (its text blocks, one per line).
+fn text_of(out: &sophia_kit::ToolOutput) -> String {
+    out.content
+        .iter()
+        .filter_map(|c| match c {
+            sophia_kit::Content::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// No arguments.
 fn no_arguments() -> Value {
     json!({"type": "object", "properties": {}, "additionalProperties": false})
@@ -63,7 +79,7 @@ fn agent_id_schema() -> Value {
 /// The worker with its tools: the front door, plus the runs of
 /// `ctx.categories`.
 pub fn worker(ctx: Arc<Ctx>) -> Worker {
-    let front_door: [fn(&Arc<Ctx>) -> Tool; 8] = [
+    let front_door: [fn(&Arc<Ctx>) -> Tool; 11] = [
         catalog::list_agent_types,
         agents::create_agent,
         runs::run_agent,
@@ -72,6 +88,9 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         agents::get_agent,
         agents::delete_agent,
         catalog::agent_stats,
+        jobs::get_run,
+        jobs::cancel_run,
+        jobs::answer_run,
     ];
     let mut w = Worker::new("agno-worker", env!("CARGO_PKG_VERSION"))
         .description("Sophia Mesh agent runtime");

@@ -1,7 +1,8 @@
 //! A category's runs on this replica (`agno_run_<category>`, on the
 //! category's run subject, forwarded here by the front door): start a run
 //! with a new message or resume a paused one, drive the loop, and turn how
-//! it ended into the tool's result.
+//! it ended into the tool's result. A call with a `job_id` (a detached
+//! start or resume, an MCP task) is driven as that job (`detached.rs`).
 
 use std::sync::Arc;
 
@@ -49,6 +50,14 @@ async fn run_category_run(ctx: Arc<Ctx>, call: Call) -> ToolResult {
             Some(format!("not on the mesh right now: {}", missing.join(", "))),
         )
         .await;
+    }
+    if let Some(job_id) = call.args["job_id"].as_str() {
+        let run = super::detached::Run {
+            template,
+            state,
+            missing,
+        };
+        return super::detached::start(&ctx, &call, job_id, run).await;
     }
     let store = &ctx.runner.store;
     let category = template.category.as_str();
@@ -106,7 +115,7 @@ async fn started(ctx: &Ctx, call: &Call) -> Result<(Arc<Template>, RunState), Wi
 /// The tool's result for how the run ended; an answer (or the step limit)
 /// saves the run's messages to the session, a pause stores the pending
 /// action.
-async fn finish(
+pub(super) async fn finish(
     ctx: &Ctx,
     template: &Template,
     state: &RunState,

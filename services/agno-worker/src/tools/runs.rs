@@ -9,7 +9,7 @@ use sophia_kit::{Call, Category, Tool, ToolResult, WireError};
 
 use super::ctx::{forward, store_error};
 use super::{ALLOW_MISSING_TOOLS, Ctx, RUN_TIMEOUT_MS};
-use crate::run::ActionStatus;
+use crate::run::{ActionStatus, PendingAction};
 
 /// `agno_run_agent`.
 pub(super) fn run_agent(ctx: &Arc<Ctx>) -> Tool {
@@ -18,7 +18,8 @@ pub(super) fn run_agent(ctx: &Arc<Ctx>) -> Tool {
         Category::Agents,
         "Sends a message to an agent (by agent_id, or a new one of agent_type) and runs it to \
          an answer. Returns the answer, the steps taken (tool calls and results) and token \
-         usage; or, before a destructive tool, a pending action to confirm with agno_confirm.",
+         usage; or, before a destructive tool, a pending action to confirm with agno_confirm. \
+         Detached (an MCP task), it answers at once with the run's record (agno_get_run).",
     )
     .input_schema(json!({"type": "object", "properties": {
         "agent_id": {"type": "string"},
@@ -28,6 +29,8 @@ pub(super) fn run_agent(ctx: &Arc<Ctx>) -> Tool {
         "allow_missing_tools": ALLOW_MISSING_TOOLS.clone()},
         "required": ["message"], "additionalProperties": false}))
     .timeout_ms(RUN_TIMEOUT_MS)
+    .runs_as_job("agno_get_run", "agno_cancel_run")
+    .job_answered_by("agno_answer_run")
     .with_ctx(ctx, run_run_agent)
 }
 
@@ -72,16 +75,43 @@ async fn run_confirm(ctx: Arc<Ctx>, call: Call) -> ToolResult {
     let action = ctx
         .runner
         .store
-        .decide(id, ActionStatus::decided(approve))
+        .decide(id, ActionStatus::decided(approve), &call.caller.principal)
         .await
         .map_err(store_error)?
         .ok_or_else(|| WireError::invalid_arguments(format!("no pending action {id}")))?;
+    resume(&ctx, &call, action, approve).await
+}
+
+/// Resumes a paused run with a person's decision (already taken, once), on
+/// a replica of its category: a detached run's (an MCP task's) as its job,
+/// answered at once with the job's record; any other waited for.
+pub(super) async fn resume(
+    ctx: &Ctx,
+    call: &Call,
+    action: PendingAction,
+    approve: bool,
+) -> ToolResult {
+    tracing::info!(action = %action.id, approve, by = %call.caller.principal, "a person decided");
     let template = ctx.template(&action.run.agent_type)?;
-    forward(
-        &call,
-        template.category,
-        json!({"action_id": id, "approve": approve,
-            "run": serde_json::to_value(&action.run).unwrap_or_default()}),
-    )
-    .await
+    let mut args = json!({"action_id": action.id, "approve": approve,
+        "run": serde_json::to_value(&action.run).unwrap_or_default()});
+    let Some(job) = &action.job else {
+        return forward(call, template.category, args).await;
+    };
+    args["job_id"] = json!(job);
+    let resumed = forward(call, template.category, args).await;
+    if let Err(e) = &resumed {
+        let why = format!("the run could not be resumed: {}", e.message);
+        let ended = ctx.runner.store.change_job(job, |j| {
+            let waiting = j.state == sophia_proto::JobPhase::InputRequired;
+            if waiting {
+                j.end(sophia_proto::JobPhase::Failed, why.clone(), None);
+            }
+            waiting
+        });
+        if let Err(e) = ended.await {
+            tracing::warn!(job = %job, cause = %e, "could not record a failed resume");
+        }
+    }
+    resumed
 }
