@@ -396,6 +396,10 @@ impl McpGateway {
             Err(CallError::Worker(w)) if w.code == ErrorCode::InvalidArguments => Err(
                 McpError::invalid_params(format!("unknown task: {}", w.message), None),
             ),
+            // The job is not in a state to take this (e.g. an answer replayed).
+            Err(CallError::Worker(w)) if w.code == ErrorCode::Conflict => {
+                Err(McpError::invalid_params(w.message, None))
+            }
             Err(e) => Err(McpError::internal_error(
                 format!("could not reach the job's worker: {e}"),
                 None,

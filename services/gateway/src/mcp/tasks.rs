@@ -10,14 +10,18 @@
 //! caller: `tasks/get` and `tasks/cancel` open it and call the worker's
 //! status or cancel tool as that caller, so any gateway replica answers,
 //! and a gateway restart loses nothing (the job lives where the worker
-//! keeps it, e.g. JetStream KV).
+//! keeps it, e.g. JetStream KV). A job waiting for a person
+//! (`JobPhase::InputRequired`) is an `input_required` task whose
+//! `inputRequests` hold its question; `tasks/update` hands the client's
+//! `inputResponses` to the worker's answer tool, which applies an answer
+//! once.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rmcp::model::{
-    CancelTaskParams, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, JsonObject,
-    Task, TaskPayload, TaskStatus, UpdateTaskParams,
+    CancelTaskParams, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, InputRequest,
+    InputRequests, JsonObject, Task, TaskPayload, TaskStatus, UpdateTaskParams,
 };
-use sophia_proto::{JobPhase, JobReport};
+use sophia_proto::{JobPhase, JobQuestion, JobReport};
 
 use super::*;
 
@@ -92,7 +96,9 @@ impl McpGateway {
         let reference: TaskRef = states
             .open_for(task_id, &binding(caller))
             .ok_or_else(unknown_task)?;
-        let output = self.job_tool(&reference, caller, |j| &j.status).await?;
+        let output = self
+            .job_tool(&reference, caller, |j| Some(&j.status), JsonObject::new())
+            .await?;
         let report = output
             .structured
             .clone()
@@ -102,12 +108,14 @@ impl McpGateway {
         Ok((reference, output, report))
     }
 
-    /// Calls the status or cancel tool of `reference`'s job as `caller`.
+    /// Calls the status, cancel or answer tool of `reference`'s job as
+    /// `caller`, with `extra` arguments besides the job id.
     async fn job_tool(
         &self,
         reference: &TaskRef,
         caller: &Caller,
-        which: impl Fn(&sophia_proto::JobTools) -> &String,
+        which: impl Fn(&sophia_proto::JobTools) -> Option<&String>,
+        extra: JsonObject,
     ) -> Result<ToolOutput, McpError> {
         let entry = self.inner.registry.get(&reference.tool);
         let tools = entry
@@ -122,8 +130,10 @@ impl McpGateway {
                     None,
                 )
             })?;
-        let args = json!({"job_id": reference.job});
-        self.call_for_task(caller, which(&tools), args).await
+        let tool = which(&tools).ok_or_else(not_waiting)?;
+        let mut args = extra;
+        args.insert("job_id".into(), json!(reference.job));
+        self.call_for_task(caller, tool, Value::Object(args)).await
     }
 
     /// `tasks/get`: the job's state, latest progress and, once it is over,
@@ -151,6 +161,9 @@ impl McpGateway {
                 )),
             },
             JobPhase::Cancelled => TaskPayload::Cancelled,
+            JobPhase::InputRequired => TaskPayload::InputRequired {
+                input_requests: input_requests(report.question.as_ref())?,
+            },
             JobPhase::Running | JobPhase::Unknown => TaskPayload::Working,
         };
         let task = task(request.task_id, &report);
@@ -168,28 +181,76 @@ impl McpGateway {
         if report.state.is_over() {
             return Err(over(&report, "cancel"));
         }
-        self.job_tool(&reference, &caller, |j| &j.cancel).await?;
+        self.job_tool(&reference, &caller, |j| Some(&j.cancel), JsonObject::new())
+            .await?;
         Ok(())
     }
 
-    /// `tasks/update`: these jobs ask nothing mid-run, so there is never
-    /// input to take; a finished task says so.
+    /// `tasks/update`: the client's answers to a waiting job's question go
+    /// to the worker's answer tool (which takes an answer once); a task
+    /// that is not waiting takes none.
     pub(super) async fn task_update(
         &self,
         request: UpdateTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let caller = self.caller(&context);
-        let (_, _, report) = self.job_of(&request.task_id, &caller).await?;
+        let (reference, _, report) = self.job_of(&request.task_id, &caller).await?;
         if report.state.is_over() {
             return Err(over(&report, "update"));
         }
-        Err(McpError::invalid_params(
-            "the task is not waiting for input (its status is not input_required): nothing to \
-             update",
-            None,
-        ))
+        if report.state != JobPhase::InputRequired {
+            return Err(not_waiting());
+        }
+        let mut extra = JsonObject::new();
+        extra.insert("responses".into(), json!(request.input_responses));
+        let answered = self
+            .job_tool(&reference, &caller, |j| j.answer.as_ref(), extra)
+            .await?;
+        if answered.is_error {
+            return Err(McpError::invalid_params(
+                format!("the answer was not taken: {}", output_text(&answered)),
+                None,
+            ));
+        }
+        Ok(())
     }
+}
+
+fn not_waiting() -> McpError {
+    McpError::invalid_params(
+        "the task is not waiting for input (its status is not input_required): nothing to \
+         update",
+        None,
+    )
+}
+
+/// A waiting job's question as the task's `inputRequests` (an elicitation
+/// under the question's key).
+fn input_requests(question: Option<&JobQuestion>) -> Result<InputRequests, McpError> {
+    let question = question.ok_or_else(|| {
+        McpError::internal_error("the job waits for input but asks nothing", None)
+    })?;
+    let schema = super::relay::elicitation_schema(&question.schema)
+        .map_err(|e| McpError::internal_error(e.message, None))?;
+    let request: InputRequest = serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {"mode": "form", "message": question.message, "requestedSchema": schema}}))
+    .map_err(|e| McpError::internal_error(format!("not an MCP input request: {e}"), None))?;
+    Ok([(question.key.clone(), request)].into())
+}
+
+/// The text blocks of a tool's output.
+fn output_text(output: &ToolOutput) -> String {
+    output
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            sophia_proto::Content::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The refusal of `what` on a task that is over.
@@ -209,12 +270,15 @@ fn task(id: String, report: &JobReport) -> Task {
     let status = match report.state {
         JobPhase::Succeeded | JobPhase::Failed => TaskStatus::Completed,
         JobPhase::Cancelled => TaskStatus::Cancelled,
+        JobPhase::InputRequired => TaskStatus::InputRequired,
         JobPhase::Running | JobPhase::Unknown => TaskStatus::Working,
     };
     let mut task = Task::new(id, status, iso(report.started_ms), iso(report.updated_ms))
         .with_poll_interval_ms(POLL_INTERVAL_MS);
     let message = match report.state {
-        JobPhase::Running => report.progress.clone().or(report.message.clone()),
+        JobPhase::Running | JobPhase::InputRequired => {
+            report.progress.clone().or(report.message.clone())
+        }
         _ => report.message.clone(),
     };
     if let Some(message) = message {
