@@ -202,6 +202,17 @@ impl McpGateway {
         if report.state != JobPhase::InputRequired {
             return Err(not_waiting());
         }
+        if let Some(q) = &report.question
+            && !request.input_responses.contains_key(&q.key)
+        {
+            return Err(McpError::invalid_params(
+                format!(
+                    "no answer to the task's question (key {}): answer under that key",
+                    q.key
+                ),
+                None,
+            ));
+        }
         let mut extra = JsonObject::new();
         extra.insert("responses".into(), json!(request.input_responses));
         let answered = self
