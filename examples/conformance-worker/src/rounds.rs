@@ -75,6 +75,22 @@ pub fn tools() -> Vec<Tool> {
             "Asks only what the client declared it answers (elicitation, sampling, roots).",
         )
         .handler(capabilities),
+        // server-stateless probes that a client which did not declare
+        // sampling gets MissingRequiredClientCapability (-32021): the
+        // worker asks, the kit refuses the question (missing_capability),
+        // the gateway answers with the MCP error.
+        tool(
+            "test_missing_capability",
+            "Asks the client's model (sampling); a client that did not declare sampling \
+             gets a MissingRequiredClientCapability error.",
+        )
+        .handler(|call| async move {
+            let params = json!({"messages": [{"role": "user", "content":
+                {"type": "text", "text": "Say hello"}}], "maxTokens": 20});
+            let answer = call.sample(params).await?;
+            let text = answer["content"]["text"].as_str().unwrap_or_default();
+            Ok(ToolOutput::text(format!("The model answered: {text}")))
+        }),
         // server-stateless probes that a stateless client is asked through
         // the result, never by a request on the response stream.
         tool(

@@ -335,6 +335,25 @@ impl McpGateway {
     }
 }
 
+/// A worker's `missing_capability` error (it asked what the client did not
+/// declare it answers) as MCP 2026-07-28's MissingRequiredClientCapability
+/// error: JSON-RPC -32021, which rmcp's Streamable HTTP transport sends
+/// with HTTP 400, `data.requiredCapabilities` naming the capability as a
+/// `ClientCapabilities` object. `None` for any other error.
+pub(super) fn missing_capability(error: &WireError) -> Option<McpError> {
+    let capability = error.missing_capability_name()?;
+    // The gateway asks in form mode.
+    let declaration = match capability {
+        "elicitation" => json!({"form": {}}),
+        _ => json!({}),
+    };
+    Some(McpError::new(
+        rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+        error.message.clone(),
+        Some(json!({"requiredCapabilities": {capability: declaration}})),
+    ))
+}
+
 /// What the sealed state is bound to: the caller, the tool and a digest of
 /// its arguments, so it cannot be replayed by another caller or for other
 /// arguments.
