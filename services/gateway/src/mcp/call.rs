@@ -335,16 +335,10 @@ impl McpGateway {
         let target = relay.target();
         let call = self.send(plan, origin, target);
         let outcome = relay.run_until(call, &context.peer, timeout).await;
-        if let (Err(CallError::Worker(w)), Some(rounds)) = (&outcome, &rounds) {
-            if let Some(asked) = self.worker_input_required(rounds, w) {
-                return Ok(asked);
-            }
-            // A session client is told in the result, as before (its
-            // revisions have no such error); a stateless one, as 2026-07-28
-            // says.
-            if let Some(missing) = rounds::missing_capability(w) {
-                return Err(missing);
-            }
+        if let (Err(CallError::Worker(w)), Some(rounds)) = (&outcome, &rounds)
+            && let Some(answer) = self.stateless_answer(rounds, w)
+        {
+            return answer;
         }
         if let (Ok(reply), true) = (&outcome, detached)
             && let Some(task) = self.task_of(&request.name, &caller, &reply.output)
