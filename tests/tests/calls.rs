@@ -296,7 +296,7 @@ async fn a_worker_can_sample_the_clients_model_and_list_its_roots() {
     let r = call(&plain, "sample", json!({"prompt": "?"})).await;
     assert_eq!(
         sophia_tests::tools::error_code(&r).as_deref(),
-        Some("unavailable")
+        Some("missing_capability")
     );
     assert!(
         text_of(&r).contains("does not support sampling"),

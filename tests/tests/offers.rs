@@ -315,3 +315,74 @@ async fn a_resource_read_travels_on_its_services_own_subjects_and_is_cancelled_t
         "no category hears the cancel of a resource read"
     );
 }
+
+/// Whether `tools/list` offers `name` now.
+async fn tool_listed(client: &sophia_tests::McpClient, name: &str) -> bool {
+    let tools = client.list_all_tools().await.unwrap_or_default();
+    tools.iter().any(|t| t.name == name)
+}
+
+#[tokio::test]
+async fn a_running_worker_withdraws_and_offers_again_its_tools_and_prompts() {
+    use sophia_kit::{Category, Tool, ToolOutput};
+    let mut mesh = Mesh::start().await;
+    let worker = docs_worker().tool(
+        Tool::new("export", Category::CodeGeneration, "Exports the docs.")
+            .handler(|_| async { Ok(ToolOutput::text("exported")) }),
+    );
+    let listing = worker.listing();
+    listing.withdraw_tool("export");
+    let client = mesh.client().await;
+    mesh.worker(worker).await;
+    eventually("the prompt is listed", WAIT, || async {
+        let prompts = client.list_all_prompts().await.ok()?;
+        prompts.iter().any(|p| p.name == "review").then_some(())
+    })
+    .await;
+    assert!(
+        !tool_listed(&client, "export").await,
+        "withdrawn before start"
+    );
+
+    // Offered: announced at once, and the client is told.
+    let mut tools_changed = client.service().list_changed.subscribe();
+    let seen = *tools_changed.borrow_and_update();
+    assert!(listing.offer_tool("export"));
+    tokio::time::timeout(WAIT, tools_changed.wait_for(|n| *n > seen))
+        .await
+        .expect("tools/list_changed is sent when a worker offers a tool")
+        .unwrap();
+    sophia_tests::tools::wait_for_tool(&client, "export").await;
+    let r = sophia_tests::tools::call(&client, "export", json!({})).await;
+    assert_eq!(sophia_tests::tools::text_of(&r), "exported");
+
+    // A prompt withdrawn: prompts/list_changed, and it is gone.
+    let mut offers_changed = client.service().offers_changed.subscribe();
+    let seen = *offers_changed.borrow_and_update();
+    assert!(listing.withdraw_prompt("review"));
+    tokio::time::timeout(WAIT, offers_changed.wait_for(|n| *n > seen))
+        .await
+        .expect("prompts/list_changed is sent when a worker withdraws a prompt")
+        .unwrap();
+    eventually("the prompt is gone", WAIT, || async {
+        let prompts = client.list_all_prompts().await.ok()?;
+        prompts.iter().all(|p| p.name != "review").then_some(())
+    })
+    .await;
+    let args = json!({"language": "rust"}).as_object().cloned().unwrap();
+    let refused = client
+        .get_prompt(GetPromptRequestParams::new("review").with_arguments(args))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("unknown prompt"), "{refused}");
+
+    // The tool withdrawn again: gone from the list, its calls refused.
+    assert!(listing.withdraw_tool("export"));
+    eventually("the tool is gone", WAIT, || async {
+        (!tool_listed(&client, "export").await).then_some(())
+    })
+    .await;
+    let params = rmcp::model::CallToolRequestParams::new("export");
+    let refused = client.call_tool(params).await.unwrap_err();
+    assert!(refused.to_string().contains("unknown tool"), "{refused}");
+}

@@ -5,9 +5,10 @@
 //!
 //! Resources, the resource template, prompts and completions are offered
 //! with the kit's `Worker::resource`, `resource_template`, `prompt` and
-//! `completions`. The multi-round-trip tools of the 2026-07-28 suite are in
-//! `rounds.rs`.
+//! `completions`. The multi-round-trip tools and prompt of the 2026-07-28
+//! suite are in `rounds.rs`, its list-change hooks in `changes.rs`.
 
+mod changes;
 mod rounds;
 
 use std::time::Duration;
@@ -236,6 +237,7 @@ pub fn worker() -> Worker {
             .description("MCP conformance suite fixtures"),
         Worker::tool,
     );
+    let worker = rounds::with_prompt(changes::with_list_changes(worker));
     with_resources_and_prompts(worker)
 }
 

@@ -1,4 +1,4 @@
-//! The 2026-07-28 suite's multi-round-trip tools (SEP-2322,
+//! The 2026-07-28 suite's multi-round-trip tools and prompt (SEP-2322,
 //! `input-required-result-*` scenarios): each asks under the key the
 //! scenario names, with [`Call::ask_named`], so a stateless client gets the
 //! questions as `inputRequests` and answers them in a retry. The gateway
@@ -6,9 +6,30 @@
 //! tampered one, so the tools themselves only read it back.
 
 use serde_json::{Value, json};
-use sophia_kit::{Call, Question, Tool, ToolOutput, WireError};
+use sophia_kit::{Call, Question, Tool, ToolOutput, WireError, Worker};
 
-use crate::tool;
+use crate::{text_message, tool};
+
+/// `worker` with the multi-round-trip prompt
+/// (`input-required-result-non-tool-request`): `prompts/get` asks the
+/// context (input request `user_context`), the retry makes the prompt.
+pub fn with_prompt(worker: Worker) -> Worker {
+    worker.prompt_with_call(
+        json!({"name": "test_input_required_result_prompt",
+            "description": "Asks the context to use (input request `user_context`) first"}),
+        |call, _args| async move {
+            let question = Question::Elicit {
+                message: "What context should the prompt use?".into(),
+                schema: json!({"type": "object", "properties": {"context": {"type": "string"}},
+                    "required": ["context"]}),
+            };
+            let answer = ask_one(&call, "user_context", question).await?;
+            let context = accepted(&answer, "context").unwrap_or("no context");
+            let text = format!("Write the answer using this context: {context}");
+            Ok(json!({"messages": [text_message(&text)]}))
+        },
+    )
+}
 
 /// The multi-round-trip tools.
 pub fn tools() -> Vec<Tool> {
@@ -75,6 +96,22 @@ pub fn tools() -> Vec<Tool> {
             "Asks only what the client declared it answers (elicitation, sampling, roots).",
         )
         .handler(capabilities),
+        // server-stateless probes that a client which did not declare
+        // sampling gets MissingRequiredClientCapability (-32021): the
+        // worker asks, the kit refuses the question (missing_capability),
+        // the gateway answers with the MCP error.
+        tool(
+            "test_missing_capability",
+            "Asks the client's model (sampling); a client that did not declare sampling \
+             gets a MissingRequiredClientCapability error.",
+        )
+        .handler(|call| async move {
+            let params = json!({"messages": [{"role": "user", "content":
+                {"type": "text", "text": "Say hello"}}], "maxTokens": 20});
+            let answer = call.sample(params).await?;
+            let text = answer["content"]["text"].as_str().unwrap_or_default();
+            Ok(ToolOutput::text(format!("The model answered: {text}")))
+        }),
         // server-stateless probes that a stateless client is asked through
         // the result, never by a request on the response stream.
         tool(

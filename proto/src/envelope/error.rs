@@ -43,6 +43,11 @@ pub enum ErrorCode {
     /// 2026-07-28 multi-round-trip); `data` is a
     /// [`super::InputRequired`]. Call again with the answers.
     InputRequired,
+    /// The caller's client lacks a capability the call needs (it cannot be
+    /// asked that kind of question: elicitation, sampling, roots); `data`
+    /// names it as `{"capability": "sampling"}`. Call again from a client
+    /// that declares it.
+    MissingCapability,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -67,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::WorkerLost => "worker_lost",
             ErrorCode::InputRequired => "input_required",
+            ErrorCode::MissingCapability => "missing_capability",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -75,7 +81,9 @@ impl ErrorCode {
     /// after the HTTP status of the same meaning.
     pub fn service_code(self) -> usize {
         match self {
-            ErrorCode::InvalidArguments | ErrorCode::BadEnvelope => 400,
+            ErrorCode::InvalidArguments | ErrorCode::BadEnvelope | ErrorCode::MissingCapability => {
+                400
+            }
             ErrorCode::PermissionDenied => 403,
             ErrorCode::UnknownTool => 404,
             ErrorCode::Conflict => 409,
@@ -150,9 +158,50 @@ impl WireError {
         Self::new(ErrorCode::Internal, message)
     }
 
+    /// The caller's client cannot answer `question`'s kind: the error
+    /// names the capability it would have to declare.
+    pub fn missing_capability(question: &super::Question) -> Self {
+        let capability = question.capability();
+        Self::new(
+            ErrorCode::MissingCapability,
+            format!(
+                "the caller's MCP client does not support {capability} (it did not declare the \
+                 `{capability}` client capability), so the call cannot ask it. Call again from a \
+                 client that declares it"
+            ),
+        )
+        .with_data(serde_json::json!({ "capability": capability }))
+    }
+
+    /// The capability a [`ErrorCode::MissingCapability`] error names.
+    pub fn missing_capability_name(&self) -> Option<&str> {
+        (self.code == ErrorCode::MissingCapability)
+            .then(|| self.data.as_ref()?.get("capability")?.as_str())
+            .flatten()
+    }
+
     /// The same error with details attached.
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Question;
+
+    #[test]
+    fn a_missing_capability_names_it() {
+        let error = WireError::missing_capability(&Question::Sample {
+            params: Value::Null,
+        });
+        assert_eq!(error.code, ErrorCode::MissingCapability);
+        assert!(error.message.contains("does not support sampling"));
+        let back: WireError = crate::decode(&crate::encode(&error).unwrap()).unwrap();
+        assert_eq!(back.missing_capability_name(), Some("sampling"));
+        assert_eq!(WireError::failed("no").missing_capability_name(), None);
+        assert!(!ErrorCode::MissingCapability.is_retryable());
     }
 }

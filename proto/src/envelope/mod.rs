@@ -351,6 +351,18 @@ pub enum Question {
     Roots,
 }
 
+impl Question {
+    /// The MCP client capability a client must declare to be asked this
+    /// (`elicitation`, `sampling`, `roots`).
+    pub fn capability(&self) -> &'static str {
+        match self {
+            Question::Elicit { .. } => "elicitation",
+            Question::Sample { .. } => "sampling",
+            Question::Roots => "roots",
+        }
+    }
+}
+
 /// The answer to an [`Ask`]: the client's MCP result as JSON
 /// (`ElicitResult`, `CreateMessageResult` or `ListRootsResult`), or why no
 /// answer could be had.

@@ -103,7 +103,10 @@ fn direct_error(e: DirectCallError) -> Response {
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
         },
         DirectCallError::Call(c) => match c.code() {
-            sophia_proto::ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
+            // A REST caller cannot be asked anything: a tool that asks
+            // cannot be called this way.
+            sophia_proto::ErrorCode::InvalidArguments
+            | sophia_proto::ErrorCode::MissingCapability => StatusCode::BAD_REQUEST,
             sophia_proto::ErrorCode::Conflict => StatusCode::CONFLICT,
             sophia_proto::ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             sophia_proto::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

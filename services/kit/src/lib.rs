@@ -26,6 +26,8 @@
 //!   what a subject serves (a tool, or an MCP offer).
 //! - [`bus`]: calling tools over the bus, for the gateway and for workers.
 //! - [`offers`]: MCP resources, prompts and completions a worker offers.
+//! - [`listing`]: withdrawing and offering again declared tools and prompts
+//!   while a worker runs.
 //! - [`nats`]: connecting to NATS (credentials, TLS, reconnect).
 //! - [`kv`]: JSON records in JetStream KV buckets, shared by replicas.
 //! - [`schema`]: JSON Schema checks of tool arguments.
@@ -37,6 +39,7 @@
 pub mod bus;
 mod detach;
 pub mod kv;
+pub mod listing;
 pub mod metrics;
 pub mod nats;
 pub mod offers;
@@ -57,6 +60,7 @@ pub mod tool;
 pub mod vetting;
 pub mod worker;
 
+pub use listing::Listing;
 pub use sophia_proto::headers::Context as TraceContext;
 pub use sophia_proto::{Category, Content, ErrorCode, Question, ToolOutput, WireError};
 pub use tool::{Answer, Call, Tool, ToolResult};

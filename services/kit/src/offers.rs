@@ -34,7 +34,9 @@ use crate::tool::{Call, Handler};
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, WireError>> + Send>>;
 type ReadFn = Arc<dyn Fn(String) -> BoxFut<Contents> + Send + Sync>;
 type TemplateFn = Arc<dyn Fn(String, HashMap<String, String>) -> BoxFut<Contents> + Send + Sync>;
-type PromptFn = Arc<dyn Fn(Value) -> BoxFut<Value> + Send + Sync>;
+/// A prompt's handler: the call (to ask the client, as a tool does) and the
+/// prompt's arguments.
+type PromptFn = Arc<dyn Fn(Call, Value) -> BoxFut<Value> + Send + Sync>;
 type CompleteFn = Arc<dyn Fn(Value) -> BoxFut<Completion> + Send + Sync>;
 
 /// A resource's contents.
@@ -183,11 +185,13 @@ impl WorkerOffers {
 
     pub(crate) fn add_prompt<F, Fut>(&mut self, prompt: Value, get: F)
     where
-        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        F: Fn(Call, Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, WireError>> + Send + 'static,
     {
-        self.prompts
-            .push((prompt, Arc::new(move |args| Box::pin(get(args)))));
+        self.prompts.push((
+            prompt,
+            Arc::new(move |call, args| Box::pin(get(call, args))),
+        ));
     }
 
     pub(crate) fn set_completions<F, Fut>(&mut self, complete: F)
@@ -210,7 +214,8 @@ impl WorkerOffers {
 
     /// What serves each offered method: the handlers behind the service's
     /// `sophia.v1.mcp.<service>.<method>` endpoints.
-    pub(crate) fn served(&self) -> Vec<(McpMethod, Served)> {
+    /// `listing` says which prompts are withdrawn.
+    pub(crate) fn served(&self, listing: &crate::Listing) -> Vec<(McpMethod, Served)> {
         let mut served = Vec::new();
         if !self.resources.is_empty() || !self.templates.is_empty() {
             let me = self.clone();
@@ -226,10 +231,10 @@ impl WorkerOffers {
             ));
         }
         if !self.prompts.is_empty() {
-            let me = self.clone();
+            let (me, listing) = (self.clone(), listing.clone());
             let get: Handler = Arc::new(move |call: Call| {
-                let me = me.clone();
-                Box::pin(async move { me.get_prompt(&call.args).await })
+                let (me, listing) = (me.clone(), listing.clone());
+                Box::pin(async move { me.get_prompt(call, &listing).await })
             });
             served.push((
                 McpMethod::GetPrompt,
@@ -277,13 +282,22 @@ impl WorkerOffers {
         )))
     }
 
-    async fn get_prompt(&self, params: &Value) -> Result<ToolOutput, WireError> {
-        let name = params["name"].as_str().unwrap_or_default();
+    /// `prompts/get`: `call.args` are its MCP params (`name`, `arguments`).
+    async fn get_prompt(
+        &self,
+        call: Call,
+        listing: &crate::Listing,
+    ) -> Result<ToolOutput, WireError> {
+        let params = &call.args;
+        let name = params["name"].as_str().unwrap_or_default().to_owned();
         let (prompt, get) = self
             .prompts
             .iter()
             .find(|(p, _)| p["name"] == name)
             .ok_or_else(|| WireError::invalid_arguments(format!("no prompt {name:?} here")))?;
+        if !listing.prompt_offered(&name) {
+            return Err(crate::listing::withdrawn("prompt", &name));
+        }
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
         for required in prompt["arguments"]
             .as_array()
@@ -298,7 +312,7 @@ impl WorkerOffers {
                 )));
             }
         }
-        let mut result = get(args).await?;
+        let mut result = get(call, args).await?;
         if result.get("description").is_none()
             && let Some(d) = prompt.get("description")
         {

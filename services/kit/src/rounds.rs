@@ -90,21 +90,15 @@ impl Call {
     /// the usual relay, as [`Call::elicit`], [`Call::sample`] and
     /// [`Call::list_roots`] ask; the keys only name the answers.
     ///
-    /// Errors: `unavailable` when the client cannot answer one of the
+    /// Errors: `missing_capability` when the client cannot answer one of the
     /// questions' kinds (check [`Call::can_elicit`] etc. first to ask only
     /// what it can), and those of [`Call::elicit`].
     pub async fn ask_named(
         &self,
         questions: Vec<(String, Question)>,
     ) -> Result<BTreeMap<String, Value>, WireError> {
-        for (_, question) in &questions {
-            let (can, what) = self.can_answer(question);
-            if !can {
-                return Err(WireError::new(
-                    sophia_proto::ErrorCode::Unavailable,
-                    format!("the caller's MCP client does not support {what}"),
-                ));
-            }
+        if let Some((_, question)) = questions.iter().find(|(_, q)| !self.can_answer(q)) {
+            return Err(WireError::missing_capability(question));
         }
         if self.answers_in_rounds() {
             return gather(self.round.as_ref(), questions).map_err(|unanswered| {
@@ -117,22 +111,17 @@ impl Call {
         }
         let mut answers = BTreeMap::new();
         for (key, question) in questions {
-            let (can, what) = self.can_answer(&question);
-            answers.insert(key, self.ask(question, can, what).await?);
+            answers.insert(key, self.ask(question).await?);
         }
         Ok(answers)
     }
 
-    /// Whether the caller's client can answer `question`'s kind, and the
-    /// kind's name for an error saying it cannot.
-    fn can_answer(&self, question: &Question) -> (bool, &'static str) {
+    /// Whether the caller's client can answer `question`'s kind.
+    pub(crate) fn can_answer(&self, question: &Question) -> bool {
         match question {
-            Question::Elicit { .. } => (
-                self.can_elicit(),
-                "elicitation (it cannot answer questions)",
-            ),
-            Question::Sample { .. } => (self.can_sample(), "sampling"),
-            Question::Roots => (self.can_list_roots(), "roots"),
+            Question::Elicit { .. } => self.can_elicit(),
+            Question::Sample { .. } => self.can_sample(),
+            Question::Roots => self.can_list_roots(),
         }
     }
 }

@@ -337,21 +337,14 @@ impl Call {
     }
 
     /// Sends `question` to the caller's client and waits for its MCP result,
-    /// at most until the call's deadline. Errors: `unavailable` when the
-    /// client cannot answer this kind of question, `timeout` when no answer
-    /// came in time, `cancelled` when the call was cancelled.
-    pub(crate) async fn ask(
-        &self,
-        question: sophia_proto::Question,
-        can: bool,
-        what: &str,
-    ) -> Result<Value, WireError> {
+    /// at most until the call's deadline. Errors: `missing_capability` when
+    /// the client cannot answer this kind of question, `timeout` when no
+    /// answer came in time, `cancelled` when the call was cancelled.
+    pub(crate) async fn ask(&self, question: sophia_proto::Question) -> Result<Value, WireError> {
         use sophia_proto::{AskReply, ErrorCode};
-        let Some(route) = self.ask.as_ref().filter(|_| can) else {
-            return Err(WireError::new(
-                ErrorCode::Unavailable,
-                format!("the caller's MCP client does not support {what}"),
-            ));
+        let what = question.capability();
+        let Some(route) = self.ask.as_ref().filter(|_| self.can_answer(&question)) else {
+            return Err(WireError::missing_capability(&question));
         };
         if route.rounds {
             return self.answer_in_round(question);
@@ -397,8 +390,8 @@ impl Call {
     /// Asks the person behind the call a question (MCP elicitation, form
     /// mode) and waits for the answer, at most until the call's deadline.
     /// `schema` is a flat JSON Schema object of primitive properties.
-    /// Errors: `unavailable` when the client cannot be asked, `timeout` when
-    /// no answer came in time, `cancelled` when the call was cancelled.
+    /// Errors: `missing_capability` when the client cannot be asked (it did
+    /// not declare elicitation), `timeout` when no answer came in time, `cancelled` when the call was cancelled.
     pub async fn elicit(
         &self,
         message: impl Into<String>,
@@ -408,13 +401,7 @@ impl Call {
             message: message.into(),
             schema,
         };
-        let result = self
-            .ask(
-                question,
-                self.can_elicit(),
-                "elicitation (it cannot answer questions)",
-            )
-            .await?;
+        let result = self.ask(question).await?;
         Ok(match result["action"].as_str() {
             Some("accept") => {
                 Answer::Accepted(result.get("content").cloned().unwrap_or(Value::Null))
@@ -429,23 +416,13 @@ impl Call {
     /// `CreateMessageRequestParams` as JSON. Returns the client's
     /// `CreateMessageResult` as JSON (`role`, `content`, `model`, ...).
     pub async fn sample(&self, params: Value) -> Result<Value, WireError> {
-        self.ask(
-            sophia_proto::Question::Sample { params },
-            self.can_sample(),
-            "sampling",
-        )
-        .await
+        self.ask(sophia_proto::Question::Sample { params }).await
     }
 
     /// The caller's client's roots (MCP `roots/list`), as its
     /// `ListRootsResult` JSON (`{"roots": [{"uri", "name"?}]}`).
     pub async fn list_roots(&self) -> Result<Value, WireError> {
-        self.ask(
-            sophia_proto::Question::Roots,
-            self.can_list_roots(),
-            "roots",
-        )
-        .await
+        self.ask(sophia_proto::Question::Roots).await
     }
 
     /// Hands this call to another subject (for instance a category's own

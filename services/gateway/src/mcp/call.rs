@@ -336,9 +336,9 @@ impl McpGateway {
         let call = self.send(plan, origin, target);
         let outcome = relay.run_until(call, &context.peer, timeout).await;
         if let (Err(CallError::Worker(w)), Some(rounds)) = (&outcome, &rounds)
-            && let Some(asked) = self.worker_input_required(rounds, w)
+            && let Some(answer) = self.stateless_answer(rounds, w)
         {
-            return Ok(asked);
+            return answer;
         }
         if let (Ok(reply), true) = (&outcome, detached)
             && let Some(task) = self.task_of(&request.name, &caller, &reply.output)

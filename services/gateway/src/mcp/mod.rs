@@ -54,13 +54,14 @@ mod relay;
 mod rounds;
 pub(crate) use rounds::is_stateless;
 mod spans;
+mod states;
 mod tasks;
 
 pub use call::{DirectCallError, Refusal};
 use convert::{error_result, result_from_json, to_mcp};
 use relay::Relay;
-pub use rounds::{KEYS_BUCKET, RequestStates, StateKeyError};
 use spans::server_span;
+pub use states::{KEYS_BUCKET, RequestStates, StateKeyError};
 
 /// Who an HTTP request comes from, as authentication established it (API
 /// key, OAuth access token, or the single gateway token), put in the

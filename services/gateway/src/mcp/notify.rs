@@ -82,6 +82,7 @@ impl McpGateway {
             ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
             ToolListChangedNotification,
         };
+        use rmcp::service::SubscriptionSendError;
         let caller = self.caller(subscription.request_context());
         let readable: Vec<String> = subscription
             .accepted()
@@ -128,9 +129,15 @@ impl McpGateway {
                 },
             };
             for notification in notifications {
-                if let Err(e) = sink.send(notification).await {
-                    tracing::debug!(cause = %e, "a subscriptions/listen stream closed");
-                    return Ok(());
+                match sink.send(notification).await {
+                    // Outside the stream's filter (a change of the offers
+                    // is sent as both resources and prompts list_changed):
+                    // left out, and the stream goes on.
+                    Ok(()) | Err(SubscriptionSendError::NotificationNotAccepted(_)) => {}
+                    Err(e) => {
+                        tracing::debug!(cause = %e, "a subscriptions/listen stream closed");
+                        return Ok(());
+                    }
                 }
             }
         }

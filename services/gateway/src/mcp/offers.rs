@@ -78,9 +78,29 @@ impl McpGateway {
         params: Value,
         context: &RequestContext<RoleServer>,
     ) -> Result<Value, McpError> {
+        let asking = (ClientCan::default(), None);
+        let outcome = self
+            .offer_call(service, method, params, context, asking)
+            .await?;
+        offer_result(service, outcome)
+    }
+
+    /// The call behind [`McpGateway::ask_service`]; `(can, round)` let the
+    /// worker ask the client (`prompts/get`): what it answers (on its
+    /// session, relayed, or in rounds) and its answers to the previous
+    /// round. Refused (`Err`) before the bus if the policy says no.
+    async fn offer_call(
+        &self,
+        service: &str,
+        method: McpMethod,
+        params: Value,
+        context: &RequestContext<RoleServer>,
+        (can, round): (ClientCan, Option<sophia_proto::Round>),
+    ) -> Result<Result<sophia_kit::bus::Reply, CallError>, McpError> {
         let caller = self.caller(context);
         self.check_offers(&caller, service, method.mcp_name())?;
         let span = server_span(method.mcp_name(), None, context, vec![]);
+        let timeout = self.inner.limits.default_timeout;
         let spec = CallSpec {
             tool: method.mcp_name(),
             target: Target::Offer {
@@ -88,7 +108,7 @@ impl McpGateway {
                 method,
             },
             args: params,
-            timeout: self.inner.limits.default_timeout,
+            timeout,
             caller,
             trace: span.trace(),
             // Reads of resources and prompts have no side effect.
@@ -97,29 +117,20 @@ impl McpGateway {
                 retry: true,
             },
         };
-        let outcome = self.inner.bus.call(spec, None, &context.ct).await;
+        let relay = Relay::open(self, context, can);
+        let attempt = sophia_kit::bus::Attempt {
+            round,
+            detached: false,
+        };
+        let call = self
+            .inner
+            .bus
+            .call_with(spec, relay.target(), attempt, &context.ct);
+        let outcome = relay.run_until(call, &context.peer, timeout).await;
         if let Err(e) = &outcome {
             span.fail_code(e.code());
         }
-        match outcome {
-            Ok(reply) if !reply.output.is_error => reply.output.structured.ok_or_else(|| {
-                McpError::internal_error(
-                    format!("worker {service} answered without a result"),
-                    None,
-                )
-            }),
-            Ok(reply) => Err(McpError::internal_error(
-                format!("worker {service} failed: {:?}", reply.output.content),
-                None,
-            )),
-            Err(CallError::Worker(e)) if e.code == ErrorCode::InvalidArguments => {
-                Err(McpError::invalid_params(e.message, None))
-            }
-            Err(e) => Err(McpError::internal_error(
-                format!("{e} (worker {service})"),
-                None,
-            )),
-        }
+        Ok(outcome)
     }
 
     pub(super) async fn offer_list_resources(
@@ -220,9 +231,12 @@ impl McpGateway {
         )
     }
 
+    /// `prompts/get`. The prompt's worker may ask the client questions,
+    /// as a tool does: on its session, or (a stateless client) as an
+    /// `input_required` result, answered in a retry (`rounds.rs`).
     pub(super) async fn offer_get_prompt(
         &self,
-        request: rmcp::model::GetPromptRequestParams,
+        mut request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, McpError> {
         let view = self.inner.registry.view();
@@ -235,10 +249,25 @@ impl McpGateway {
                 None,
             ));
         };
+        let caller = self.caller(&context);
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        let rounds = self.prompt_rounds_of(&mut request, &args, &caller, &context)?;
+        let can = rounds
+            .as_ref()
+            .map_or_else(|| relay::client_can(&context.peer), |r| r.can);
+        let asking = (can, rounds.as_ref().and_then(rounds::Rounds::round));
         let params = serde_json::to_value(&request).unwrap_or_default();
-        let result = self
-            .ask_service(service, McpMethod::GetPrompt, params, &context)
+        let outcome = self
+            .offer_call(service, McpMethod::GetPrompt, params, &context, asking)
             .await?;
+        if let (Err(CallError::Worker(w)), Some(rounds)) = (&outcome, &rounds)
+            && let Some(asked) = self.worker_asked(rounds, w)
+        {
+            return asked
+                .map(Into::into)
+                .map_err(|e| McpError::internal_error(format!("{e} (worker {service})"), None));
+        }
+        let result = offer_result(service, outcome)?;
         Ok(result_from_json::<rmcp::model::GetPromptResult>(result)?.into())
     }
 
@@ -272,6 +301,34 @@ impl McpGateway {
             .ask_service(&service, McpMethod::Complete, params, &context)
             .await?;
         result_from_json(result)
+    }
+}
+
+/// A worker service's answer to an offer's request as its MCP result
+/// (JSON), or the JSON-RPC error to answer with.
+fn offer_result(
+    service: &str,
+    outcome: Result<sophia_kit::bus::Reply, CallError>,
+) -> Result<Value, McpError> {
+    match outcome {
+        Ok(reply) if !reply.output.is_error => reply.output.structured.ok_or_else(|| {
+            McpError::internal_error(format!("worker {service} answered without a result"), None)
+        }),
+        Ok(reply) => Err(McpError::internal_error(
+            format!("worker {service} failed: {:?}", reply.output.content),
+            None,
+        )),
+        Err(CallError::Worker(e)) if e.code == ErrorCode::InvalidArguments => {
+            Err(McpError::invalid_params(e.message, None))
+        }
+        Err(CallError::Worker(e)) if e.code == ErrorCode::MissingCapability => {
+            Err(rounds::missing_capability(&e)
+                .unwrap_or_else(|| McpError::invalid_params(e.message, None)))
+        }
+        Err(e) => Err(McpError::internal_error(
+            format!("{e} (worker {service})"),
+            None,
+        )),
     }
 }
 

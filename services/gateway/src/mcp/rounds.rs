@@ -6,154 +6,23 @@
 //! [`sophia_proto::InputRequired`] outcome) becomes an `InputRequiredResult`:
 //! the questions as `inputRequests`, and [`Sealed`] (whether the gateway's
 //! own confirmation was given, and the worker's kept state) as
-//! `requestState`, sealed with HMAC-SHA256 (rmcp's [`RequestStateCodec`])
-//! under a key every replica shares ([`RequestStates::shared`]), bound to
-//! the caller, the tool and its arguments, and valid for [`STATE_TTL`]. The
-//! retry's `inputResponses` and opened state go to the worker with the call
-//! ([`sophia_proto::Round`]); a state that does not open is refused.
+//! `requestState`, sealed (`states.rs`: [`RequestStates`], a key every
+//! replica shares), bound to the caller, the tool (or prompt) and its
+//! arguments, and valid for [`super::states::STATE_TTL`]. The retry's
+//! `inputResponses` and opened state go to the worker with the call
+//! ([`sophia_proto::Round`]); a state that does not open is refused. The
+//! same holds for `prompts/get`, whose worker may ask too.
 
 use std::collections::BTreeMap;
 
-use rmcp::model::{InputRequest, InputRequiredResult, RequestStateCodec, SealOptions};
-use sophia_kit::kv::{Bucket, BucketConfig, KvErrorKind};
+use rmcp::model::{InputRequest, InputRequiredResult};
 use sophia_proto::{InputRequired, Round};
 
+use super::states::{RequestStates, Sealed};
 use super::*;
 
-/// The bucket holding the key that seals `requestState`.
-pub const KEYS_BUCKET: &str = "sophia_gateway_keys";
-/// The key's name in [`KEYS_BUCKET`].
-const STATE_KEY: &str = "request-state";
-/// How long a person may take to answer before the retry is refused.
-pub const STATE_TTL: Duration = Duration::from_secs(30 * 60);
 /// The `inputRequests` key of the agent profile's own confirmation.
 pub(super) const CONFIRM_KEY: &str = "sophia_confirm";
-
-/// Seals and opens `requestState`.
-#[derive(Clone)]
-pub struct RequestStates {
-    codec: Arc<RequestStateCodec>,
-}
-
-/// Why the sealing key could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum StateKeyError {
-    /// The OS gave no random bytes.
-    #[error("no random bytes for the requestState key: {0}")]
-    Random(getrandom::Error),
-    /// The key bucket could not be read or written.
-    #[error("the requestState key in JetStream KV ({KEYS_BUCKET}): {0}")]
-    Store(#[from] sophia_kit::kv::KvError),
-    /// The stored key is not one (too short, not base64).
-    #[error("the requestState key stored in {KEYS_BUCKET} is unusable: {0}")]
-    Corrupt(String),
-}
-
-impl RequestStates {
-    /// A key of this process alone (stdio, where one process serves the
-    /// client); HTTP replicas use [`RequestStates::shared`].
-    pub fn ephemeral() -> Result<Self, StateKeyError> {
-        Self::from_key(&random_key()?)
-    }
-
-    /// The key every gateway replica on the bus shares: the first replica
-    /// creates it in [`KEYS_BUCKET`] (`create`: first wins), the others
-    /// read it.
-    pub async fn shared(client: &async_nats::Client) -> Result<Self, StateKeyError> {
-        let config = BucketConfig::new(
-            KEYS_BUCKET,
-            "Sophia Mesh gateway keys (requestState integrity)",
-        );
-        let bucket = Bucket::open(client, config).await?;
-        let fresh = base64::engine::general_purpose::STANDARD.encode(random_key()?);
-        let stored =
-            match bucket.create(STATE_KEY, &fresh).await {
-                Ok(_) => fresh,
-                Err(e) if e.kind() == KvErrorKind::Conflict => bucket
-                    .get::<String>(STATE_KEY)
-                    .await?
-                    .ok_or_else(|| StateKeyError::Corrupt("created, then gone".into()))?,
-                Err(e) => return Err(e.into()),
-            };
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(stored)
-            .map_err(|e| StateKeyError::Corrupt(e.to_string()))?;
-        Self::from_key(&key)
-    }
-
-    fn from_key(key: &[u8]) -> Result<Self, StateKeyError> {
-        let codec = RequestStateCodec::try_new(key.to_vec())
-            .map_err(|e| StateKeyError::Corrupt(e.to_string()))?;
-        Ok(Self {
-            codec: Arc::new(codec),
-        })
-    }
-
-    /// Seals `value` bound to `binding`, without expiry (task ids).
-    pub(super) fn seal_for<T: serde::Serialize>(
-        &self,
-        value: &T,
-        binding: &[u8],
-    ) -> Option<String> {
-        let options = SealOptions::new().associated_data(binding);
-        self.codec.seal_json_with(value, &options).ok()
-    }
-
-    /// Opens what [`RequestStates::seal_for`] sealed with `binding`.
-    pub(super) fn open_for<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        binding: &[u8],
-    ) -> Option<T> {
-        self.codec.open_json_with(token, binding).ok()
-    }
-
-    fn seal(&self, state: &Sealed, binding: &[u8]) -> String {
-        let options = SealOptions::new().associated_data(binding).ttl(STATE_TTL);
-        self.codec
-            .seal_json_with(state, &options)
-            // A struct of a bool and JSON always serializes.
-            .unwrap_or_default()
-    }
-
-    fn open(&self, token: &str, binding: &[u8]) -> Result<Sealed, McpError> {
-        self.codec.open_json_with(token, binding).map_err(|e| {
-            let why = match e {
-                rmcp::model::RequestStateError::Expired => format!(
-                    "it has expired (an answer is awaited at most {} minutes)",
-                    STATE_TTL.as_secs() / 60
-                ),
-                _ => "this mesh did not issue it for this caller, tool and arguments (it was \
-                      altered, forged, or the arguments or caller changed)"
-                    .to_owned(),
-            };
-            McpError::invalid_params(
-                format!(
-                    "requestState refused: {why}. Call the tool again without requestState and \
-                     inputResponses to be asked afresh"
-                ),
-                None,
-            )
-        })
-    }
-}
-
-fn random_key() -> Result<Vec<u8>, StateKeyError> {
-    let mut key = vec![0u8; RequestStateCodec::MIN_KEY_LENGTH];
-    getrandom::fill(&mut key).map_err(StateKeyError::Random)?;
-    Ok(key)
-}
-
-/// What `requestState` carries between rounds.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct Sealed {
-    /// The person confirmed the agent profile's question for this call.
-    #[serde(default)]
-    pub confirmed: bool,
-    /// What the worker kept ([`InputRequired::state`]).
-    #[serde(default)]
-    pub tool: Option<Value>,
-}
 
 /// One attempt of a call by a client that answers in rounds.
 pub(super) struct Rounds {
@@ -209,19 +78,49 @@ impl McpGateway {
         caller: &Caller,
         context: &RequestContext<RoleServer>,
     ) -> Result<Option<Rounds>, McpError> {
-        let responses = request.input_responses.take().unwrap_or_default();
-        let token = request.request_state.take();
+        let fields = (request.input_responses.take(), request.request_state.take());
+        self.rounds_for(fields, &request.name, args, caller, context)
+    }
+
+    /// [`McpGateway::rounds_of`] for a `prompts/get` (SEP-2322 allows
+    /// rounds there too): its state is bound to the prompt, so that it
+    /// opens for no tool of the same name.
+    pub(super) fn prompt_rounds_of(
+        &self,
+        request: &mut rmcp::model::GetPromptRequestParams,
+        args: &Value,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Option<Rounds>, McpError> {
+        let fields = (request.input_responses.take(), request.request_state.take());
+        // A tool's name cannot hold a space or a slash.
+        let target = format!("prompts/get {}", request.name);
+        self.rounds_for(fields, &target, args, caller, context)
+    }
+
+    /// The rounds of a request for `target` (a tool's name, or a prompt's
+    /// as [`McpGateway::prompt_rounds_of`] names it) whose round fields are
+    /// `(inputResponses, requestState)`.
+    fn rounds_for(
+        &self,
+        (responses, token): (Option<rmcp::model::InputResponses>, Option<String>),
+        target: &str,
+        args: &Value,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Option<Rounds>, McpError> {
+        let responses = responses.unwrap_or_default();
         if !is_stateless(context) {
             if token.is_some() || !responses.is_empty() {
                 return Err(McpError::invalid_params(
-                    "inputResponses and requestState belong to MCP 2026-07-28; this call is on \
-                     a session, where questions are asked as elicitation requests",
+                    "inputResponses and requestState belong to MCP 2026-07-28; this request is \
+                     on a session, where questions are asked as elicitation requests",
                     None,
                 ));
             }
             return Ok(None);
         }
-        let binding = binding(caller, &request.name, args);
+        let binding = binding(caller, target, args);
         let sealed = match token {
             Some(token) => self
                 .request_states()
@@ -254,7 +153,7 @@ impl McpGateway {
         rounds: &Rounds,
         questions: BTreeMap<String, Question>,
         tool_state: Option<Value>,
-    ) -> Result<CallToolResponse, WireError> {
+    ) -> Result<InputRequiredResult, WireError> {
         let mut requests = BTreeMap::new();
         for (key, question) in questions {
             requests.insert(key, input_request(question)?);
@@ -264,7 +163,7 @@ impl McpGateway {
             tool: tool_state,
         };
         let state = self.request_states()?.seal(&sealed, &rounds.binding);
-        Ok(InputRequiredResult::new(Some(requests), Some(state)).into())
+        Ok(InputRequiredResult::new(Some(requests), Some(state)))
     }
 
     /// The agent profile's confirmation of `tool` for a stateless client:
@@ -290,7 +189,7 @@ impl McpGateway {
         questions.insert(CONFIRM_KEY.to_owned(), question);
         Some(
             self.input_required(rounds, questions, None)
-                .unwrap_or_else(|e| error_result(e.code, e.message, None).into()),
+                .map_or_else(|e| error_result(e.code, e.message, None).into(), Into::into),
         )
     }
 
@@ -318,21 +217,69 @@ impl McpGateway {
         }
     }
 
-    /// A worker's `input_required` outcome as the client's answer.
+    /// A worker's error that a stateless client gets as its own answer:
+    /// its questions (`input_required`), or MissingRequiredClientCapability
+    /// ([`missing_capability`]; a session client is told in the result, as
+    /// its revisions have no such error). `None` for any other error.
+    pub(super) fn stateless_answer(
+        &self,
+        rounds: &Rounds,
+        error: &WireError,
+    ) -> Option<Result<CallToolResponse, McpError>> {
+        if let Some(missing) = missing_capability(error) {
+            return Some(Err(missing));
+        }
+        self.worker_input_required(rounds, error).map(Ok)
+    }
+
+    /// A worker's `input_required` outcome as the client's answer to its
+    /// `tools/call`.
     pub(super) fn worker_input_required(
         &self,
         rounds: &Rounds,
         error: &WireError,
     ) -> Option<CallToolResponse> {
-        let asked = InputRequired::from_error(error)?;
-        let result = asked
-            .map_err(|why| WireError::new(ErrorCode::BadEnvelope, why))
-            .and_then(|asked| self.input_required(rounds, asked.questions, Some(asked.state)));
-        Some(match result {
-            Ok(response) => response,
+        self.worker_asked(rounds, error).map(|asked| match asked {
+            Ok(result) => result.into(),
             Err(e) => error_result(e.code, e.message, None).into(),
         })
     }
+
+    /// A worker's `input_required` outcome (of a tool or a prompt) as MCP's
+    /// `InputRequiredResult`, its state sealed; `Err` says why its
+    /// questions cannot be put to an MCP client. `None` for any other
+    /// error.
+    pub(super) fn worker_asked(
+        &self,
+        rounds: &Rounds,
+        error: &WireError,
+    ) -> Option<Result<InputRequiredResult, WireError>> {
+        let asked = InputRequired::from_error(error)?;
+        Some(
+            asked
+                .map_err(|why| WireError::new(ErrorCode::BadEnvelope, why))
+                .and_then(|asked| self.input_required(rounds, asked.questions, Some(asked.state))),
+        )
+    }
+}
+
+/// A worker's `missing_capability` error (it asked what the client did not
+/// declare it answers) as MCP 2026-07-28's MissingRequiredClientCapability
+/// error: JSON-RPC -32021, which rmcp's Streamable HTTP transport sends
+/// with HTTP 400, `data.requiredCapabilities` naming the capability as a
+/// `ClientCapabilities` object. `None` for any other error.
+pub(super) fn missing_capability(error: &WireError) -> Option<McpError> {
+    let capability = error.missing_capability_name()?;
+    // The gateway asks in form mode.
+    let declaration = match capability {
+        "elicitation" => json!({"form": {}}),
+        _ => json!({}),
+    };
+    Some(McpError::new(
+        rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+        error.message.clone(),
+        Some(json!({"requiredCapabilities": {capability: declaration}})),
+    ))
 }
 
 /// What the sealed state is bound to: the caller, the tool and a digest of

@@ -37,19 +37,37 @@ pub(super) async fn spawn_cancel_listener(
     Ok(())
 }
 
-/// Announces the worker now, on every reconnect, when a gateway asks, and
-/// every heartbeat.
+/// What the announcer announces: everything the worker declares, less
+/// what its listing withdraws, with what it cannot do right now.
+pub(super) struct Announcer {
+    /// Everything the worker declares.
+    pub(super) full: Announce,
+    pub(super) listing: crate::Listing,
+    pub(super) degraded: Option<DegradedCheck>,
+}
+
+/// Announces the worker now, on every reconnect, when a gateway asks, every
+/// heartbeat, and at once when its listing changes.
 pub(super) async fn spawn_announcer(
     conn: &Connection,
-    mut announce: Announce,
-    degraded: Option<DegradedCheck>,
-    heartbeat_ms: u64,
+    announcer: Announcer,
     registered: CancellationToken,
     stop: CancellationToken,
 ) -> Result<(), KitError> {
-    let mut payload: bytes::Bytes = sophia_proto::encode(&announce)
-        .map_err(|e| KitError::start(StartKind::Publish, "encode the announcement", e))?
-        .into();
+    let Announcer {
+        mut full,
+        listing,
+        degraded,
+    } = announcer;
+    let heartbeat_ms = full.heartbeat_ms;
+    let mut changes = listing.changes();
+    changes.mark_unchanged();
+    let encode = move |full: &Announce| -> Result<bytes::Bytes, KitError> {
+        sophia_proto::encode(&listing.listed(full))
+            .map(Into::into)
+            .map_err(|e| KitError::start(StartKind::Publish, "encode the announcement", e))
+    };
+    let mut payload = encode(&full)?;
     let client = conn.client.clone();
     let mut discover = client
         .subscribe(subject::REGISTRY_DISCOVER)
@@ -59,10 +77,13 @@ pub(super) async fn spawn_announcer(
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(10)));
         loop {
+            let mut stale = false;
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = beat.tick() => {}
                 changed = connects.changed() => if changed.is_err() { break },
+                // The sender lives in the listing this task holds.
+                Ok(()) = changes.changed() => stale = true,
                 Some(msg) = discover.next() => {
                     if let Ok(d) = sophia_proto::decode::<Discover>(&msg.payload) {
                         tracing::debug!(gateway = %d.requester, "discovery request");
@@ -71,11 +92,14 @@ pub(super) async fn spawn_announcer(
             }
             if let Some(check) = &degraded {
                 let now = check();
-                if now != announce.degraded {
-                    announce.degraded = now;
-                    if let Ok(bytes) = sophia_proto::encode(&announce) {
-                        payload = bytes.into();
-                    }
+                stale |= now != full.degraded;
+                full.degraded = now;
+            }
+            if stale {
+                changes.mark_unchanged();
+                match encode(&full) {
+                    Ok(bytes) => payload = bytes,
+                    Err(e) => tracing::warn!(cause = %e, "could not encode the announcement"),
                 }
             }
             match client

@@ -44,6 +44,7 @@ pub struct Worker {
     metrics: Vec<MetricsHook>,
     offers: crate::offers::WorkerOffers,
     degraded: Option<DegradedCheck>,
+    listing: crate::Listing,
 }
 
 impl std::fmt::Debug for Worker {
@@ -68,6 +69,7 @@ impl Worker {
             metrics: Vec::new(),
             offers: Default::default(),
             degraded: None,
+            listing: Default::default(),
         }
     }
 
@@ -117,6 +119,23 @@ impl Worker {
             + Send
             + 'static,
     {
+        self.offers.add_prompt(prompt, move |_, args| get(args));
+        self
+    }
+
+    /// [`Worker::prompt`] whose handler also gets the [`crate::Call`], to
+    /// ask the client questions as a tool does ([`crate::Call::elicit`],
+    /// [`crate::Call::ask_named`], ...): a client without a session answers
+    /// them in rounds (an `input_required` result to `prompts/get`, then a
+    /// retry with the answers), one with a session on it. `call.args` are
+    /// the MCP params; `get`'s second argument is the prompt's arguments.
+    pub fn prompt_with_call<F, Fut>(mut self, prompt: serde_json::Value, get: F) -> Self
+    where
+        F: Fn(crate::Call, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, crate::WireError>>
+            + Send
+            + 'static,
+    {
         self.offers.add_prompt(prompt, get);
         self
     }
@@ -161,6 +180,13 @@ impl Worker {
     pub fn description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
         self
+    }
+
+    /// What this worker lists while it runs: withdraw a declared tool or
+    /// prompt, or offer it again, at any time (before [`Worker::run`] too).
+    /// See [`crate::listing`].
+    pub fn listing(&self) -> crate::Listing {
+        self.listing.clone()
     }
 
     /// Adds a tool.
@@ -242,7 +268,9 @@ impl Worker {
                 .await
                 .map_err(|e| KitError::start(StartKind::Subscribe, "add a tool's endpoint", e))?;
             endpoints.push(endpoint);
-            by_subject.insert(subj, Served::tool(tool, validator));
+            let mut served = Served::tool(tool, validator);
+            served.handler = self.listing.guard(&spec.name, served.handler);
+            by_subject.insert(subj, served);
         }
         self.register_offers(service, &mut endpoints, &mut by_subject)
             .await?;
@@ -258,7 +286,7 @@ impl Worker {
         by_subject: &mut ToolsBySubject,
     ) -> Result<(), KitError> {
         let group = service.group(subject::mcp_group(&self.name));
-        for (method, served) in self.offers.served() {
+        for (method, served) in self.offers.served(&self.listing) {
             let subj = subject::mcp(&self.name, method);
             if by_subject.contains_key(&subj) {
                 return Err(KitError::InvalidTool {
@@ -316,22 +344,18 @@ impl Worker {
             policy,
         };
         let shared = shared(&conn, &config, by_subject, metrics, identity).await?;
-        let announce = self.announcement(&instance, config.heartbeat_ms);
+        let announce = background::Announcer {
+            full: self.announcement(&instance, config.heartbeat_ms),
+            listing: self.listing.clone(),
+            degraded: self.degraded.clone(),
+        };
         let alive = crate::serve::AliveResponder::start(&conn.client, &instance)
             .await
             .map_err(|e| KitError::start(StartKind::Subscribe, "answer liveness asks", e))?;
         let registered = CancellationToken::new();
         let background = CancellationToken::new();
         spawn_cancel_listener(&shared, &self.cancel_subjects(), background.clone()).await?;
-        spawn_announcer(
-            &conn,
-            announce,
-            self.degraded.clone(),
-            config.heartbeat_ms,
-            registered.clone(),
-            background.clone(),
-        )
-        .await?;
+        spawn_announcer(&conn, announce, registered.clone(), background.clone()).await?;
 
         // Make sure the server has our subscriptions before `run` returns, so a
         // caller that starts us and then calls finds us. Skipped while NATS is
@@ -406,7 +430,8 @@ impl Worker {
         .await
     }
 
-    /// What this worker announces to gateways.
+    /// What this worker declares, all of it (the announcer leaves out what
+    /// its [`crate::Listing`] withdraws).
     fn announcement(&self, instance: &str, heartbeat_ms: u64) -> Announce {
         Announce {
             v: PROTOCOL_VERSION,
@@ -433,7 +458,7 @@ impl Worker {
         c.sort();
         c.dedup();
         let mut subjects: Vec<_> = c.into_iter().map(subject::cancel).collect();
-        if !self.offers.served().is_empty() {
+        if !self.offers.served(&self.listing).is_empty() {
             subjects.push(subject::mcp_cancel(&self.name));
         }
         subjects
