@@ -249,15 +249,16 @@ async fn a_worker_can_ask_the_person_a_question_through_mcp_elicitation() {
     );
     assert_eq!(answering.service().asked.lock().unwrap().len(), 2);
 
-    // A client without elicitation: the worker is told it cannot ask.
+    // A client without elicitation: the worker is told it cannot ask, and
+    // the caller which capability its client lacks.
     let plain = mesh.client().await;
     let r = call(&plain, "ask", args).await;
     assert_eq!(
         sophia_tests::tools::error_code(&r).as_deref(),
-        Some("unavailable")
+        Some("missing_capability")
     );
     assert!(
-        text_of(&r).contains("cannot answer questions"),
+        text_of(&r).contains("`elicitation` client capability"),
         "{}",
         text_of(&r)
     );
