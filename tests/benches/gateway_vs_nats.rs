@@ -84,6 +84,10 @@ async fn main() {
     let requester = mesh.nats_client().await;
     let bus = bus(&requester, &plan, &args).await;
     let http = plain_http(&plan, &args).await;
+    if std::env::var_os(CORE).is_some() {
+        core_rows(&mesh, &plan, &args, [raw, bus, http]).await;
+        return;
+    }
 
     // 4. MCP tools/call through the gateway over Streamable HTTP (rmcp client).
     let transport = StreamableHttpClientTransport::from_config(
@@ -153,7 +157,7 @@ async fn main() {
     assert!(exported > 0, "the traced calls exported spans");
 
     // 8. The gateway as its own process.
-    let process = gateway_process(&mesh, &plan, &echo).await;
+    let process = gateway_process(&mesh, &plan, &echo, PROCESS, &[]).await;
 
     println!();
     println!(
@@ -186,42 +190,14 @@ async fn main() {
     }
     print_table(&rows);
     println!();
-    println!(
-        "DONE-WHEN throughput: gateway (minimal client, 1 session) / bus = {:.0} / {:.0} = {:.2}x \
-         (target: at least 0.5x)",
-        mcp_raw.throughput,
-        bus.throughput,
-        mcp_raw.throughput / bus.throughput
-    );
-    let floor = http.p50 + bus.p50;
-    println!(
-        "DONE-WHEN latency: gateway p50 / (plain HTTP p50 + bus p50) = {:.0} / ({:.0} + {:.0}) µs \
-         = {:.2}x (target: at most 1.15x)",
-        micros(mcp_raw.p50),
-        micros(http.p50),
-        micros(bus.p50),
-        mcp_raw.p50.as_secs_f64() / floor.as_secs_f64()
-    );
+    done_when(&bus, &http, &mcp_raw);
     println!(
         "one session against 64 sessions (64 calls in flight): {:.2}x the throughput; \
          100 KiB result: {:.2}x the throughput of 1 KiB",
         mcp_raw.throughput / mcp_sessions.throughput,
         mcp_large.throughput / mcp_raw.throughput
     );
-    match &process {
-        Some((figures, use_)) => println!(
-            "gateway process: {:.2} CPU seconds per 10,000 calls ({} calls, {:.0} req/s); \
-             resident {} KiB after the run, peak {} KiB",
-            use_.cpu_s * 10_000.0 / use_.calls as f64,
-            use_.calls,
-            figures.throughput,
-            use_.rss_kib,
-            use_.peak_kib
-        ),
-        None => println!(
-            "gateway process: not measured (build it first: cargo build --release -p sophia-gateway)"
-        ),
-    }
+    print_process(&process);
     let ratio = |f: &Figures| f.p50.as_secs_f64() / raw.p50.as_secs_f64();
     println!(
         "p50 ratio to raw NATS: bus {:.2}x, plain HTTP {:.2}x, MCP via gateway {:.2}x \
@@ -270,6 +246,90 @@ async fn main() {
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+/// Set (to anything) to measure only the rows the done-when ratios and the
+/// gateway's CPU per call need: raw NATS, bus, plain HTTP, the minimal
+/// client on one session, the same with no audit trail, and the gateway as
+/// its own process. For quick A/B runs; the issue's figures come from a
+/// whole run.
+const CORE: &str = "SOPHIA_BENCH_CORE";
+
+/// The rows of a [`CORE`] run, after the first three.
+async fn core_rows(mesh: &Mesh, plan: &Plan, args: &Value, [raw, bus, http]: [Figures; 3]) {
+    let echo = json!({"name": "echo", "arguments": args});
+    let one = sessions(&mesh.mcp_url(), 1).await;
+    let mcp_raw = measure(
+        "MCP tools/call, minimal client, 1 session",
+        plan,
+        raw_tools_call(one[0].clone(), echo.clone()),
+    )
+    .await;
+    let no_audit = audit_off(mesh, plan, &echo).await;
+    let process = gateway_process(mesh, plan, &echo, PROCESS, &[]).await;
+    let process_no_audit = gateway_process(
+        mesh,
+        plan,
+        &echo,
+        "  gateway as a process, no audit records",
+        &[("SOPHIA_AUDIT_RETENTION_S", "0")],
+    )
+    .await;
+    let mut rows = vec![&raw, &bus, &http, &mcp_raw, &no_audit];
+    for (figures, _) in process.iter().chain(&process_no_audit) {
+        rows.push(figures);
+    }
+    println!();
+    println!("core rows only ({CORE} is set)");
+    print_table(&rows);
+    println!();
+    done_when(&bus, &http, &mcp_raw);
+    print_process(&process);
+    print_process(&process_no_audit);
+    println!(
+        "audit records on JetStream (one per call): p50 {:+.0} µs, throughput {:.2}x of no audit",
+        micros(mcp_raw.p50) - micros(no_audit.p50),
+        mcp_raw.throughput / no_audit.throughput
+    );
+}
+
+/// The issue's two done-when ratios.
+fn done_when(bus: &Figures, http: &Figures, mcp_raw: &Figures) {
+    println!(
+        "DONE-WHEN throughput: gateway (minimal client, 1 session) / bus = {:.0} / {:.0} = {:.2}x \
+         (target: at least 0.5x)",
+        mcp_raw.throughput,
+        bus.throughput,
+        mcp_raw.throughput / bus.throughput
+    );
+    let floor = http.p50 + bus.p50;
+    println!(
+        "DONE-WHEN latency: gateway p50 / (plain HTTP p50 + bus p50) = {:.0} / ({:.0} + {:.0}) µs \
+         = {:.2}x (target: at most 1.15x)",
+        micros(mcp_raw.p50),
+        micros(http.p50),
+        micros(bus.p50),
+        mcp_raw.p50.as_secs_f64() / floor.as_secs_f64()
+    );
+}
+
+/// The gateway process's CPU per call and memory, if it was measured.
+fn print_process(process: &Option<(Figures, Usage)>) {
+    match process {
+        Some((figures, use_)) => println!(
+            "{}: {:.2} CPU seconds per 10,000 calls ({} calls, {:.0} req/s); \
+             resident {} KiB after the run, peak {} KiB",
+            figures.name.trim(),
+            use_.cpu_s * 10_000.0 / use_.calls as f64,
+            use_.calls,
+            figures.throughput,
+            use_.rss_kib,
+            use_.peak_kib
+        ),
+        None => println!(
+            "gateway process: not measured (build it first: cargo build --release -p sophia-gateway)"
+        ),
+    }
 }
 
 /// 1. Raw NATS: a plain responder echoing the payload.
@@ -502,6 +562,9 @@ async fn agno(mesh: &Mesh) -> (impl Sized, tokio_util::sync::DropGuard) {
     (handle, stop.drop_guard())
 }
 
+/// The gateway process row's name.
+const PROCESS: &str = "MCP tools/call, gateway as a process";
+
 /// What the gateway process used over a measured run.
 struct Usage {
     calls: usize,
@@ -545,7 +608,13 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 /// (next to this program, as `cargo build --release -p sophia-gateway`
 /// leaves it) as its own process on the same NATS, with its CPU and
 /// memory; `None` if the binary is not built.
-async fn gateway_process(mesh: &Mesh, plan: &Plan, echo: &Value) -> Option<(Figures, Usage)> {
+async fn gateway_process(
+    mesh: &Mesh,
+    plan: &Plan,
+    echo: &Value,
+    name: &'static str,
+    extra: &[(&str, &str)],
+) -> Option<(Figures, Usage)> {
     let exe = std::env::current_exe().ok()?;
     let built = exe.parent()?.parent()?.join("sophia-gateway").is_file();
     if !built {
@@ -559,15 +628,14 @@ async fn gateway_process(mesh: &Mesh, plan: &Plan, echo: &Value) -> Option<(Figu
             .collect::<Vec<_>>()
     };
     let nats = mesh.nats.url();
-    let mut process = sophia_tests::procs::Process::spawn(
-        "sophia-gateway",
-        &env(&[
-            ("NATS_URL", &nats),
-            ("SOPHIA_GATEWAY_ADDR", sophia_tests::procs::ANY_PORT),
-            ("SOPHIA_GATEWAY_TOKEN", TEST_TOKEN),
-            ("RUST_LOG", "warn"),
-        ]),
-    );
+    let mut vars = env(&[
+        ("NATS_URL", &nats),
+        ("SOPHIA_GATEWAY_ADDR", sophia_tests::procs::ANY_PORT),
+        ("SOPHIA_GATEWAY_TOKEN", TEST_TOKEN),
+        ("RUST_LOG", "warn"),
+    ]);
+    vars.extend(env(extra));
+    let mut process = sophia_tests::procs::Process::spawn("sophia-gateway", &vars);
     let base = process.ready_at("/ready").await;
     let url = format!("{base}/mcp");
     let probe = sophia_tests::connect_http(&url, TEST_TOKEN).await;
@@ -576,7 +644,7 @@ async fn gateway_process(mesh: &Mesh, plan: &Plan, echo: &Value) -> Option<(Figu
     let session = sessions(&url, 1).await.remove(0);
     let op = raw_tools_call(session, echo.clone());
     let before = cpu_seconds(pid);
-    let figures = measure("MCP tools/call, gateway as a process", plan, op).await;
+    let figures = measure(name, plan, op).await;
     let usage = Usage {
         calls: plan.warmup + plan.sequential + plan.concurrent / IN_FLIGHT * IN_FLIGHT,
         cpu_s: cpu_seconds(pid) - before,

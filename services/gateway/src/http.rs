@@ -26,12 +26,20 @@ use crate::identity::{Authenticator, require_identity};
 use crate::live::Tracked;
 use crate::mcp::McpGateway;
 
-/// `DELETE /mcp` ends a session. rmcp answers 202 Accepted; the session is
-/// gone by then, and clients (the official Python SDK among them) expect
-/// 200 or 204, so the answer is 204 No Content.
-async fn session_end_is_204(req: Request, next: Next) -> Response {
+/// The one layer in front of the MCP endpoints, after authentication: the
+/// session id's shape ([`invalid_session_id`]), then the body guard
+/// ([`json_rpc_guard`]), and `DELETE`'s answer. One layer rather than
+/// three: each `from_fn` layer costs every request a boxed future and a
+/// clone of the service behind it (`docs/performance.md`, issue 16).
+async fn mcp_front(State(limit): State<BodyLimit>, req: Request, next: Next) -> Response {
+    if let Some(refused) = invalid_session_id(&req) {
+        return refused;
+    }
+    // `DELETE /mcp` ends a session. rmcp answers 202 Accepted; the session
+    // is gone by then, and clients (the official Python SDK among them)
+    // expect 200 or 204, so the answer is 204 No Content.
     let deleting = req.method() == axum::http::Method::DELETE;
-    let response = next.run(req).await;
+    let response = json_rpc_guard(&limit, req, next).await;
     if deleting && response.status() == StatusCode::ACCEPTED {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -82,7 +90,7 @@ async fn read_message(
 /// oversized body gets 413 and malformed JSON gets JSON-RPC's -32700 parse
 /// error (rmcp alone would answer 415) before anything else looks at them.
 /// The message goes on with the request ([`crate::fast::Incoming`]).
-async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next) -> Response {
+async fn json_rpc_guard(limit: &BodyLimit, req: Request, next: Next) -> Response {
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
@@ -106,7 +114,7 @@ async fn json_rpc_guard(State(limit): State<BodyLimit>, req: Request, next: Next
         // gets the notification too, cancels its own.
         limit.in_flight.cancel(session, &id.to_string());
     }
-    let claim = match claim(&limit, session, &message) {
+    let claim = match claim(limit, session, &message) {
         Ok(claim) => claim,
         Err(refused) => return refused,
     };
@@ -188,7 +196,7 @@ const MAX_SESSION_ID_LEN: usize = 128;
 /// A session id must look like one before anything looks it up: at most
 /// [`MAX_SESSION_ID_LEN`] characters of `[A-Za-z0-9_-]`. Anything else gets
 /// 400 here, so it never becomes a store key or part of a NATS subject.
-async fn session_id_guard(req: Request, next: Next) -> Response {
+fn invalid_session_id(req: &Request) -> Option<Response> {
     if let Some(value) = req.headers().get(SESSION_HEADER) {
         let ok = value.to_str().is_ok_and(|s| {
             !s.is_empty()
@@ -197,7 +205,7 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
         if !ok {
-            return json_rpc_error(
+            return Some(json_rpc_error(
                 StatusCode::BAD_REQUEST,
                 -32600,
                 format!(
@@ -205,10 +213,10 @@ async fn session_id_guard(req: Request, next: Next) -> Response {
                      (at most {MAX_SESSION_ID_LEN} letters, digits, '-' or '_'); start a new \
                      session with initialize"
                 ),
-            );
+            ));
         }
     }
-    next.run(req).await
+    None
 }
 
 /// Request ids in flight, per session, each with what cancels it.
@@ -348,7 +356,8 @@ pub fn mcp_router(
     }
     let service = serve(gateway);
     let rest = crate::rest::router(gateway_for_rest);
-    // Layers run outside-in: auth first, then the body guard, then rmcp.
+    // Layers run outside-in: auth first, then the session id and body
+    // guard, then rmcp.
     Router::new()
         .nest_service("/mcp", service)
         .merge(endpoints)
@@ -358,10 +367,8 @@ pub fn mcp_router(
                 in_flight: InFlightIds::default(),
                 per_session: config.session_in_flight,
             },
-            json_rpc_guard,
+            mcp_front,
         ))
-        .layer(middleware::from_fn(session_id_guard))
-        .layer(middleware::from_fn(session_end_is_204))
         .merge(rest)
         .layer(middleware::from_fn_with_state(
             auth.clone(),
@@ -389,10 +396,8 @@ mod fuzz {
                     in_flight: InFlightIds::default(),
                     per_session: 8,
                 },
-                json_rpc_guard,
+                mcp_front,
             ))
-            .layer(middleware::from_fn(session_id_guard))
-            .layer(middleware::from_fn(session_end_is_204))
     }
 
     fn message() -> impl Strategy<Value = Vec<u8>> {

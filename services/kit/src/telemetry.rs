@@ -12,7 +12,6 @@
 //! prompts, outputs or credentials.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Status, TraceContextExt, Tracer, TracerProvider as _};
@@ -268,15 +267,10 @@ impl Span {
     /// This span's trace context, to send with the next hop (its request id
     /// is left for the sender to set).
     pub fn trace(&self) -> headers::Context {
-        let mut carrier: HashMap<String, String> = HashMap::new();
-        TraceContextPropagator::new().inject_context(&self.cx, &mut carrier);
-        headers::Context {
-            request_id: None,
-            traceparent: carrier.remove(headers::TRACEPARENT),
-            tracestate: carrier
-                .remove(headers::TRACESTATE)
-                .filter(|s| !s.is_empty()),
-        }
+        let mut carrier = headers::Context::default();
+        TraceContextPropagator::new().inject_context(&self.cx, &mut Carrier(&mut carrier));
+        carrier.tracestate = carrier.tracestate.filter(|s| !s.is_empty());
+        carrier
     }
 
     /// The trace id, as hex (for logs), if the call is traced.
@@ -320,14 +314,45 @@ impl Drop for Span {
 }
 
 fn extract(parent: &headers::Context) -> opentelemetry::Context {
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    if let Some(tp) = &parent.traceparent {
-        carrier.insert(headers::TRACEPARENT.to_owned(), tp.clone());
-        if let Some(ts) = &parent.tracestate {
-            carrier.insert(headers::TRACESTATE.to_owned(), ts.clone());
+    TraceContextPropagator::new().extract(&ParentCarrier(parent))
+}
+
+/// A trace context's two headers as the propagator reads them (a
+/// tracestate only alongside its traceparent), without a map of copies:
+/// this runs for every span of every call (`docs/performance.md`).
+struct ParentCarrier<'a>(&'a headers::Context);
+
+impl opentelemetry::propagation::Extractor for ParentCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let parent = self.0.traceparent.as_deref()?;
+        match key {
+            headers::TRACEPARENT => Some(parent),
+            headers::TRACESTATE => self.0.tracestate.as_deref(),
+            _ => None,
         }
     }
-    TraceContextPropagator::new().extract(&carrier)
+
+    fn keys(&self) -> Vec<&str> {
+        match (&self.0.traceparent, &self.0.tracestate) {
+            (None, _) => vec![],
+            (Some(_), None) => vec![headers::TRACEPARENT],
+            (Some(_), Some(_)) => vec![headers::TRACEPARENT, headers::TRACESTATE],
+        }
+    }
+}
+
+/// Where the propagator writes a span's context: straight into the
+/// [`headers::Context`] sent onwards.
+struct Carrier<'a>(&'a mut headers::Context);
+
+impl opentelemetry::propagation::Injector for Carrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            headers::TRACEPARENT => self.0.traceparent = Some(value),
+            headers::TRACESTATE => self.0.tracestate = Some(value),
+            _ => {}
+        }
+    }
 }
 
 /// A future that resolves on SIGTERM or Ctrl-C, for graceful drain.
