@@ -29,6 +29,9 @@ pub enum Behavior {
     Reject,
     /// Waits this long, then answers normally.
     Stall(Duration),
+    /// Waits until the token is cancelled, then answers normally: the test
+    /// lets the model answer once it has seen what it came to see.
+    WaitFor(tokio_util::sync::CancellationToken),
     /// Streams: an event that is not JSON, before any output.
     MalformedSse,
     /// Streams two words, then closes without finishing.
@@ -225,6 +228,10 @@ async fn chat(
             .into_response(),
         Behavior::Stall(d) => {
             tokio::time::sleep(d).await;
+            answer(&model, stream, &prompt, &reply)
+        }
+        Behavior::WaitFor(go) => {
+            go.cancelled().await;
             answer(&model, stream, &prompt, &reply)
         }
         Behavior::MalformedSse => sse(vec!["{this is not json".into()]),

@@ -40,6 +40,17 @@ impl Setup {
         Self { dir }
     }
 
+    /// Makes every `up`, `refresh` and `destroy` hold before its summary
+    /// until cancelled, so that a test sees it running for as long as it
+    /// needs (the stand-in waits for a file this never writes).
+    pub fn hold(&self) {
+        let path = self.dir.path().join("workspace/app/standin.json");
+        let mut scenario: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        scenario["hold_file"] = json!(self.dir.path().join("release"));
+        std::fs::write(&path, scenario.to_string()).unwrap();
+    }
+
     /// Every command line the stand-in CLI was given.
     pub fn command_lines(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("backend/command-lines.log"))

@@ -77,4 +77,29 @@ impl Stateless {
         }
         self.request(url, "tools/call", params).await
     }
+
+    /// `tasks/get` of task `id` at `url`, polled until `ready` holds for
+    /// its result; panics with the last answer (naming `what`) after
+    /// [`crate::tools::WAIT`].
+    pub async fn task_when(
+        &self,
+        url: &str,
+        id: &str,
+        what: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let last = std::sync::Mutex::new(Value::Null);
+        let found = tokio::time::timeout(crate::tools::WAIT, async {
+            loop {
+                let r = self.request(url, "tasks/get", json!({"taskId": id})).await;
+                if ready(&r["result"]) {
+                    return r["result"].clone();
+                }
+                *last.lock().unwrap() = r;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("timed out waiting for {what}: {}", last.lock().unwrap()))
+    }
 }

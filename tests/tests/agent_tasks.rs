@@ -109,31 +109,6 @@ async fn listed(client: &Stateless, url: &str, tool: &str) {
     .await
 }
 
-/// `tasks/get` of `id` at `url`, once `ready` holds for its result.
-async fn task_when(
-    client: &Stateless,
-    url: &str,
-    id: &str,
-    what: &str,
-    ready: impl Fn(&Value) -> bool,
-) -> Value {
-    let last = std::sync::Mutex::new(Value::Null);
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let r = client
-                .request(url, "tasks/get", json!({"taskId": id}))
-                .await;
-            if ready(&r["result"]) {
-                return r["result"].clone();
-            }
-            *last.lock().unwrap() = r;
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("timed out waiting for {what}: {}", last.lock().unwrap()))
-}
-
 /// `tasks/update` of `id` at `url` with `responses`.
 async fn update(client: &Stateless, url: &str, id: &str, responses: Value) -> Value {
     client
@@ -154,10 +129,9 @@ fn refused(response: &Value) -> (i64, String) {
 
 /// Waits for the task to ask its question; the question's key.
 async fn asked(client: &Stateless, url: &str, id: &str) -> String {
-    let waiting = task_when(client, url, id, "the run asks", |t| {
-        t["status"] == "input_required"
-    })
-    .await;
+    let waiting = client
+        .task_when(url, id, "the run asks", |t| t["status"] == "input_required")
+        .await;
     let requests = waiting["inputRequests"].as_object().expect("inputRequests");
     assert_eq!(requests.len(), 1, "{waiting}");
     let (key, question) = requests.iter().next().unwrap();
@@ -173,32 +147,36 @@ async fn asked(client: &Stateless, url: &str, id: &str) -> String {
 async fn an_agent_run_is_a_task_that_the_other_replica_follows_to_its_result() {
     let world = World::start().await;
     let person = with_tasks();
-    // The model previews, then thinks a while before it answers.
+    // The model previews, then thinks until the test has seen the run work.
+    let answer = CancellationToken::new();
     world.model.script([
         Behavior::call_tool("pulumi_preview", json!({"stack": "dev"})),
-        Behavior::Stall(std::time::Duration::from_secs(3)),
+        Behavior::WaitFor(answer.clone()),
     ]);
     let id = world
         .task(&person, &world.a, "what would change in dev?")
         .await;
 
     // Replica B, which did not start it, reports the latest step.
-    let working = task_when(&person, &world.b, &id, "a step as progress", |t| {
-        t["status"] == "working"
-            && t["statusMessage"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("step"))
-    })
-    .await;
+    let working = person
+        .task_when(&world.b, &id, "a step as progress", |t| {
+            t["status"] == "working"
+                && t["statusMessage"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("step"))
+        })
+        .await;
     assert!(working["pollIntervalMs"].as_u64().is_some(), "{working}");
     // A working run asks nothing: an update has nothing to answer.
     let early = update(&person, &world.b, &id, json!({"x": confirm(true)})).await;
     assert_eq!(refused(&early).0, -32602, "{early}");
+    answer.cancel();
 
-    let done = task_when(&person, &world.b, &id, "the run's result", |t| {
-        t["status"] == "completed"
-    })
-    .await;
+    let done = person
+        .task_when(&world.b, &id, "the run's result", |t| {
+            t["status"] == "completed"
+        })
+        .await;
     let record = &done["result"]["structuredContent"];
     assert_eq!(record["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["isError"], false, "{done}");
@@ -251,10 +229,11 @@ async fn a_confirmation_asked_as_input_required_is_answered_once_at_the_other_re
         assert_eq!(refused(&replayed).0, -32602, "{replayed}");
     }
 
-    let done = task_when(&person, &world.a, &id, "the deploy is done", |t| {
-        t["status"] == "completed"
-    })
-    .await;
+    let done = person
+        .task_when(&world.a, &id, "the deploy is done", |t| {
+            t["status"] == "completed"
+        })
+        .await;
     let record = &done["result"]["structuredContent"];
     assert_eq!(record["state"], "succeeded", "{done}");
     assert_eq!(record["result"]["answer"], "Deployed: 1 resource created.");
@@ -283,10 +262,11 @@ async fn a_rejected_confirmation_applies_nothing_and_forged_tasks_are_unknown() 
 
     let rejected = update(&person, &world.b, &id, json!({&key: confirm(false)})).await;
     assert!(rejected.get("error").is_none(), "{rejected}");
-    let done = task_when(&person, &world.b, &id, "the run goes on without it", |t| {
-        t["status"] == "completed"
-    })
-    .await;
+    let done = person
+        .task_when(&world.b, &id, "the run goes on without it", |t| {
+            t["status"] == "completed"
+        })
+        .await;
     let steps = &done["result"]["structuredContent"]["result"]["steps"];
     assert_eq!(steps[1]["tool"], "pulumi_up", "{done}");
     assert_eq!(steps[1]["is_error"], true, "{done}");
@@ -321,21 +301,21 @@ async fn tasks_cancel_at_the_other_replica_stops_a_running_agent() {
         Behavior::Stall(std::time::Duration::from_secs(120)),
     ]);
     let id = world.task(&person, &world.a, "what would change?").await;
-    task_when(&person, &world.b, &id, "the model's second turn", |t| {
-        t["statusMessage"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("step 2"))
-    })
-    .await;
+    person
+        .task_when(&world.b, &id, "the model's second turn", |t| {
+            t["statusMessage"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("step 2"))
+        })
+        .await;
 
     let ack = person
         .request(&world.b, "tasks/cancel", json!({"taskId": id}))
         .await;
     assert!(ack.get("error").is_none(), "{ack}");
-    let cancelled = task_when(&person, &world.a, &id, "the run stops", |t| {
-        t["status"] != "working"
-    })
-    .await;
+    let cancelled = person
+        .task_when(&world.a, &id, "the run stops", |t| t["status"] != "working")
+        .await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let again = person
         .request(&world.a, "tasks/cancel", json!({"taskId": id}))

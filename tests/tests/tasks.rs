@@ -373,36 +373,12 @@ fn with_tasks() -> Stateless {
     )
 }
 
-/// `tasks/get` of `id` at `url`, once `ready` holds for its result.
-async fn task_when(
-    client: &Stateless,
-    url: &str,
-    id: &str,
-    what: &str,
-    ready: impl Fn(&Value) -> bool,
-) -> Value {
-    let last = std::sync::Mutex::new(Value::Null);
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let r = client
-                .request(url, "tasks/get", json!({"taskId": id}))
-                .await;
-            if ready(&r["result"]) {
-                return r["result"].clone();
-            }
-            *last.lock().unwrap() = r;
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("timed out waiting for {what}: {}", last.lock().unwrap()))
-}
-
 #[tokio::test]
 async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cancels() {
     let mesh = Mesh::start().await;
-    // Slow enough to be seen running: 15 engine events, 400 ms apart.
-    let setup = Setup::new(400);
+    // Seen running: the update holds before its summary until cancelled.
+    let setup = Setup::new(10);
+    setup.hold();
     let _pulumi = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let (_b, stop_b, b) = second_gateway(&mesh).await;
     let a = mesh.mcp_url();
@@ -430,20 +406,22 @@ async fn a_confirmed_pulumi_up_runs_as_a_task_that_any_replica_reports_and_cance
     // The replica that started it goes away: nothing of the task was in it.
     stop_b.cancel();
     // Replica A, which did not start it, reports its progress.
-    let working = task_when(&person, &a, &id, "a progress line", |t| {
-        t["status"] == "working" && t["statusMessage"].as_str().is_some_and(|m| !m.is_empty())
-    })
-    .await;
+    let working = person
+        .task_when(&a, &id, "a progress line", |t| {
+            t["status"] == "working" && t["statusMessage"].as_str().is_some_and(|m| !m.is_empty())
+        })
+        .await;
     assert!(working["pollIntervalMs"].as_u64().is_some(), "{working}");
 
     let ack = person
         .request(&a, "tasks/cancel", json!({"taskId": id}))
         .await;
     assert_eq!(ack["result"]["resultType"], "complete", "{ack}");
-    let cancelled = task_when(&person, &a, &id, "the task is cancelled", |t| {
-        t["status"] != "working"
-    })
-    .await;
+    let cancelled = person
+        .task_when(&a, &id, "the task is cancelled", |t| {
+            t["status"] != "working"
+        })
+        .await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
 
     // Once over, the task takes no cancel or update.
@@ -502,10 +480,11 @@ async fn a_task_completes_with_the_tools_result_and_clients_without_tasks_wait_a
 
     // A job that fails completes with an isError result, as the call would.
     let id = refresh_task(&person, &a, "prod").await;
-    let failed = task_when(&person, &a, &id, "the refresh of prod ends", |t| {
-        t["status"] == "completed"
-    })
-    .await;
+    let failed = person
+        .task_when(&a, &id, "the refresh of prod ends", |t| {
+            t["status"] == "completed"
+        })
+        .await;
     assert_eq!(failed["result"]["isError"], true, "{failed}");
     assert_eq!(failed["result"]["_meta"]["sophia/error"]["code"], "failed");
     assert!(text(&json!({"result": failed["result"]})).contains("no stack named prod"));
@@ -519,10 +498,11 @@ async fn a_task_completes_with_the_tools_result_and_clients_without_tasks_wait_a
         "{preview}"
     );
     let id = refresh_task(&person, &a, "dev").await;
-    let done = task_when(&person, &a, &id, "the refresh is done", |t| {
-        t["status"] == "completed"
-    })
-    .await;
+    let done = person
+        .task_when(&a, &id, "the refresh is done", |t| {
+            t["status"] == "completed"
+        })
+        .await;
     let job = &done["result"]["structuredContent"];
     assert_eq!(job["state"], "succeeded", "{done}");
     assert_eq!(job["operation"], "refresh", "{done}");

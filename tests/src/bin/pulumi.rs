@@ -31,7 +31,10 @@
 //! directory's `standin.json` chooses what runs:
 //! `{"preview": "<fixture>", "up": "<fixture>", "refresh": "<fixture>",
 //!   "destroy": "<fixture>", "delay_ms": 10, "outputs": {...},
-//!   "secret_outputs": ["name"], "malformed_line": 3}`.
+//!   "secret_outputs": ["name"], "malformed_line": 3, "hold_file": "<path>"}`.
+//! With `hold_file`, an `up`, `refresh` or `destroy` holds before its
+//! summary until that file exists (or SIGINT), so a test can see it
+//! running and cancel it without racing its end.
 //! State lives under `PULUMI_BACKEND_URL` (`file://DIR`), with every
 //! command line it was given appended to `DIR/command-lines.log`. No
 //! recorded refresh log is among the fixtures, so `refresh` replays
@@ -134,6 +137,7 @@ async fn replay(
     log: &Path,
     delay: Duration,
     malformed_line: Option<usize>,
+    hold: Option<&Path>,
 ) -> bool {
     let text = std::fs::read_to_string(fixture)
         .unwrap_or_else(|e| fail(&format!("fixture {}: {e}", fixture.display())));
@@ -146,9 +150,18 @@ async fn replay(
             out.flush().unwrap();
         }
         let is_last_two = line.contains("\"summaryEvent\"") || line.contains("\"cancelEvent\"");
-        if !is_last_two {
+        let held = is_last_two && hold.is_some_and(|h| !h.exists());
+        if !is_last_two || held {
+            let wait = async {
+                tokio::time::sleep(delay).await;
+                while let Some(h) = hold.filter(|_| held)
+                    && !h.exists()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = wait => {}
                 _ = sigint.recv() => {
                     eprintln!("^C received; cancelling. If you would like to terminate immediately, press ^C again.");
                     writeln!(out, "{}", json!({"sequence": 10_000, "timestamp": 0, "cancelEvent": {}})).unwrap();
@@ -184,7 +197,7 @@ async fn operation(op: &str, args: &[String]) {
     );
     let preview_only = op == "preview" || args.iter().any(|a| a == "--preview-only");
     if preview_only {
-        replay(&fixture, &log, delay, malformed).await;
+        replay(&fixture, &log, delay, malformed, None).await;
         if let Some(plan) = flag(args, "--save-plan") {
             std::fs::write(
                 plan,
@@ -216,7 +229,8 @@ async fn operation(op: &str, args: &[String]) {
         );
     }
     let started = now();
-    let finished = replay(&fixture, &log, delay, malformed).await;
+    let hold = sc["hold_file"].as_str().map(PathBuf::from);
+    let finished = replay(&fixture, &log, delay, malformed, hold.as_deref()).await;
     let _ = std::fs::remove_file(&lock);
     if !finished {
         fail("update canceled");
