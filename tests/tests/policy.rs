@@ -396,3 +396,47 @@ async fn the_agent_profile_asks_the_person_before_a_destructive_tool_runs() {
         text_of(&refused)
     );
 }
+
+#[tokio::test]
+async fn an_audit_record_the_stream_could_not_take_is_stored_once_the_stream_is_back() {
+    let mut mesh = Mesh::without_gateway();
+    let _policy = with_policy(&mut mesh, POLICY);
+    mesh.start_gateway().await;
+    mesh.worker(infra_worker()).await;
+    let client = connect_http(&mesh.mcp_url(), TEST_TOKEN).await;
+    // `tag` is not this principal's (not listed), so calling it is refused.
+    wait_for_tool(&client, "echo").await;
+    let nats = mesh.nats_client().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut published = nats.subscribe("sophia.v1.audit.>").await.unwrap();
+
+    // The stream goes away (as while its leader is elected, or deleted by
+    // mistake); its settings are kept to put it back.
+    let config = js
+        .get_stream("sophia_audit")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    js.delete_stream("sophia_audit").await.unwrap();
+    let refused = call(&client, "tag", json!({"label": "x"})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("permission_denied"));
+    // The gateway has published the refusal's record, with no stream to
+    // take it.
+    let sent = tokio::time::timeout(WAIT, published.next())
+        .await
+        .expect("the record is published")
+        .unwrap();
+    assert_eq!(sent.subject.as_str(), "sophia.v1.audit.refusal");
+
+    js.create_stream(config).await.unwrap();
+    let records = audit_records(&mesh, 1).await;
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["tool"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("refusal", "tag")], "stored once: {records:#?}");
+}

@@ -1,20 +1,71 @@
 //! The audit trail: every tool call, refusal and confirmation appended to
 //! the JetStream stream `sophia_audit` (`docs/security.md`, "Audit").
 //!
-//! Records are queued in order to one task that publishes them with core
-//! NATS (the stream captures the subject), so auditing adds no round trip
-//! to a call. The client buffers them while the bus reconnects; if the
-//! queue overflows ([`QUEUE`] records), the gateway's log says how many
-//! were dropped.
+//! Records are queued in order to one task that stores them off the call
+//! path, so auditing adds no round trip to a call. The task publishes each
+//! record to the stream and awaits JetStream's acknowledgement, up to
+//! [`WINDOW`] at once; a record JetStream did not confirm (stream away,
+//! NATS reconnecting, timeout) is sent again with the same `Nats-Msg-Id`,
+//! so the stream keeps it once, until it is stored. If the queue overflows
+//! meanwhile ([`QUEUE`] records), the gateway's log says how many were
+//! dropped.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sophia_proto::audit::{AuditKind, AuditRecord, STREAM};
 
 /// The most records waiting to be published.
 const QUEUE: usize = 16 * 1024;
+/// The most records published and not yet confirmed by JetStream.
+const WINDOW: usize = 512;
+/// The longest wait before a record JetStream did not confirm is sent again.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Stores every record received, in order of arrival, [`WINDOW`] at once.
+async fn store_all(js: jetstream::Context, mut records: tokio::sync::mpsc::Receiver<AuditRecord>) {
+    let mut storing = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(record) = records.recv(), if storing.len() < WINDOW => {
+                storing.push(store(js.clone(), record));
+            }
+            Some(()) = storing.next(), if !storing.is_empty() => {}
+            else => break,
+        }
+    }
+}
+
+/// Publishes `record` until JetStream confirms it stored it.
+async fn store(js: jetstream::Context, record: AuditRecord) {
+    let subject = sophia_proto::subject::audit(record.kind);
+    let Ok(body) = serde_json::to_vec(&record) else {
+        return;
+    };
+    let body = bytes::Bytes::from(body);
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let message = PublishMessage::build()
+            .payload(body.clone())
+            .message_id(&id);
+        let stored = match js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await.map(drop),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(cause = %e, retry_in = ?wait,
+                    "JetStream did not confirm an audit record; sending it again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
 
 /// Appends audit records. Cheap to clone.
 #[derive(Clone)]
@@ -60,19 +111,8 @@ impl Audit {
             }
             Err(e) => return Err(e.into()),
         }
-        let (queue, mut records) = tokio::sync::mpsc::channel::<AuditRecord>(QUEUE);
-        let client = link.client.clone();
-        tokio::spawn(async move {
-            while let Some(record) = records.recv().await {
-                let subject = sophia_proto::subject::audit(record.kind);
-                let Ok(body) = serde_json::to_vec(&record) else {
-                    continue;
-                };
-                if let Err(e) = client.publish(subject, body.into()).await {
-                    tracing::warn!(cause = %e, "could not append an audit record");
-                }
-            }
-        });
+        let (queue, records) = tokio::sync::mpsc::channel::<AuditRecord>(QUEUE);
+        tokio::spawn(store_all(js, records));
         Ok(Audit {
             queue: Some(queue),
             dropped: Default::default(),
