@@ -103,11 +103,10 @@ impl Listing {
     }
 
     fn offered(&self, kind: Kind, name: &str) -> bool {
-        !self
-            .inner
-            .withdrawn
-            .lock()
-            .contains(&(kind, name.to_owned()))
+        // Checked on every call of a declared tool: no key is built while
+        // nothing is withdrawn (the common case).
+        let withdrawn = self.inner.withdrawn.lock();
+        withdrawn.is_empty() || !withdrawn.contains(&(kind, name.to_owned()))
     }
 
     fn set(&self, kind: Kind, name: &str, offered: bool) -> bool {
