@@ -29,7 +29,8 @@ say "building the mesh (release); the first build takes a few minutes"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" \
   --bin sophia-gateway --bin agno-worker --bin pulumi-worker \
   --bin intelligence-worker --bin echo-worker --bin gong-worker --bin mcp-bridge
-bin="$root/target/release"
+# Where cargo puts the binaries (CARGO_TARGET_DIR, if the user sets one).
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 token_file="$state/gateway-token"
 if [ ! -s "$token_file" ]; then
