@@ -45,6 +45,8 @@ fn announcement(instance: &str, tools: Vec<ToolSpec>, offers: Value) -> Announce
         offers: serde_json::from_value(offers).unwrap(),
         degraded: vec![],
         acks: false,
+        host: String::new(),
+        started_at_ms: 0,
     }
 }
 

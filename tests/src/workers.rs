@@ -265,6 +265,8 @@ pub async fn misbehaving_worker(
         degraded: vec![],
         // It never acknowledges: callers wait for its answer until the deadline.
         acks: false,
+        host: String::new(),
+        started_at_ms: 0,
     };
     let announce = bytes::Bytes::from(sophia_proto::encode(&announce).unwrap());
     let mut sub = match how {

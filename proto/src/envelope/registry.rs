@@ -82,6 +82,14 @@ pub struct Announce {
     /// lost.
     #[serde(default)]
     pub acks: bool,
+    /// The host the replica runs on (its hostname), for operators; empty
+    /// when unknown.
+    #[serde(default)]
+    pub host: String,
+    /// When the replica's process started, in milliseconds since the Unix
+    /// epoch (0 when unknown), so consoles show its uptime.
+    #[serde(default)]
+    pub started_at_ms: u64,
 }
 
 /// A resource's contents changed (MCP `notifications/resources/updated`),

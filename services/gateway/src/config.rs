@@ -56,6 +56,11 @@ pub struct GatewayConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub allowed_hosts: Vec<String>,
+    /// A link to a trace in your tracing UI, with `{trace_id}` where the
+    /// trace id goes (e.g. Jaeger's `http://localhost:16686/trace/{trace_id}`):
+    /// the console links each error to its trace.
+    #[arg(long = "trace-url-template", env = "SOPHIA_TRACE_URL_TEMPLATE")]
+    pub trace_url_template: Option<String>,
     /// The largest HTTP request body accepted, in bytes.
     #[arg(long, env = "SOPHIA_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -9,6 +9,8 @@
 //!   body limit; [`fast`]: plain `tools/call`s answered without rmcp's
 //!   session worker ([`live`]: the sessions it answers for); [`rest`]: the
 //!   seed's REST shortcuts, as tool calls.
+//! - [`console`]: the mesh console at `/console` (Mesh, Traffic, Work,
+//!   approvals), for people.
 //! - [`identity`]: who is calling: API keys, the single token, OAuth JWTs.
 //! - [`sessions`], [`results`], [`events`]: MCP sessions, large results and
 //!   SSE events on JetStream, shared by the gateway replicas.
@@ -24,6 +26,7 @@
 
 pub mod access;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod fast;
 pub mod faults;
@@ -359,16 +362,25 @@ pub async fn run(
     });
     core.conn.connected().await; // sessions live on JetStream
     let stores = Stores::open(&core.conn, &config).await?;
+    let auth = Arc::new(auth);
+    let console = console::Console::new(
+        core.gateway.clone(),
+        auth.clone(),
+        &config,
+        core.instance.clone(),
+        shutdown.child_token(),
+    );
     let app = http::mcp_router(
         core.gateway
             .with_large_results(stores.results)
             .with_request_states(stores.states),
         &config,
-        Arc::new(auth),
+        auth,
         Arc::new(stores.sessions),
         stores.events,
         shutdown.child_token(),
     )
+    .merge(console::router(console))
     .merge(ops::router_with(
         Arc::new(core.prometheus),
         ready,

@@ -32,6 +32,7 @@
 //! - [`kv`]: JSON records in JetStream KV buckets, shared by replicas.
 //! - [`schema`]: JSON Schema checks of tool arguments.
 //! - [`vetting`]: checks on other workers' announcements.
+//! - [`process`]: the host and start time replicas announce.
 //! - [`ops`], [`metrics`], [`telemetry`]: `/health`, `/ready`, `/metrics`,
 //!   logs and traces.
 #![forbid(unsafe_code)]
@@ -51,6 +52,7 @@ pub mod ops;
 /// mimalloc carried 1.7x the `tools/call`s (docs/performance.md).
 pub type Allocator = mimalloc::MiMalloc;
 pub mod policy;
+pub mod process;
 mod rounds;
 pub mod schema;
 mod serve;

@@ -198,6 +198,8 @@ mod tests {
             },
             degraded: vec![],
             acks: true,
+            host: String::new(),
+            started_at_ms: 0,
         };
         let listing = Listing::default();
         let mut changes = listing.changes();

@@ -61,6 +61,8 @@ fn vet(tool: &Tool) -> Result<(), String> {
         offers: Default::default(),
         degraded: Vec::new(),
         acks: true,
+        host: String::new(),
+        started_at_ms: 0,
     };
     match sophia_kit::vetting::vet(&mut announce).pop() {
         Some(refusal) => Err(refusal.why),

@@ -200,7 +200,13 @@ impl Authenticator {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<Identity, AuthError> {
-        let credential = bearer(headers)?;
+        self.check(bearer(headers)?, path).await
+    }
+
+    /// The identity behind `credential` (an API key, the gateway token or an
+    /// OAuth access token), for a request to `path`: what a bearer header
+    /// or the console's login cookie carries.
+    pub async fn check(&self, credential: &str, path: &str) -> Result<Identity, AuthError> {
         match self.keys.check(credential, chrono::Utc::now()) {
             KeyCheck::Valid(identity) => return Ok(identity),
             KeyCheck::Expired { id, at } => {

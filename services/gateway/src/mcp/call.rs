@@ -73,12 +73,19 @@ struct Origin<'a> {
     caller: Caller,
     span: &'a Span,
     cancel: &'a tokio_util::sync::CancellationToken,
+    /// Whether the call counts in the console's traffic and the audit
+    /// trail: every call does but the console's own periodic reads.
+    noted: bool,
 }
 
 /// Tools whose call is a person's decision on a change: recorded as
 /// confirmations too. `agno_confirm` decides an agent's pending action; a
-/// destructive tool given a `preview_id` applies the preview a person saw.
+/// destructive tool given a `preview_id` applies the preview a person saw;
+/// `pulumi_reject_preview` is a person's no to one.
 fn confirmation(entry: &ToolEntry, args: &Value) -> Option<&'static str> {
+    if entry.spec.name == "pulumi_reject_preview" {
+        return Some("declined");
+    }
     if entry.spec.name == "agno_confirm" {
         return Some(match args.get("approve").and_then(Value::as_bool) {
             Some(true) => "accepted",
@@ -174,7 +181,12 @@ impl McpGateway {
                 )
             })?;
         self.inner.access.used(&spec.name);
-        let audited = self.inner.access.audit.enabled().then(|| {
+        let flight = origin.noted.then(|| {
+            self.inner
+                .traffic
+                .begin(&spec.name, spec.category.as_str(), &origin.caller.principal)
+        });
+        let audited = (origin.noted && self.inner.access.audit.enabled()).then(|| {
             (
                 origin.caller.clone(),
                 crate::access::audit::args_hash(&plan.args),
@@ -212,6 +224,13 @@ impl McpGateway {
             }
         };
         self.inner.metrics.record(spec, label, started);
+        if let Some(flight) = flight {
+            flight.end(crate::console::Ending {
+                label,
+                message: failure_message(&outcome),
+                trace_id: origin.span.trace_id(),
+            });
+        }
         if let Some(audited) = audited {
             self.audit_call(audited, &spec.name, label, started, origin.span);
         }
@@ -251,6 +270,31 @@ impl McpGateway {
         args: Value,
         identity: &Identity,
     ) -> Result<ToolOutput, DirectCallError> {
+        self.call_as(name, args, identity, "rest", true).await
+    }
+
+    /// Calls `name` for the console as `identity`: its decisions (`noted`,
+    /// counted and audited like any call) and its periodic reads of the
+    /// work lists (not noted, or each open console would fill the audit
+    /// trail and the traffic figures with its own polling).
+    pub async fn call_for_console(
+        &self,
+        name: &str,
+        args: Value,
+        identity: &Identity,
+        noted: bool,
+    ) -> Result<ToolOutput, DirectCallError> {
+        self.call_as(name, args, identity, "console", noted).await
+    }
+
+    async fn call_as(
+        &self,
+        name: &str,
+        args: Value,
+        identity: &Identity,
+        via: &'static str,
+        noted: bool,
+    ) -> Result<ToolOutput, DirectCallError> {
         let span = Span::start(
             format!("tools/call {}", sophia_kit::vetting::shown(name)),
             SpanKind::Server,
@@ -259,13 +303,13 @@ impl McpGateway {
                 KeyValue::new(attr::TOOL_NAME, sophia_kit::vetting::shown(name)),
                 KeyValue::new(attr::GEN_AI_OPERATION, "execute_tool"),
                 KeyValue::new(attr::NETWORK_TRANSPORT, "tcp"),
-                KeyValue::new("sophia.via", "rest"),
+                KeyValue::new("sophia.via", via),
             ],
         );
         let caller = Caller {
             principal: identity.principal.clone(),
             session: None,
-            via: "sophia-gateway (REST)".into(),
+            via: format!("sophia-gateway ({via})"),
             roles: identity.roles.clone(),
         };
         let plan = self.prepare(&caller, name, args).inspect_err(|r| {
@@ -275,6 +319,7 @@ impl McpGateway {
             caller,
             span: &span,
             cancel: &tokio_util::sync::CancellationToken::new(),
+            noted,
         };
         Ok(self.send(plan, origin, None).await?.output)
     }
@@ -331,6 +376,7 @@ impl McpGateway {
             caller: caller.clone(),
             span: &span,
             cancel: &context.ct,
+            noted: true,
         };
         let target = relay.target();
         let call = self.send(plan, origin, target);
@@ -389,6 +435,7 @@ impl McpGateway {
             caller: caller.clone(),
             span: &span,
             cancel: &tokio_util::sync::CancellationToken::new(),
+            noted: true,
         };
         match self.send(plan, origin, None).await {
             Ok(reply) => Ok(reply.output),
@@ -410,6 +457,25 @@ impl McpGateway {
 
 /// What a call of `entry` does if its replica is lost: read-only and
 /// idempotent tools run once more elsewhere; others end with `worker_lost`.
+/// What a failed call's caller was told, for the console.
+fn failure_message(outcome: &Result<sophia_kit::bus::Reply, CallError>) -> Option<String> {
+    match outcome {
+        Ok(reply) if reply.output.is_error => Some(
+            reply
+                .output
+                .content
+                .iter()
+                .find_map(|c| match c {
+                    sophia_proto::Content::Text { text } => Some(text.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the tool reported an error".into()),
+        ),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 fn liveness(entry: &ToolEntry) -> sophia_kit::bus::Liveness {
     sophia_kit::bus::Liveness {
         acked: entry.acked,

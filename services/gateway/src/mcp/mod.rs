@@ -142,6 +142,8 @@ struct Inner {
     updates: tokio::sync::broadcast::Sender<String>,
     /// Policy, per-principal limits, audit.
     access: crate::access::Access,
+    /// The calls the console shows.
+    traffic: crate::console::Traffic,
 }
 
 /// The sessions subscribed to one resource: (session key, its peer).
@@ -181,6 +183,7 @@ impl McpGateway {
                 subscriptions: Mutex::new(HashMap::new()),
                 updates: tokio::sync::broadcast::channel(256).0,
                 access,
+                traffic: Default::default(),
             }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(NO_LOG_LEVEL)),
             session_key: 0,
@@ -195,6 +198,21 @@ impl McpGateway {
         gw.spawn_offers_changed();
         gw.spawn_resource_updates();
         gw
+    }
+
+    /// The calls this gateway sent, for the console.
+    pub fn traffic(&self) -> &crate::console::Traffic {
+        &self.inner.traffic
+    }
+
+    /// The registry of live tools and replicas.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The bus link.
+    pub fn link(&self) -> &sophia_kit::nats::Connection {
+        &self.inner.link
     }
 
     /// The handler for a new session: shared state, fresh session state.

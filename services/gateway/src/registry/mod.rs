@@ -88,6 +88,8 @@ struct Instance {
     offers: sophia_proto::Offers,
     degraded: Vec<String>,
     acks: bool,
+    host: String,
+    started_at_ms: u64,
     /// What the announcement held that is not offered, and why.
     refused: Vec<sophia_kit::vetting::Refusal>,
     /// When this replica first announced (the earliest serves a contested
@@ -95,6 +97,31 @@ struct Instance {
     since: Instant,
     last_seen: Instant,
     ttl: Duration,
+}
+
+/// One live replica as the console shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Replica {
+    /// Its instance id on the bus.
+    pub instance: String,
+    /// Its worker service.
+    pub service: String,
+    /// The version it announced.
+    pub version: String,
+    /// The host it runs on (empty when it did not say).
+    pub host: String,
+    /// When its process started, ms since the Unix epoch (0: unknown).
+    pub started_at_ms: u64,
+    /// How long this gateway has known it.
+    pub known_for_ms: u64,
+    /// How long ago its last announcement or heartbeat arrived.
+    pub last_heartbeat_ms: u64,
+    /// How many tools it serves.
+    pub tools: usize,
+    /// The categories of those tools.
+    pub categories: Vec<String>,
+    /// What it cannot do right now.
+    pub degraded: Vec<String>,
 }
 
 /// The registry. Cheap to clone; all clones share state.
@@ -206,6 +233,35 @@ impl Registry {
         out
     }
 
+    /// Every live replica, for the console: sorted by service, then id.
+    pub fn replica_list(&self) -> Vec<Replica> {
+        let mut out: Vec<Replica> = self
+            .instances
+            .lock()
+            .iter()
+            .map(|(id, i)| {
+                let mut categories: Vec<String> =
+                    i.tools.iter().map(|t| t.category.to_string()).collect();
+                categories.sort();
+                categories.dedup();
+                Replica {
+                    instance: id.clone(),
+                    service: i.service.clone(),
+                    version: i.version.clone(),
+                    host: i.host.clone(),
+                    started_at_ms: i.started_at_ms,
+                    known_for_ms: i.since.elapsed().as_millis() as u64,
+                    last_heartbeat_ms: i.last_seen.elapsed().as_millis() as u64,
+                    tools: i.tools.len(),
+                    categories,
+                    degraded: i.degraded.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.instance).cmp(&(&b.service, &b.instance)));
+        out
+    }
+
     fn apply(&self, f: impl FnOnce(&mut HashMap<String, Instance>) -> bool) {
         let mut instances = self.instances.lock();
         if !f(&mut instances) {
@@ -242,6 +298,8 @@ impl Registry {
                 offers: a.offers,
                 degraded: a.degraded,
                 acks: a.acks,
+                host: a.host,
+                started_at_ms: a.started_at_ms,
                 refused,
                 since: now,
                 last_seen: now,
@@ -427,6 +485,8 @@ mod tests {
             offers: Default::default(),
             degraded: vec![],
             acks: true,
+            host: String::new(),
+            started_at_ms: 0,
         }
     }
 

@@ -448,6 +448,8 @@ impl Worker {
             offers: self.offers.announced(),
             degraded: Vec::new(),
             acks: true,
+            host: crate::process::host().to_owned(),
+            started_at_ms: crate::process::started_at_ms(),
         }
     }
 
