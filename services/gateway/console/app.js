@@ -120,6 +120,9 @@
       (r) => td(r.categories.join(", ")),
       (r) => td(r.degraded.length ? r.degraded.join("; ") : "ok", r.degraded.length ? "warn" : "ok"),
     ], "No worker replica is announcing tools.");
+    fill("refused", state.refused || [], [
+      (r) => td(r.service || ""), (r) => td(r.what), (r) => td(r.why, "msg"),
+    ], "Everything announced is offered.");
     $("categories").replaceChildren(...state.categories.map((c) =>
       el("div", { class: "card" }, el("h3", {}, `${c.category} (${c.tools.length})`),
         c.tools.length ? el("ul", {}, c.tools.map((t) => el("li", {}, t))) : el("p", { class: "warn" }, "no live worker"))));

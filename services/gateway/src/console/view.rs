@@ -126,6 +126,7 @@ impl Console {
             "bus": self.bus(),
             "services": self.services(),
             "categories": self.categories(),
+            "refused": self.0.gateway.registry().refused(),
             "traffic": traffic,
             "work": work,
             "decisions": self.0.decisions.list(),
