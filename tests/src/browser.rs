@@ -123,7 +123,7 @@ impl Browser {
             .with_context(|| format!("go to {url}"))
     }
 
-    /// Clicks the first element matching `css`.
+    /// Clicks the first element matching `css` (waiting for it to appear).
     pub async fn click(&self, css: &str) -> Result<()> {
         let element = self.find(css).await?;
         element
@@ -132,7 +132,8 @@ impl Browser {
             .with_context(|| format!("click {css}"))
     }
 
-    /// Replaces the value of the input matching `css` with `value`, typed.
+    /// Replaces the value of the input matching `css` (waiting for it to
+    /// appear) with `value`, typed.
     pub async fn fill(&self, css: &str, value: &str) -> Result<()> {
         let element = self.find(css).await?;
         element
@@ -216,11 +217,14 @@ impl Browser {
         }
     }
 
+    /// The first element matching `css`, once there is one (within [`WAIT`]:
+    /// a console renders after its data arrives).
     async fn find(&self, css: &str) -> Result<fantoccini::elements::Element> {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .map_err(|e| self.explain(e, &format!("find `{css}`")))
+        let found = self.client.wait().at_most(WAIT).every(POLL);
+        found.for_element(Locator::Css(css)).await.map_err(|e| {
+            let doing = format!("find an element matching `{css}` (waited up to {WAIT:?})");
+            self.explain(e, &doing)
+        })
     }
 
     async fn execute_with(&self, js: &str, args: Vec<Value>) -> Result<Value> {
