@@ -4,7 +4,9 @@
 # stdio binary, the official MCP conformance suite (installed here with npm
 # if missing), the official MCP Python SDK as a client (installed here into
 # a venv if missing), MCP servers behind the bridge (installed here with
-# npm and into a venv if missing), and a smoke pass of the benchmarks. First, the static
+# npm and into a venv if missing), browser tests through a headless Chromium
+# (Debian's chromium and chromium-driver, installed here with apt-get if
+# missing), and a smoke pass of the benchmarks. First, the static
 # checks of the deployment files (ops/scripts/check-ops.sh: compose schema,
 # hadolint, promtool, Kubernetes schemas, dashboards);
 # SOPHIA_SKIP_OPS_CHECKS=1 skips them.
@@ -29,6 +31,10 @@ export SOPHIA_MCP_SERVERS
 # Python MCP servers the bridge puts on the mesh (PyPI, pinned), run by tests/tests/bridge_more.rs.
 SOPHIA_PYTHON_SERVERS="$("$root/ops/scripts/install-python-servers.sh")"  # their venv
 export SOPHIA_PYTHON_SERVERS
+# Headless Chromium and its WebDriver (Debian's packages), run by tests/tests/browser.rs.
+SOPHIA_CHROMEDRIVER="$("$root/ops/scripts/install-chromium.sh")"
+export SOPHIA_CHROMEDRIVER
+export SOPHIA_CHROMIUM="${SOPHIA_CHROMIUM:-/usr/bin/chromium}"
 echo "test: using $SOPHIA_NATS_SERVER ($("$SOPHIA_NATS_SERVER" --version))" >&2
 cd "$root"
 # Some tests start the services as processes, as compose does: build them first.

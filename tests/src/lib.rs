@@ -17,6 +17,7 @@ pub mod announce;
 pub mod balancer;
 pub mod bench;
 pub mod bridge;
+pub mod browser;
 pub mod client;
 pub mod gong;
 pub mod intelligence;
@@ -33,6 +34,7 @@ pub mod stateless;
 pub mod tools;
 pub mod workers;
 
+pub use browser::Browser;
 pub use client::{McpClient, Recorder, connect_http};
 
 /// Installs rustls's ring crypto provider for this process (once). reqwest
