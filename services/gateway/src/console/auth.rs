@@ -94,10 +94,11 @@ impl Console {
     fn origin_allowed(&self, headers: &HeaderMap, by_cookie: bool) -> Result<(), Response> {
         match headers.get(header::ORIGIN).map(|o| o.to_str()) {
             Some(Ok(origin)) if origin_matches(&self.0.allowed_origins, origin) => Ok(()),
-            Some(_) => Err(forbidden(
-                "this Origin is not one of SOPHIA_ALLOWED_ORIGINS: the console acts only for \
+            Some(origin) => Err(forbidden(&format!(
+                "Origin {} is not one of SOPHIA_ALLOWED_ORIGINS: the console acts only for \
                  its own pages",
-            )),
+                sophia_kit::vetting::shown(origin.unwrap_or("(not ASCII)"))
+            ))),
             None if by_cookie => Err(forbidden(
                 "a browser request without Origin: the console acts only for its own pages",
             )),
