@@ -78,12 +78,18 @@ async fn a_rejected_preview_is_never_applied_and_an_approved_one_is_listed_as_do
     let listed = waiting(&client).await;
     let shown = find(&listed, "preview_id", &no).expect("the preview waits");
     assert_eq!(shown["operation"], "update");
-    assert_eq!((&shown["project"], &shown["stack"]), (&json!("app"), &json!("dev")));
+    assert_eq!(
+        (&shown["project"], &shown["stack"]),
+        (&json!("app"), &json!("dev"))
+    );
     assert_eq!(shown["changes"], "1 create, 5 same");
     assert_eq!(shown["summary"]["resource_changes"]["create"], 1);
     assert_eq!(shown["confirm_with"], "pulumi_up");
     assert!(shown["created_ms"].as_u64().is_some(), "{shown}");
-    let person = shown["previewed_by"].as_str().expect("who previewed").to_owned();
+    let person = shown["previewed_by"]
+        .as_str()
+        .expect("who previewed")
+        .to_owned();
 
     let rejected = reject(&client, &no, "not on a Friday").await;
     assert_eq!(rejected.is_error, Some(false), "{}", text_of(&rejected));
@@ -114,7 +120,11 @@ async fn a_rejected_preview_is_never_applied_and_an_approved_one_is_listed_as_do
     // An applied preview can no longer be rejected.
     let late = reject(&client, &yes, "too late").await;
     assert_eq!(error_code(&late).as_deref(), Some("conflict"));
-    assert!(text_of(&late).contains("already applied"), "{}", text_of(&late));
+    assert!(
+        text_of(&late).contains("already applied"),
+        "{}",
+        text_of(&late)
+    );
 
     let listed = jobs(&client).await;
     let done = find(&listed, "job_id", &yes).expect("the applied job is listed");
@@ -140,9 +150,15 @@ async fn a_destroy_preview_waits_for_pulumi_destroy_and_limits_are_kept() {
     let _worker = replica(&mesh, setup.args(STANDIN, 30_000)).await;
     let client = connected(&mesh).await;
 
-    let ids = [preview(&client, "up").await, preview(&client, "destroy").await];
+    let ids = [
+        preview(&client, "up").await,
+        preview(&client, "destroy").await,
+    ];
     let listed = waiting(&client).await;
-    let order: Vec<&str> = listed.iter().filter_map(|p| p["preview_id"].as_str()).collect();
+    let order: Vec<&str> = listed
+        .iter()
+        .filter_map(|p| p["preview_id"].as_str())
+        .collect();
     assert_eq!(order, [ids[1].as_str(), ids[0].as_str()], "newest first");
     assert_eq!(listed[0]["operation"], "destroy");
     assert_eq!(listed[0]["confirm_with"], "pulumi_destroy");
@@ -184,9 +200,20 @@ async fn a_rejection_racing_an_apply_of_the_same_preview_lets_exactly_one_win() 
             text_of(&rejected)
         );
         let loser = if up_won { &rejected } else { &applied };
-        assert_eq!(error_code(loser).as_deref(), Some("conflict"), "{}", text_of(loser));
-        assert_eq!(ups(&setup) - ups_before, usize::from(up_won), "round {round}");
-        let job = find(&jobs(&client).await, "job_id", &id).cloned().expect("listed");
+        assert_eq!(
+            error_code(loser).as_deref(),
+            Some("conflict"),
+            "{}",
+            text_of(loser)
+        );
+        assert_eq!(
+            ups(&setup) - ups_before,
+            usize::from(up_won),
+            "round {round}"
+        );
+        let job = find(&jobs(&client).await, "job_id", &id)
+            .cloned()
+            .expect("listed");
         let expected = if up_won { "succeeded" } else { "cancelled" };
         assert_eq!(job["state"], expected, "{job}");
         wins.0 += usize::from(up_won);

@@ -214,10 +214,8 @@ async fn a_rejection_and_an_apply_of_one_preview_on_two_replicas_never_both_win(
     for round in 0..10 {
         let id = format!("preview-{round}");
         let (no, yes) = (rejection(&id), by());
-        let (rejected, started) = tokio::join!(
-            a.reject(&no),
-            b.start(&id, "app", "dev", "up", &yes)
-        );
+        let (rejected, started) =
+            tokio::join!(a.reject(&no), b.start(&id, "app", "dev", "up", &yes));
         match (rejected, started) {
             (Ok(Rejected::Now(job)), Err(JobError::AlreadyStarted(seen))) => {
                 assert_eq!(job, *seen, "the apply finds the rejection");
@@ -225,7 +223,9 @@ async fn a_rejection_and_an_apply_of_one_preview_on_two_replicas_never_both_win(
             }
             (Err(JobError::AlreadyStarted(running)), Ok(job)) => {
                 assert_eq!(running.state, JobState::Running);
-                b.finish(job, JobState::Succeeded, None, None).await.unwrap();
+                b.finish(job, JobState::Succeeded, None, None)
+                    .await
+                    .unwrap();
             }
             other => panic!("round {round}: exactly one wins, got {other:?}"),
         }
@@ -249,7 +249,9 @@ async fn the_most_recent_jobs_are_listed_newest_first_within_the_limit() {
             .start(&format!("job-{i}"), "app", "dev", "up", &by())
             .await
             .unwrap();
-        a.finish(job, JobState::Succeeded, None, None).await.unwrap();
+        a.finish(job, JobState::Succeeded, None, None)
+            .await
+            .unwrap();
     }
     // A record this version cannot read is skipped and counted.
     let client = async_nats::connect(nats.url()).await.unwrap();
