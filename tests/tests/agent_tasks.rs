@@ -330,3 +330,64 @@ async fn tasks_cancel_at_the_other_replica_stops_a_running_agent() {
         .count();
     assert_eq!(chats, 2, "no model turn after the cancel");
 }
+
+/// A tool's structured result, called at `url` (not as a task).
+async fn listing(client: &Stateless, url: &str, tool: &str) -> Value {
+    let r = client.call(url, tool, json!({}), json!({})).await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    r["result"]["structuredContent"].clone()
+}
+
+#[tokio::test]
+async fn a_console_lists_a_paused_run_and_its_pending_action_and_approves_it() {
+    let world = World::start().await;
+    let person = with_tasks();
+    world.model.script(deploy_script());
+    let id = world.task(&person, &world.a, "deploy dev").await;
+    asked(&person, &world.a, &id).await;
+
+    // The other replica lists what waits: the action, with the preview it
+    // applies, and the run that waits on it.
+    let pending = listing(&person, &world.b, "agno_list_pending").await;
+    assert_eq!(pending["skipped"], 0, "{pending}");
+    let actions = pending["pending"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{pending}");
+    let action = &actions[0];
+    assert_eq!(action["tool"], "pulumi_up", "{action}");
+    assert_eq!(action["agent_type"], "pulumi_agent", "{action}");
+    assert_eq!(action["arguments"]["stack"], "dev", "{action}");
+    let preview_id = action["arguments"]["preview_id"].as_str().unwrap();
+    let plan = action["plan"].as_str().expect("the plan it applies");
+    assert!(plan.contains(preview_id), "{plan}");
+    assert_eq!(action["confirm_with"], "agno_confirm");
+    assert!(action["created_ms"].as_u64().is_some(), "{action}");
+    let action_id = action["action_id"].as_str().unwrap().to_owned();
+
+    let runs = listing(&person, &world.b, "agno_list_runs").await;
+    let run = &runs["runs"][0];
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(run["run_id"], action["run_id"], "{runs}");
+    assert_eq!(run["state"], "input_required", "{run}");
+    assert_eq!(run["agent_type"], "pulumi_agent", "{run}");
+    assert_eq!(run["steps"][0]["tool"], "pulumi_preview", "{run}");
+    assert_eq!(run["steps"][0]["ok"], true, "{run}");
+    assert_eq!(run["question"]["action_id"], action_id.as_str(), "{run}");
+    assert_eq!(world.ups(), 0, "nothing applied before the answer");
+
+    // The console's Approve: agno_confirm with the listed action_id.
+    let args = json!({"action_id": action_id, "approve": true});
+    let approved = person.call(&world.b, "agno_confirm", args, json!({})).await;
+    assert!(approved.get("error").is_none(), "{approved}");
+    let done = eventually("the run is listed as done", WAIT, || async {
+        let runs = listing(&person, &world.a, "agno_list_runs").await;
+        let run = runs["runs"][0].clone();
+        (run["state"] == "succeeded").then_some(run)
+    })
+    .await;
+    assert_eq!(done["steps"][1]["tool"], "pulumi_up", "{done}");
+    assert_eq!(done["steps"][1]["ok"], true, "{done}");
+    assert_eq!(done["question"], Value::Null, "{done}");
+    assert_eq!(world.ups(), 1);
+    let pending = listing(&person, &world.a, "agno_list_pending").await;
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+}

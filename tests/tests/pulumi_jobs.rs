@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pulumi_worker::jobs::{Attribution, JobError, JobState, JobStore};
+use pulumi_worker::jobs::{Attribution, JobError, JobState, JobStore, Rejected, Rejection};
 use sophia_tests::{NatsServer, eventually, nats_server};
 
 async fn replica(nats: &NatsServer, name: &str, stale_after: Duration) -> JobStore {
@@ -190,4 +190,80 @@ async fn names_that_cannot_be_keys_are_refused() {
         a.start("job-1", "app", "dev/*", "up", &by()).await,
         Err(JobError::InvalidName(_))
     ));
+}
+
+fn rejection(id: &str) -> Rejection {
+    Rejection {
+        id: id.to_owned(),
+        project: "app".into(),
+        stack: "dev".into(),
+        operation: "up".into(),
+        previewed_by: Some("alice".into()),
+        by: "carol".into(),
+        reason: Some("not now".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_rejection_and_an_apply_of_one_preview_on_two_replicas_never_both_win() {
+    let nats = nats_server();
+    let (a, b) = (
+        replica(&nats, "replica-a", LONG).await,
+        replica(&nats, "replica-b", LONG).await,
+    );
+    for round in 0..10 {
+        let id = format!("preview-{round}");
+        let (no, yes) = (rejection(&id), by());
+        let (rejected, started) =
+            tokio::join!(a.reject(&no), b.start(&id, "app", "dev", "up", &yes));
+        match (rejected, started) {
+            (Ok(Rejected::Now(job)), Err(JobError::AlreadyStarted(seen))) => {
+                assert_eq!(job, *seen, "the apply finds the rejection");
+                assert_eq!(job.rejected_by.as_deref(), Some("carol"));
+            }
+            (Err(JobError::AlreadyStarted(running)), Ok(job)) => {
+                assert_eq!(running.state, JobState::Running);
+                b.finish(job, JobState::Succeeded, None, None)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("round {round}: exactly one wins, got {other:?}"),
+        }
+    }
+    // Rejecting twice: the first rejection stands.
+    let before = a.reject(&rejection("preview-again")).await.unwrap();
+    let mut other = rejection("preview-again");
+    other.by = "dave".into();
+    match b.reject(&other).await.unwrap() {
+        Rejected::Before(job) => assert_eq!(job.rejected_by.as_deref(), Some("carol")),
+        Rejected::Now(_) => panic!("rejected twice: {before:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_most_recent_jobs_are_listed_newest_first_within_the_limit() {
+    let nats = nats_server();
+    let a = replica(&nats, "replica-a", LONG).await;
+    for i in 0..8 {
+        let job = a
+            .start(&format!("job-{i}"), "app", "dev", "up", &by())
+            .await
+            .unwrap();
+        a.finish(job, JobState::Succeeded, None, None)
+            .await
+            .unwrap();
+    }
+    // A record this version cannot read is skipped and counted.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value(pulumi_worker::jobs::JOBS_BUCKET)
+        .await
+        .unwrap();
+    kv.put("job-garbled", "not json".into()).await.unwrap();
+
+    let recent = a.recent(4).await.unwrap();
+    let ids: Vec<&str> = recent.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["job-7", "job-6", "job-5"]);
+    assert_eq!(recent.skipped, 1);
+    assert_eq!(a.recent(100).await.unwrap().jobs.len(), 8);
 }

@@ -113,5 +113,6 @@ pub(crate) fn pending(state: &RunState, tool: String, arguments: Value) -> Pendi
         status: ActionStatus::Pending,
         decided_by: None,
         job: None,
+        created_ms: Some(crate::agent::now_ms()),
     }
 }

@@ -113,6 +113,15 @@ impl RunJob {
             && now.saturating_sub(self.heartbeat_ms) >= STALE_AFTER.as_millis() as u64
     }
 
+    /// As a reader should see it at `now`: a run whose owner stopped
+    /// heartbeating is failed (as [`Store::job`] records it).
+    pub fn as_seen(mut self, now: u64) -> Self {
+        if self.is_stale(now) {
+            self.end(JobPhase::Failed, DEAD_OWNER.into(), None);
+        }
+        self
+    }
+
     /// Ends it in `state` with `message` (and the run's `result`).
     pub fn end(&mut self, state: JobPhase, message: String, result: Option<Value>) {
         self.state = state;

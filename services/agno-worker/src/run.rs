@@ -97,6 +97,10 @@ pub struct PendingAction {
     /// record says it waits for input, and a decision resumes it as a job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// When the run paused for it (Unix ms); none in records of the
+    /// version before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
 }
 
 /// Where a [`PendingAction`] is: `pending`, then `confirmed` or `rejected`,

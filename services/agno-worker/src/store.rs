@@ -12,6 +12,10 @@ use sophia_proto::chat::Message;
 use crate::agent::{AgentRecord, now_ms};
 use crate::run::{ActionStatus, PendingAction};
 
+mod listing;
+
+pub use listing::{Listed, MAX_SCAN};
+
 /// Agents by id.
 pub const AGENTS_BUCKET: &str = "sophia_agno_agents";
 /// Sessions by id.
@@ -70,7 +74,7 @@ pub fn valid_id(id: &str) -> Result<(), StoreError> {
 pub struct Store {
     agents: Bucket,
     sessions: Bucket,
-    pending: Bucket,
+    pub(crate) pending: Bucket,
     runs: Bucket,
     pub(crate) jobs: Bucket,
 }

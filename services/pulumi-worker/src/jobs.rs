@@ -17,6 +17,11 @@
 //!   change's Pulumi update carries both in its message
 //!   ([`update_message`]), so the stack's own history says who, too.
 //!
+//! - **A preview can be turned down.** A rejection ([`JobStore::reject`])
+//!   claims the preview's job id with the same `create`, as a record that
+//!   is already over (`cancelled`, with `rejected_by`): whichever of the
+//!   rejection and the apply writes first wins, and the other finds it.
+//!
 //! Heartbeats compare wall clocks across hosts; keep `stale_after` well
 //! above the expected clock skew (the default is a minute).
 
@@ -25,6 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sophia_kit::kv::{Bucket, BucketConfig, KvError, KvErrorKind};
+
+mod review;
+
+pub use review::{MAX_REASON_LEN, Recent, Rejected, Rejection};
 
 /// The bucket of job records.
 pub const JOBS_BUCKET: &str = "sophia_pulumi_jobs";
@@ -69,6 +78,10 @@ pub struct Job {
     /// The latest engine event while it runs (for `tasks/get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// The last few engine events recorded, oldest first (at most
+    /// [`PROGRESS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_progress: Vec<String>,
     /// When it started (Unix ms).
     pub started_ms: u64,
     /// When the record last changed (Unix ms).
@@ -83,7 +96,18 @@ pub struct Job {
     /// Who confirmed the change (for a refresh: who started it).
     #[serde(default)]
     pub confirmed_by: Option<String>,
+    /// Who turned the preview down (`pulumi_reject_preview`): such a job
+    /// never ran, and its state is `cancelled`.
+    ///
+    /// Design note: a field rather than a new [`JobState`], so a replica of
+    /// the version before reads a rejection as a cancelled job (and refuses
+    /// to apply it) instead of failing on a state it does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
 }
+
+/// How many recent engine events a job's record keeps.
+pub const PROGRESS_KEPT: usize = 5;
 
 /// Who a job is on behalf of: the callers' principals, as the gateway
 /// authenticated them (`Caller::principal`).
@@ -189,7 +213,8 @@ pub enum JobError {
 /// What a replica that stopped heartbeating leaves its job with.
 const DEAD_OWNER: &str = "the worker running this job stopped; the stack may need `pulumi refresh`";
 
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -332,11 +357,13 @@ impl JobStore {
             message: None,
             summary: None,
             progress: None,
+            recent_progress: Vec::new(),
             started_ms: now,
             updated_ms: now,
             cancel_requested: false,
             previewed_by: by.previewed_by.clone(),
             confirmed_by: by.confirmed_by.clone(),
+            rejected_by: None,
         };
         match self.jobs.create(id, &job).await {
             Ok(_) => Ok(RunningJob {
@@ -366,6 +393,9 @@ impl JobStore {
             return Ok(());
         }
         job.progress = Some(line.to_owned());
+        job.recent_progress.push(line.to_owned());
+        let over = job.recent_progress.len().saturating_sub(PROGRESS_KEPT);
+        job.recent_progress.drain(..over);
         job.updated_ms = now_ms();
         match self.jobs.update(id, &job, revision).await {
             Err(e) if e.kind() != KvErrorKind::Conflict => Err(e.into()),

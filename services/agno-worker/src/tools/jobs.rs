@@ -150,7 +150,7 @@ fn no_run(id: &str) -> WireError {
     ))
 }
 
-fn phase_name(state: JobPhase) -> String {
+pub(super) fn phase_name(state: JobPhase) -> String {
     serde_json::to_value(state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

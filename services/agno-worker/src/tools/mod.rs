@@ -18,6 +18,7 @@
 //!   loop, the result).
 //! - `jobs.rs`: detached runs (MCP tasks) by job id: status, cancel, answer.
 //! - `detached.rs`: a detached run on this replica, beside its heartbeat.
+//! - `work.rs`: the runs and the pending actions, listed for a console.
 //!
 //! Every tool has the same shape: a `fn` that declares it and a named
 //! `async fn run_*(ctx, call)` that runs a call ([`Tool::with_ctx`]).
@@ -29,6 +30,7 @@ mod detached;
 mod jobs;
 mod replica;
 mod runs;
+mod work;
 
 use std::sync::Arc;
 
@@ -79,7 +81,7 @@ fn agent_id_schema() -> Value {
 /// The worker with its tools: the front door, plus the runs of
 /// `ctx.categories`.
 pub fn worker(ctx: Arc<Ctx>) -> Worker {
-    let front_door: [fn(&Arc<Ctx>) -> Tool; 11] = [
+    let front_door: [fn(&Arc<Ctx>) -> Tool; 13] = [
         catalog::list_agent_types,
         agents::create_agent,
         runs::run_agent,
@@ -91,6 +93,8 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         jobs::get_run,
         jobs::cancel_run,
         jobs::answer_run,
+        work::list_runs,
+        work::list_pending,
     ];
     let mut w = Worker::new("agno-worker", env!("CARGO_PKG_VERSION"))
         .description("Sophia Mesh agent runtime");

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use sophia_kit::{Call, Category, Tool, ToolResult, WireError};
 
 use super::plans::{confirmed_preview, load_preview, save_preview};
+use super::reject::refused_as_rejected;
 use super::runner::{JobSpec, run_as_job};
-use super::{Ctx, OPERATION_TIMEOUT_MS, optional_project, project_stack};
+use super::{Ctx, OPERATION_TIMEOUT_MS, job_error, optional_project, project_stack};
 use crate::cli::Operation;
 use crate::jobs::{Attribution, update_message};
 
@@ -137,6 +138,13 @@ async fn run_destroy(c: Arc<Ctx>, call: Call) -> ToolResult {
 async fn run_confirmed(c: &Arc<Ctx>, call: &Call, kind: Kind) -> ToolResult {
     let (project, stack, dir) = c.target(call)?;
     let preview_id = confirmed_preview(c, call, kind).await?;
+    // Rejected? Say so, before the stack's lock (`run_as_job` checks
+    // again, atomically, should a rejection land in between).
+    if let Some(job) = c.jobs.get(&preview_id).await.map_err(job_error)?
+        && let Some(refused) = refused_as_rejected(&job)
+    {
+        return Err(refused);
+    }
     let record = load_preview(c, &project, &stack, &preview_id, kind).await?;
     let by = Attribution::confirmed_by(&call.caller.principal)
         .previewed_by(record["previewed_by"].as_str());

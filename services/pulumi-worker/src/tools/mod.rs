@@ -4,7 +4,8 @@
 //! update plan to the object store and returns a `preview_id`. Only
 //! `pulumi_up` with that id applies changes, constrained to that plan
 //! (`up --plan`). The id is also the job's id, so one preview is applied at
-//! most once. The update runs as a durable job: `pulumi_up` waits for it up
+//! most once; `pulumi_reject_preview` claims the same id to turn a preview
+//! down, so exactly one of apply and reject wins. The update runs as a durable job: `pulumi_up` waits for it up
 //! to `SOPHIA_PULUMI_WAIT_MS` and otherwise returns the job id;
 //! `pulumi_job` fetches the result later, from any replica. The preview
 //! records who ran it, and the job who previewed and who confirmed it
@@ -20,6 +21,10 @@
 //! - `operation.rs`: a Pulumi operation in the request, with progress and
 //!   its span.
 //! - `jobs.rs`: a job's status, and cancelling it.
+//! - `lists.rs`: the recent jobs and the previews waiting for a decision,
+//!   for a console to poll.
+//! - `reject.rs`: a person turning a preview down, atomically against its
+//!   apply.
 //!
 //! Every tool has the same shape: a `fn` that declares it and a named
 //! `async fn run_*(ctx, call)` that runs a call ([`sophia_kit::Tool::with_ctx`]).
@@ -28,8 +33,10 @@ mod changes;
 mod config;
 mod ctx;
 mod jobs;
+mod lists;
 mod operation;
 mod plans;
+mod reject;
 mod runner;
 mod stacks;
 
@@ -61,6 +68,9 @@ pub fn worker(ctx: Arc<Ctx>) -> Worker {
         .tool(config::config_set(&ctx))
         .tool(jobs::job(&ctx))
         .tool(jobs::cancel(&ctx))
+        .tool(lists::list_jobs(&ctx))
+        .tool(lists::list_previews(&ctx))
+        .tool(reject::reject_preview(&ctx))
 }
 
 /// Tools that run a Pulumi operation wait up to this long.

@@ -3,6 +3,7 @@
 //! it, and only that id, or the person's answer to a fresh preview, confirms
 //! a change.
 
+use async_nats::jetstream::object_store::ObjectMetadata;
 use serde_json::{Value, json};
 use sophia_kit::{Answer, Call, ErrorCode, ToolOutput, WireError};
 use tokio::io::AsyncReadExt;
@@ -82,12 +83,20 @@ pub(super) async fn save_preview(
     let id = uuid::Uuid::new_v4().simple().to_string();
     // Who previewed: the job that applies this preview records it.
     let previewed_by = recorded_principal(&call.caller.principal);
-    let record = json!({"project": project, "stack": stack, "kind": kind.as_str(),
-        "version": version, "summary": summary_json(&summary), "plan": plan,
-        "previewed_by": previewed_by});
+    let mut record = json!({"project": project, "stack": stack, "kind": kind.as_str(),
+        "version": version, "summary": summary_json(&summary), "previewed_by": previewed_by,
+        "created_ms": crate::jobs::now_ms()});
+    // The record without its plan rides in the object's metadata too, so
+    // listing previews reads no plans.
+    let meta = ObjectMetadata {
+        name: id.clone(),
+        metadata: [(LISTING_KEY.to_owned(), record.to_string())].into(),
+        ..Default::default()
+    };
+    record["plan"] = json!(plan);
     let bytes = serde_json::to_vec(&record).map_err(|e| WireError::internal(e.to_string()))?;
     c.plans
-        .put(id.as_str(), &mut bytes.as_slice())
+        .put(meta, &mut bytes.as_slice())
         .await
         .map_err(|e| {
             WireError::new(
@@ -113,18 +122,7 @@ pub(super) async fn load_preview(
     preview_id: &str,
     kind: Kind,
 ) -> Result<Value, WireError> {
-    let mut object = c.plans.get(preview_id).await.map_err(|_| {
-        WireError::invalid_arguments(format!(
-            "no preview {preview_id}: run pulumi_preview, show its changes, and pass the preview_id it returns"
-        ))
-    })?;
-    let mut raw = Vec::new();
-    object
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
-    let record: Value =
-        serde_json::from_slice(&raw).map_err(|e| WireError::internal(e.to_string()))?;
+    let record = read_preview(c, preview_id).await?;
     if record["project"] != json!(project) || record["stack"] != json!(stack) {
         return Err(WireError::invalid_arguments(format!(
             "preview {preview_id} is for {}/{}, not {project}/{stack}",
@@ -142,6 +140,25 @@ pub(super) async fn load_preview(
         )));
     }
     Ok(record)
+}
+
+/// The key of a preview object's metadata holding its record without the
+/// plan (`{project, stack, kind, version, summary, previewed_by, created_ms}`).
+pub(super) const LISTING_KEY: &str = "sophia_preview";
+
+/// A saved preview's whole record, plan included.
+pub(super) async fn read_preview(c: &Ctx, preview_id: &str) -> Result<Value, WireError> {
+    let mut object = c.plans.get(preview_id).await.map_err(|_| {
+        WireError::invalid_arguments(format!(
+            "no preview {preview_id}: run pulumi_preview, show its changes, and pass the preview_id it returns"
+        ))
+    })?;
+    let mut raw = Vec::new();
+    object
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+    serde_json::from_slice(&raw).map_err(|e| WireError::internal(e.to_string()))
 }
 
 /// The preview to apply: the caller's `preview_id`, or, when the caller

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jobs::job_output;
 use super::operation::{end_operation_span, operation_span};
+use super::reject::refused_as_rejected;
 use super::{Ctx, job_error, summary_json};
 use crate::cli::{CliError, Operation};
 use crate::events::Summary;
@@ -65,6 +66,9 @@ pub(super) async fn run_as_job(
     {
         Ok(job) => job,
         Err(JobError::AlreadyStarted(existing)) => {
+            if let Some(refused) = refused_as_rejected(&existing) {
+                return Err(refused);
+            }
             let mut out = job_output(&existing);
             out.content.insert(
                 0,
