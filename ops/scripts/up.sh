@@ -179,6 +179,9 @@ agents and long jobs). Turn on the entry for the mode you work in;
   }
 }
 
+The console (the mesh live, and approvals of pending changes):
+http://127.0.0.1:$gateway_port/console (sign in with the token; docs/console.md).
+
 The token is kept in $token_file. Logs: $logs/. Health: http://127.0.0.1:$gateway_port/health
 (it lists what the mesh cannot do yet), metrics: http://127.0.0.1:$gateway_port/metrics.
 

@@ -15,9 +15,13 @@ use sophia_kit::{Category, Tool, ToolOutput, WireError, Worker};
 use sophia_tests::announce::{announce, spec};
 use sophia_tests::browser::Browser;
 use sophia_tests::mesh::TEST_TOKEN;
+use sophia_tests::openai::{Behavior, StandIn};
+use sophia_tests::pulumi::{self, Setup};
 use sophia_tests::raw::RawSession;
-use sophia_tests::tools::{call, wait_for_tool};
+use sophia_tests::stateless::Stateless;
+use sophia_tests::tools::{call, spawn_call, wait_for_tool};
 use sophia_tests::{Mesh, eventually};
+use sophia_tests::{agno, intelligence};
 
 /// What a script that escaped its escaping would do.
 const XSS: &str =
@@ -33,6 +37,25 @@ fn worker(service: &str, version: &str, tool: &str) -> Worker {
         Tool::new(tool, Category::CodeGeneration, "Answers.")
             .read_only()
             .handler(|_| async move { Ok(ToolOutput::text("fine")) }),
+    )
+}
+
+/// A worker whose one tool answers once `release` is notified.
+fn held(release: std::sync::Arc<tokio::sync::Notify>) -> Worker {
+    Worker::new("held-worker", "1.0.0").tool(
+        Tool::new(
+            "held_tool",
+            Category::CodeGeneration,
+            "Answers when released.",
+        )
+        .read_only()
+        .handler(move |_| {
+            let release = release.clone();
+            async move {
+                release.notified().await;
+                Ok(ToolOutput::text("released"))
+            }
+        }),
     )
 }
 
@@ -158,7 +181,22 @@ async fn a_person_signs_in_sees_the_replicas_watches_one_go_and_sees_a_call_fail
         ]),
         "the error links to its trace"
     );
+    // A call in flight is listed with its age until it ends.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    mesh.worker(held(release.clone())).await;
+    wait_for_tool(&client, "held_tool").await;
+    let pending = spawn_call(&client, "held_tool", json!({}));
+    browser
+        .wait_for_text("#in-flight", "held_tool")
+        .await
+        .unwrap();
     browser.screenshot("traffic").await.unwrap();
+    release.notify_one();
+    assert_eq!(pending.await.unwrap().is_error, Some(false));
+    browser
+        .wait_for_gone("#in-flight", "held_tool")
+        .await
+        .unwrap();
 
     // NATS restarts: the page shows the link down, then back.
     mesh.nats.stop();
@@ -252,5 +290,181 @@ async fn markup_from_the_mesh_is_shown_as_text_and_a_flood_keeps_a_window() {
         .await
         .unwrap();
     assert_eq!(kept, json!([200, 200]), "the event log keeps its window");
+    browser.no_script_ran().await.unwrap();
+}
+
+/// The stand-in `pulumi` CLI (`src/bin/pulumi.rs`).
+const STANDIN: &str = env!("CARGO_BIN_EXE_pulumi");
+
+/// Previews `stack` of project `app` over MCP; its preview id.
+async fn preview(client: &sophia_tests::McpClient, stack: &str) -> String {
+    let r = call(
+        client,
+        "pulumi_preview",
+        json!({"project": "app", "stack": stack}),
+    )
+    .await;
+    assert_eq!(
+        r.is_error,
+        Some(false),
+        "{}",
+        sophia_tests::tools::text_of(&r)
+    );
+    r.structured_content.unwrap()["preview_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The stacks the stand-in CLI ran `pulumi up` on.
+fn ups(setup: &Setup) -> Vec<String> {
+    setup
+        .command_lines()
+        .lines()
+        .filter(|l| l.starts_with("up --yes"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_person_approves_one_pulumi_preview_and_rejects_another() {
+    let mesh = Mesh::start().await;
+    let setup = Setup::new(1);
+    let _pulumi = pulumi::replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let client = mesh.client().await;
+    wait_for_tool(&client, "pulumi_list_previews").await;
+    let dev = preview(&client, "dev").await;
+    let prod = preview(&client, "prod").await;
+
+    let browser = signed_in(&mesh).await;
+    browser.click("#tab-work").await.unwrap();
+    browser.wait_for_text("#pending", "app/dev").await.unwrap();
+    browser.wait_for_text("#pending", "app/prod").await.unwrap();
+    browser.wait_for_text("#pending-count", "2").await.unwrap();
+    browser.screenshot("work").await.unwrap();
+    assert!(ups(&setup).is_empty(), "nothing applied before a decision");
+
+    // Approve dev: its job runs and succeeds, confirmed by the person.
+    browser
+        .click(&format!("article[data-id=\"{dev}\"] button.approve"))
+        .await
+        .unwrap();
+    browser.wait_for_gone("#pending", "app/dev").await.unwrap();
+    browser.wait_for_text("#jobs", "succeeded").await.unwrap();
+    browser.wait_for_text("#decisions", "done").await.unwrap();
+    let job = browser
+        .execute("const r = document.querySelector('#jobs tbody tr'); return [...r.cells].map(c => c.textContent);")
+        .await
+        .unwrap();
+    assert_eq!(job[2], "app/dev", "{job}");
+    assert_eq!(job[3], "succeeded", "{job}");
+    assert_eq!(job[5], "local", "confirmed by the person signed in: {job}");
+    browser.screenshot("work-approved").await.unwrap();
+
+    // Reject prod: it leaves the list, and nothing is applied to it, now
+    // or later.
+    browser
+        .click(&format!("article[data-id=\"{prod}\"] button.reject"))
+        .await
+        .unwrap();
+    browser.wait_for_gone("#pending", "app/prod").await.unwrap();
+    eventually("the rejection is done", sophia_tests::tools::WAIT, || async {
+        let states = browser
+            .execute("return [...document.querySelectorAll('#decisions tbody tr')].map(r => r.cells[3].textContent + ' ' + r.cells[4].textContent);")
+            .await
+            .unwrap();
+        states
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "reject done")
+            .then_some(())
+    })
+    .await;
+    let applied = ups(&setup);
+    assert_eq!(applied.len(), 1, "one up, for dev: {applied:?}");
+    assert!(!applied[0].contains("prod"), "{applied:?}");
+    let late = call(
+        &client,
+        "pulumi_up",
+        json!({"project": "app", "stack": "prod", "preview_id": prod}),
+    )
+    .await;
+    assert_eq!(
+        late.is_error,
+        Some(true),
+        "a rejected preview is never applied"
+    );
+    assert_eq!(ups(&setup).len(), 1);
+    browser.no_script_ran().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agents_pending_action_is_approved_from_the_console_and_its_output_stays_text() {
+    let mesh = Mesh::start().await;
+    let model = StandIn::start().await;
+    let _intelligence = intelligence::replica_taking(
+        &mesh,
+        Some((&model, "default")),
+        "http://127.0.0.1:9/v1",
+        1 << 20,
+    )
+    .await;
+    let setup = Setup::new(1);
+    let _pulumi = pulumi::replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let _agno = agno::replica(&mesh, &Category::AGENTS).await;
+    model.script([
+        Behavior::call_tool("pulumi_preview", json!({"stack": "dev"})),
+        Behavior::call_tool(
+            "pulumi_up",
+            json!({"stack": "dev", "preview_id": "$preview_id"}),
+        ),
+        Behavior::Say(format!("Deployed. {XSS}")),
+    ]);
+    // A person starts a run in the background (as an MCP task); it pauses
+    // before pulumi_up.
+    let person = Stateless::new(
+        json!({"elicitation": {"form": {}}, "extensions": {"io.modelcontextprotocol/tasks": {}}}),
+        TEST_TOKEN,
+    );
+    let url = mesh.mcp_url();
+    eventually(
+        "agno_run_agent is listed",
+        sophia_tests::tools::WAIT,
+        || async {
+            let r = person.request(&url, "tools/list", json!({})).await;
+            let tools = r["result"]["tools"].as_array().cloned().unwrap_or_default();
+            tools
+                .iter()
+                .any(|t| t["name"] == "agno_run_agent")
+                .then_some(())
+        },
+    )
+    .await;
+    let args = json!({"agent_type": "pulumi_agent", "message": "deploy dev"});
+    let started = person.call(&url, "agno_run_agent", args, json!({})).await;
+    assert_eq!(started["result"]["resultType"], "task", "{started}");
+
+    let browser = signed_in(&mesh).await;
+    browser.click("#tab-work").await.unwrap();
+    browser
+        .wait_for_text("#pending", "pulumi_agent wants to run pulumi_up")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#runs", "input_required")
+        .await
+        .unwrap();
+    assert!(ups(&setup).is_empty(), "nothing applied before a decision");
+    browser
+        .click("article.action button.approve")
+        .await
+        .unwrap();
+    browser.wait_for_text("#runs", "succeeded").await.unwrap();
+    browser
+        .wait_for_text("#runs", "Deployed. <script>")
+        .await
+        .unwrap();
+    assert_eq!(ups(&setup).len(), 1, "approved once, applied once");
     browser.no_script_ran().await.unwrap();
 }

@@ -173,7 +173,7 @@
         el("h3", {}, `Pulumi ${p.operation}: ${p.project}/${p.stack}`),
         el("p", {}, `Preview ${short(p.preview_id)} by ${p.previewed_by || "unknown"}`),
         el("p", {}, p.changes || ""),
-        el("pre", {}, str(p.summary)),
+        el("pre", {}, str((p.summary && p.summary.resource_changes) || p.summary)),
         decideButtons("preview", p.preview_id, `${p.operation} of ${p.project}/${p.stack}`))),
       ...pending.items.map((a) => el("article", { class: "card action", "data-id": a.action_id },
         el("h3", {}, `${a.agent_type || "agent"} wants to run ${a.tool}`),
@@ -206,6 +206,7 @@
     $("runs").replaceChildren(...(runs.items.length ? runs.items.map((r) => el("article", { class: "card run", "data-id": r.run_id },
       el("h3", {}, `${r.agent_type || "agent"} run ${short(r.run_id)}: ${r.state || r.phase || ""}`),
       r.question ? el("p", { class: "warn" }, str(r.question.message || r.question)) : null,
+      r.message ? el("p", {}, str(r.message)) : null,
       el("ol", {}, (r.steps || []).map((s) => el("li", {}, typeof s === "string" ? s : `${s.tool || ""} ${s.outcome || ""}`.trim()))))) : [el("p", {}, "No agent runs.")]));
   }
 

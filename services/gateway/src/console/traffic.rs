@@ -182,7 +182,7 @@ impl Traffic {
                 age_ms: (now - c.at).as_millis() as u64,
             })
             .collect();
-        in_flight.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        in_flight.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
         in_flight.truncate(MAX_IN_FLIGHT_SHOWN);
         TrafficView {
             window_s: WINDOW.as_secs(),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Console;
-use crate::mcp::{DirectCallError, Identity, McpGateway};
+use crate::mcp::{DirectCallError, Identity, McpGateway, Refusal};
 
 /// The most decisions the page lists.
 const DECISION_WINDOW: usize = 50;
@@ -60,6 +60,11 @@ async fn read_list(gateway: &McpGateway, who: &Identity, tool: &str, key: &str) 
         Err(_) => {
             json!({"problem": format!("{tool} did not answer within {}s", LIST_DEADLINE.as_secs())})
         }
+        Ok(Err(DirectCallError::Refused(Refusal::UnknownTool(_)))) => json!({"problem": format!(
+            "no live worker offers {tool}, so this list is empty here; start the worker that \
+             serves it ({})",
+            if tool.starts_with("pulumi") { "pulumi-worker" } else { "agno-worker" }
+        )}),
         Ok(Err(e)) => json!({"problem": e.to_string()}),
         Ok(Ok(out)) if out.is_error => json!({"problem": text_of(&out)}),
         Ok(Ok(out)) => {
@@ -269,7 +274,7 @@ async fn call_for(
 
 fn refusal_status(e: &DirectCallError) -> StatusCode {
     match e {
-        DirectCallError::Refused(crate::mcp::Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
+        DirectCallError::Refused(Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -208,21 +208,7 @@ impl McpGateway {
             .bus
             .call_with(call, route, plan.attempt, origin.cancel)
             .await;
-        let label = match &outcome {
-            // Not a failure: the client answers, then calls again.
-            Err(e) if e.code() == ErrorCode::InputRequired => "input_required",
-            Ok(reply) if reply.output.is_error => {
-                origin.span.fail("tool_error", "the tool reported an error");
-                "tool_error"
-            }
-            Ok(_) => "ok",
-            Err(e) => {
-                origin.span.fail_code(e.code());
-                self.inner.faults.note(&plan.entry.service, e);
-                tracing::info!(tool = %spec.name, code = %e.code(), cause = %e, "tool call failed");
-                e.code().as_str()
-            }
-        };
+        let label = self.label(&outcome, &plan.entry, origin.span);
         self.inner.metrics.record(spec, label, started);
         if let Some(flight) = flight {
             flight.end(crate::console::Ending {
@@ -235,6 +221,31 @@ impl McpGateway {
             self.audit_call(audited, &spec.name, label, started, origin.span);
         }
         outcome
+    }
+
+    /// The outcome label of a call (metrics, traffic, audit), marking its
+    /// span failed and noting the replica's fault when it failed.
+    fn label(
+        &self,
+        outcome: &Result<sophia_kit::bus::Reply, CallError>,
+        entry: &ToolEntry,
+        span: &Span,
+    ) -> &'static str {
+        match outcome {
+            // Not a failure: the client answers, then calls again.
+            Err(e) if e.code() == ErrorCode::InputRequired => "input_required",
+            Ok(reply) if reply.output.is_error => {
+                span.fail("tool_error", "the tool reported an error");
+                "tool_error"
+            }
+            Ok(_) => "ok",
+            Err(e) => {
+                span.fail_code(e.code());
+                self.inner.faults.note(&entry.service, e);
+                tracing::info!(tool = %entry.spec.name, code = %e.code(), cause = %e, "tool call failed");
+                e.code().as_str()
+            }
+        }
     }
 
     /// Records a call (and, if it was one, a confirmation) in the audit

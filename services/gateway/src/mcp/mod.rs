@@ -59,7 +59,7 @@ mod tasks;
 
 pub use call::{DirectCallError, Refusal};
 use convert::{error_result, result_from_json, to_mcp};
-use relay::Relay;
+use relay::{Relay, log_rank};
 use spans::server_span;
 pub use states::{KEYS_BUCKET, RequestStates, StateKeyError};
 
@@ -109,22 +109,6 @@ pub struct McpGateway {
 
 /// No `logging/setLevel` yet.
 const NO_LOG_LEVEL: u8 = u8::MAX;
-
-/// MCP's log levels, least severe first.
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
-
-fn log_rank(level: &str) -> Option<u8> {
-    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
-}
 
 struct Inner {
     registry: Registry,

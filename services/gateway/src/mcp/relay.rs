@@ -283,3 +283,19 @@ pub(super) fn elicitation_schema(schema: &Value) -> Result<ElicitationSchema, Wi
             ))
         })
 }
+
+/// MCP's log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+pub(super) fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
+}
