@@ -316,3 +316,51 @@ async fn the_state_shows_live_replicas_and_a_failed_call_with_its_trace() {
     let text = String::from_utf8_lossy(&first);
     assert!(text.starts_with("event: state"), "{text}");
 }
+
+#[tokio::test]
+async fn an_open_console_is_signed_out_when_its_key_expires() {
+    let made =
+        sophia_gateway::identity::keys::new_key(&sophia_gateway::identity::keys::NewKeyArgs {
+            principal: "alice".into(),
+            roles: vec![],
+            expires: Some(chrono::Utc::now() + chrono::Duration::seconds(2)),
+            id: None,
+        })
+        .expect("a key");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.toml");
+    std::fs::write(&file, made.entry).unwrap();
+    let mut mesh = Mesh::without_gateway();
+    let mut config = mesh.gateway_config();
+    config.identity.keys_file = Some(file);
+    mesh.start_gateway_with(config).await;
+    let base = mesh.http_base();
+    let http = http();
+    let mut events = http
+        .get(format!("{base}/console/api/events"))
+        .bearer_auth(&made.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    // The stream goes on until the key has expired, then says so and ends.
+    let mut seen = String::new();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(30), events.chunk())
+        .await
+        .expect("the stream ends within 30 s of the key's expiry")
+        .unwrap()
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let last = seen.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: signed_out"), "{last}");
+    assert!(last.contains("expired"), "{last}");
+    assert!(seen.contains("event: state"), "it was live before");
+    let again = http
+        .get(format!("{base}/console/api/session"))
+        .bearer_auth(&made.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}

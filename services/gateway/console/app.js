@@ -261,6 +261,11 @@
       live.textContent = "Live";
       try { render(JSON.parse(m.data)); } catch (e) { live.textContent = `Live (could not show an update: ${e})`; }
     });
+    source.addEventListener("signed_out", () => {
+      // The credential expired or was removed: back to the login form.
+      source.close();
+      location.reload();
+    });
     source.onerror = () => {
       live.dataset.state = "down";
       live.textContent = "Reconnecting to the gateway…";

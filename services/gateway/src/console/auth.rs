@@ -40,6 +40,8 @@ pub(super) struct Viewer {
     pub identity: Identity,
     /// Their CSRF token.
     pub csrf: String,
+    /// The credential itself, for checking it again later (never shown).
+    pub credential: String,
     /// Whether the credential came in the cookie (a browser's request).
     by_cookie: bool,
 }
@@ -63,10 +65,21 @@ impl Console {
             Ok(identity) => Ok(Viewer {
                 identity,
                 csrf: csrf_token(&credential),
+                credential,
                 by_cookie,
             }),
             Err(e) => Err(self.unauthorized(path, &why(&e))),
         }
+    }
+
+    /// Whether `credential` is still valid (not expired, still a key).
+    pub(super) async fn still_valid(&self, credential: &str) -> Result<(), String> {
+        self.0
+            .auth
+            .check(credential, "/console/api/events")
+            .await
+            .map(|_| ())
+            .map_err(|e| why(&e))
     }
 
     /// [`Console::viewer`], then the checks a POST needs: an allowed

@@ -7,7 +7,8 @@
 //!   the gateway token or an OAuth access token), sent as a bearer header
 //!   or kept, after the login form, in an `HttpOnly`, `SameSite=Strict`
 //!   cookie. POSTs need an allowed `Origin` and the CSRF token.
-//! - [`traffic`]: the calls this gateway sent, in bounded windows.
+//! - [`traffic`]: the calls this gateway sent, in bounded windows, with
+//!   latency histograms ([`latency`]).
 //! - [`view`]: the state the page shows, as JSON: the mesh from the
 //!   registry and the bus link, the traffic, and the work lists.
 //! - [`work`]: the work lists, read from the workers' own tools as the
@@ -22,6 +23,7 @@
 //! every second; it renders everything with `textContent`, never as HTML.
 
 mod auth;
+mod latency;
 mod page;
 pub mod traffic;
 mod view;

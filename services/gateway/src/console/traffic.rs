@@ -3,21 +3,24 @@
 //! ([`Traffic::begin`]) and when it ends ([`Flight::end`]); a call dropped
 //! before it ends (its client went away) counts as cancelled.
 //!
-//! Everything is bounded: the last [`DONE_WINDOW`] ended calls within
-//! [`WINDOW`], at most [`MAX_IN_FLIGHT_SHOWN`] calls in flight shown, and the
-//! last [`ERROR_WINDOW`] errors. Noting a call costs one short lock.
+//! Everything is bounded, whatever the call rate: per tool and minute, for
+//! the [`MINUTES`] last minutes, a count and a latency histogram
+//! ([`Latencies`]); at most [`MAX_IN_FLIGHT_SHOWN`] calls in flight shown;
+//! and the last [`ERROR_WINDOW`] errors. Noting a call costs one short
+//! lock, and so does reading the view: it merges histograms, it does not
+//! walk calls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// How far back the per-tool figures reach.
-pub const WINDOW: Duration = Duration::from_secs(10 * 60);
-/// The most ended calls kept for those figures.
-pub const DONE_WINDOW: usize = 50_000;
+use super::latency::Latencies;
+
+/// How many minutes back the per-tool figures reach.
+pub const MINUTES: u64 = 10;
 /// The most recent errors kept.
 pub const ERROR_WINDOW: usize = 50;
 /// The most calls in flight listed (the oldest first); the count is exact.
@@ -29,29 +32,58 @@ const MAX_MESSAGE: usize = 500;
 #[derive(Clone, Default)]
 pub struct Traffic(Arc<Mutex<State>>);
 
-#[derive(Default)]
 struct State {
+    /// When this gateway began counting: minutes are numbered from it.
+    origin: Instant,
     next: u64,
     in_flight: HashMap<u64, Started>,
-    done: VecDeque<Done>,
+    /// The last [`MINUTES`] minutes that had calls, oldest first.
+    minutes: VecDeque<Minute>,
     errors: VecDeque<CallError>,
     /// Errors ever noted, so a page can tell new ones from old.
     error_count: u64,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            next: 0,
+            in_flight: HashMap::new(),
+            minutes: VecDeque::new(),
+            errors: VecDeque::new(),
+            error_count: 0,
+        }
+    }
+}
+
 struct Started {
     tool: String,
-    category: String,
+    category: &'static str,
     principal: String,
     at: Instant,
 }
 
-struct Done {
-    at: Instant,
-    tool: String,
-    category: String,
-    micros: u64,
-    error: bool,
+/// One minute's calls, per (category, tool).
+struct Minute {
+    /// Its number, counted from [`State::origin`].
+    index: u64,
+    tools: HashMap<(&'static str, String), Counts>,
+}
+
+#[derive(Clone, Default)]
+struct Counts {
+    calls: u64,
+    errors: u64,
+    latencies: Latencies,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latencies.merge(&other.latencies);
+    }
 }
 
 /// One failed call, as the console lists it.
@@ -95,7 +127,7 @@ pub struct Ending<'a> {
 
 impl Traffic {
     /// Notes a call of `tool` by `principal` going on the bus.
-    pub fn begin(&self, tool: &str, category: &str, principal: &str) -> Flight {
+    pub fn begin(&self, tool: &str, category: &'static str, principal: &str) -> Flight {
         let mut s = self.0.lock();
         s.next += 1;
         let id = s.next;
@@ -103,7 +135,7 @@ impl Traffic {
             id,
             Started {
                 tool: tool.to_owned(),
-                category: category.to_owned(),
+                category,
                 principal: principal.to_owned(),
                 at: Instant::now(),
             },
@@ -116,13 +148,16 @@ impl Traffic {
     }
 
     fn finish(&self, id: u64, ending: Ending<'_>) {
+        self.finish_at(id, ending, Instant::now());
+    }
+
+    fn finish_at(&self, id: u64, ending: Ending<'_>, now: Instant) {
         let mut s = self.0.lock();
         let Some(started) = s.in_flight.remove(&id) else {
             return;
         };
         // Not failures: the client answers a question, then calls again.
         let error = !matches!(ending.label, "ok" | "input_required");
-        let now = Instant::now();
         if error {
             s.error_count += 1;
             let seq = s.error_count;
@@ -131,7 +166,7 @@ impl Traffic {
                 seq,
                 at_ms: sophia_kit::process::now_ms(),
                 tool: started.tool.clone(),
-                category: started.category.clone(),
+                category: started.category.to_owned(),
                 principal: started.principal,
                 code: ending.label.to_owned(),
                 message,
@@ -139,53 +174,78 @@ impl Traffic {
             });
             s.errors.truncate(ERROR_WINDOW);
         }
-        s.done.push_back(Done {
-            at: now,
-            tool: started.tool,
-            category: started.category,
-            micros: now.duration_since(started.at).as_micros() as u64,
-            error,
-        });
-        while s.done.len() > DONE_WINDOW || s.done.front().is_some_and(|d| now - d.at > WINDOW) {
-            s.done.pop_front();
+        let index = now.saturating_duration_since(s.origin).as_secs() / 60;
+        if s.minutes.back().is_none_or(|m| m.index != index) {
+            s.minutes.push_back(Minute {
+                index,
+                tools: HashMap::new(),
+            });
+        }
+        while s
+            .minutes
+            .front()
+            .is_some_and(|m| m.index + MINUTES <= index)
+        {
+            s.minutes.pop_front();
+        }
+        if let Some(minute) = s.minutes.back_mut() {
+            let counts = minute
+                .tools
+                .entry((started.category, started.tool))
+                .or_default();
+            counts.calls += 1;
+            counts.errors += u64::from(error);
+            counts
+                .latencies
+                .add(now.saturating_duration_since(started.at).as_micros() as u64);
         }
     }
 
     /// The Traffic view now.
     pub fn view(&self) -> TrafficView {
+        self.view_at(Instant::now())
+    }
+
+    fn view_at(&self, now: Instant) -> TrafficView {
         let s = self.0.lock();
-        let now = Instant::now();
-        let mut per_tool: BTreeMap<(&str, &str), Vec<&Done>> = BTreeMap::new();
-        let mut minutes = [MinuteRow::default(); 10];
-        for d in s.done.iter().filter(|d| now - d.at <= WINDOW) {
-            per_tool
-                .entry((d.category.as_str(), d.tool.as_str()))
-                .or_default()
-                .push(d);
-            let ago = ((now - d.at).as_secs() / 60) as usize;
-            if let Some(m) = minutes.get_mut(ago) {
-                m.calls += 1;
-                m.errors += u64::from(d.error);
+        let current = now.saturating_duration_since(s.origin).as_secs() / 60;
+        let mut per_tool: BTreeMap<(&str, &str), Counts> = BTreeMap::new();
+        let mut minutes = [MinuteRow::default(); MINUTES as usize];
+        for minute in s.minutes.iter() {
+            let Some(row) = minutes.get_mut(current.saturating_sub(minute.index) as usize) else {
+                continue;
+            };
+            for ((category, tool), counts) in &minute.tools {
+                row.calls += counts.calls;
+                row.errors += counts.errors;
+                per_tool.entry((category, tool)).or_default().add(counts);
             }
         }
         let tools = per_tool
             .into_iter()
-            .map(|((category, tool), done)| ToolRow::of(category, tool, done))
+            .map(|((category, tool), counts)| ToolRow {
+                tool: tool.to_owned(),
+                category: category.to_owned(),
+                calls: counts.calls,
+                errors: counts.errors,
+                p50_ms: counts.latencies.quantile_ms(0.50),
+                p99_ms: counts.latencies.quantile_ms(0.99),
+            })
             .collect();
         let mut in_flight: Vec<InFlightRow> = s
             .in_flight
             .values()
             .map(|c| InFlightRow {
                 tool: c.tool.clone(),
-                category: c.category.clone(),
+                category: c.category.to_owned(),
                 principal: c.principal.clone(),
-                age_ms: (now - c.at).as_millis() as u64,
+                age_ms: now.saturating_duration_since(c.at).as_millis() as u64,
             })
             .collect();
         in_flight.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
         in_flight.truncate(MAX_IN_FLIGHT_SHOWN);
         TrafficView {
-            window_s: WINDOW.as_secs(),
+            window_s: MINUTES * 60,
             tools,
             minutes: minutes.to_vec(),
             in_flight_count: s.in_flight.len(),
@@ -262,29 +322,10 @@ pub struct ToolRow {
     pub calls: u64,
     /// Of which failed.
     pub errors: u64,
-    /// Median latency, ms.
+    /// Median latency, ms (within the histogram's ±10%).
     pub p50_ms: f64,
-    /// 99th percentile latency, ms.
+    /// 99th percentile latency, ms (within the histogram's ±10%).
     pub p99_ms: f64,
-}
-
-impl ToolRow {
-    fn of(category: &str, tool: &str, done: Vec<&Done>) -> Self {
-        let mut micros: Vec<u64> = done.iter().map(|d| d.micros).collect();
-        micros.sort_unstable();
-        let at = |q: f64| {
-            let i = ((micros.len() as f64 - 1.0) * q).round() as usize;
-            micros.get(i).map_or(0.0, |m| *m as f64 / 1000.0)
-        };
-        Self {
-            tool: tool.to_owned(),
-            category: category.to_owned(),
-            calls: done.len() as u64,
-            errors: done.iter().filter(|d| d.error).count() as u64,
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-        }
-    }
 }
 
 /// Calls in one minute.
@@ -350,14 +391,42 @@ mod tests {
     #[test]
     fn windows_stay_bounded_under_a_flood() {
         let t = Traffic::default();
-        for _ in 0..(DONE_WINDOW + 10) {
+        for _ in 0..100_000 {
             end(t.begin("a", "infrastructure", "alice"), "unavailable");
         }
         let v = t.view();
         assert_eq!(v.errors.len(), ERROR_WINDOW);
-        assert_eq!(v.tools[0].calls, DONE_WINDOW as u64);
-        assert_eq!(v.error_count, DONE_WINDOW as u64 + 10);
+        assert_eq!(v.tools[0].calls, 100_000);
+        assert_eq!(v.error_count, 100_000);
         assert!(v.errors[0].seq > v.errors[1].seq);
+        let s = t.0.lock();
+        assert!(s.minutes.len() <= 2, "one entry per minute, not per call");
+        assert_eq!(s.minutes.iter().map(|m| m.tools.len()).max(), Some(1));
+    }
+
+    #[test]
+    fn minutes_older_than_the_window_are_forgotten() {
+        let t = Traffic::default();
+        end(t.begin("a", "infrastructure", "alice"), "ok");
+        // Ten minutes later.
+        let later = Instant::now() + std::time::Duration::from_secs(MINUTES * 60);
+        let b = t.begin("b", "infrastructure", "alice");
+        let id = b.id;
+        std::mem::forget(b);
+        t.finish_at(
+            id,
+            Ending {
+                label: "ok",
+                message: None,
+                trace_id: None,
+            },
+            later,
+        );
+        let v = t.view_at(later);
+        assert_eq!(v.tools.len(), 1);
+        assert_eq!(v.tools[0].tool, "b");
+        assert_eq!(v.minutes[0].calls, 1);
+        assert_eq!(t.0.lock().minutes.len(), 1);
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::mcp::Identity;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the Work lists are read from the workers.
 const WORK_EVERY: Duration = Duration::from_secs(2);
+/// Every how many ticks a stream checks its credential again, so that an
+/// expired or removed key ends an open page's stream too.
+const RECHECK_TICKS: u64 = 5;
 
 /// `GET /console/api/session`: who is signed in, and the CSRF token the
 /// page sends with its POSTs.
@@ -58,46 +61,89 @@ pub(super) async fn events(State(console): State<Console>, headers: HeaderMap) -
         Ok(v) => v,
         Err(refused) => return refused,
     };
-    Sse::new(state_stream(console, viewer.identity))
+    Sse::new(state_stream(console, viewer.identity, viewer.credential))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
 /// The stream: a task reads the Work lists as `who` every [`WORK_EVERY`];
-/// the stream sends the state with the latest of them every [`TICK`].
-/// Dropping the stream (the page went away) stops the task.
-fn state_stream(console: Console, who: Identity) -> impl Stream<Item = Result<Event, Infallible>> {
+/// the stream sends the state with the latest of them every [`TICK`], and
+/// checks `credential` again every [`RECHECK_TICKS`]: once it is no longer
+/// valid, it sends `signed_out` and ends. Dropping the stream (the page
+/// went away) stops the task.
+fn state_stream(
+    console: Console,
+    who: Identity,
+    credential: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let latest: Arc<parking_lot::Mutex<Option<Value>>> = Arc::default();
     let done = console.0.stop.child_token();
-    {
-        let (console, who, latest, done) =
-            (console.clone(), who.clone(), latest.clone(), done.clone());
-        tokio::spawn(async move {
-            loop {
-                let work = work::lists(&console.0.gateway, &who).await;
-                *latest.lock() = Some(work);
-                tokio::select! {
-                    _ = tokio::time::sleep(WORK_EVERY) => {}
-                    _ = done.cancelled() => break,
-                }
-            }
-        });
-    }
-    let ticks = tokio::time::interval(TICK);
-    let guard = done.clone().drop_guard();
-    futures::stream::unfold(
-        (console, who, latest, ticks, done, guard),
-        |(console, who, latest, mut ticks, done, guard)| async move {
+    spawn_work_reader(&console, &who, &latest, &done);
+    let stream = Following {
+        console,
+        who,
+        credential,
+        latest,
+        ticks: tokio::time::interval(TICK),
+        count: 0,
+        _guard: done.clone().drop_guard(),
+        done,
+    };
+    futures::stream::unfold(stream, |mut s| async move {
+        tokio::select! {
+            biased;
+            _ = s.done.cancelled() => return None,
+            _ = s.ticks.tick() => {}
+        }
+        s.count += 1;
+        if s.count % RECHECK_TICKS == 0
+            && let Err(why) = s.console.still_valid(&s.credential).await
+        {
+            s.done.cancel();
+            let event = Event::default().event("signed_out").data(why);
+            return Some((Ok(event), s));
+        }
+        let work = s.latest.lock().clone();
+        let state = s.console.snapshot(&s.who, work);
+        let event = Event::default().event("state").data(state.to_string());
+        Some((Ok(event), s))
+    })
+}
+
+/// What a stream keeps between events.
+struct Following {
+    console: Console,
+    who: Identity,
+    credential: String,
+    latest: Arc<parking_lot::Mutex<Option<Value>>>,
+    ticks: tokio::time::Interval,
+    count: u64,
+    done: tokio_util::sync::CancellationToken,
+    _guard: tokio_util::sync::DropGuard,
+}
+
+/// Reads the Work lists as `who` into `latest` every [`WORK_EVERY`] until
+/// `done`.
+fn spawn_work_reader(
+    console: &Console,
+    who: &Identity,
+    latest: &Arc<parking_lot::Mutex<Option<Value>>>,
+    done: &tokio_util::sync::CancellationToken,
+) {
+    let (console, who, latest, done) = (console.clone(), who.clone(), latest.clone(), done.clone());
+    tokio::spawn(async move {
+        loop {
+            let work = tokio::select! {
+                work = work::lists(&console.0.gateway, &who) => work,
+                _ = done.cancelled() => break,
+            };
+            *latest.lock() = Some(work);
             tokio::select! {
-                _ = ticks.tick() => {}
-                _ = done.cancelled() => return None,
+                _ = tokio::time::sleep(WORK_EVERY) => {}
+                _ = done.cancelled() => break,
             }
-            let work = latest.lock().clone();
-            let state = console.snapshot(&who, work);
-            let event = Event::default().event("state").data(state.to_string());
-            Some((Ok(event), (console, who, latest, ticks, done, guard)))
-        },
-    )
+        }
+    });
 }
 
 impl Console {
