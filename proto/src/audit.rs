@@ -48,7 +48,7 @@ pub struct AuditRecord {
     /// The MCP endpoint's profile (`ask`, `agent`, ...); `None` on `/mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
-    /// The way in: `mcp`, `rest`, `stdio`.
+    /// The way in: `mcp`, `rest`, `stdio`, `console`.
     pub via: String,
     /// The tool (or MCP method) concerned.
     pub tool: String,

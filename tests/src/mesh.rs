@@ -217,6 +217,47 @@ impl Mesh {
             .ok()
     }
 
+    /// Every record of the audit stream `sophia_audit`, each with its
+    /// `subject`, once there are at least `at_least`.
+    pub async fn audit_records(&self, at_least: usize) -> Vec<serde_json::Value> {
+        let js = async_nats::jetstream::new(self.nats_client().await);
+        eventually(
+            "the audit records are stored",
+            crate::tools::WAIT,
+            || async {
+                let stream = js.get_stream("sophia_audit").await.ok()?;
+                let consumer = stream
+                    .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+                    .await
+                    .ok()?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1000)
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                    .ok()?;
+                let mut records = Vec::new();
+                while let Some(Ok(m)) = futures::StreamExt::next(&mut batch).await {
+                    records.push((
+                        m.subject.to_string(),
+                        serde_json::from_slice::<serde_json::Value>(&m.payload).ok()?,
+                    ));
+                }
+                (records.len() >= at_least).then(|| {
+                    records
+                        .into_iter()
+                        .map(|(subject, mut r)| {
+                            r["subject"] = serde_json::json!(subject);
+                            r
+                        })
+                        .collect()
+                })
+            },
+        )
+        .await
+    }
+
     /// A plain NATS client on the mesh's server.
     pub async fn nats_client(&self) -> async_nats::Client {
         async_nats::connect(self.nats.url())

@@ -396,6 +396,32 @@ async fn a_person_approves_one_pulumi_preview_and_rejects_another() {
         "a rejected preview is never applied"
     );
     assert_eq!(ups(&setup).len(), 1);
+    // Both decisions are in the audit trail, as the person's, from the console.
+    let records = mesh.audit_records(1).await;
+    let decided: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["kind"] == "confirmation" && r["via"] == "console")
+        .map(|r| {
+            assert_eq!(r["principal"], "local", "{r}");
+            (
+                r["tool"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("pulumi_up".to_owned(), "accepted".to_owned()),
+            ("pulumi_reject_preview".to_owned(), "declined".to_owned())
+        ],
+        "{records:?}"
+    );
+    // The console's own polling left no record.
+    assert!(
+        !records.iter().any(|r| r["tool"] == "pulumi_list_previews"),
+        "{records:?}"
+    );
     browser.no_script_ran().await.unwrap();
 }
 

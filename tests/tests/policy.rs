@@ -252,42 +252,6 @@ async fn a_policy_file_with_a_typo_stops_the_gateway_with_one_line_naming_the_pl
     assert!(!e.contains('\n'), "{e}");
 }
 
-/// Reads every record of the audit stream.
-async fn audit_records(mesh: &Mesh, at_least: usize) -> Vec<Value> {
-    let js = async_nats::jetstream::new(mesh.nats_client().await);
-    eventually("the audit records are stored", WAIT, || async {
-        let stream = js.get_stream("sophia_audit").await.ok()?;
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-            .await
-            .ok()?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .ok()?;
-        let mut records = Vec::new();
-        while let Some(Ok(m)) = batch.next().await {
-            records.push((
-                m.subject.to_string(),
-                serde_json::from_slice::<Value>(&m.payload).ok()?,
-            ));
-        }
-        (records.len() >= at_least).then(|| {
-            records
-                .into_iter()
-                .map(|(subject, mut r)| {
-                    r["subject"] = json!(subject);
-                    r
-                })
-                .collect()
-        })
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_audit_stream_holds_one_record_per_call_refusal_and_confirmation_without_values() {
     let mut mesh = Mesh::without_gateway();
@@ -321,7 +285,7 @@ async fn the_audit_stream_holds_one_record_per_call_refusal_and_confirmation_wit
     .await;
     assert_ne!(asked.is_error, Some(true), "{}", text_of(&asked));
 
-    let records = audit_records(&mesh, 4).await;
+    let records = mesh.audit_records(4).await;
     let kinds: Vec<(&str, &str, &str)> = records
         .iter()
         .map(|r| {
@@ -433,7 +397,7 @@ async fn an_audit_record_the_stream_could_not_take_is_stored_once_the_stream_is_
     assert_eq!(sent.subject.as_str(), "sophia.v1.audit.refusal");
 
     js.create_stream(config).await.unwrap();
-    let records = audit_records(&mesh, 1).await;
+    let records = mesh.audit_records(1).await;
     let kinds: Vec<_> = records
         .iter()
         .map(|r| (r["kind"].as_str().unwrap(), r["tool"].as_str().unwrap()))

@@ -320,12 +320,19 @@ impl McpGateway {
         let caller = Caller {
             principal: identity.principal.clone(),
             session: None,
-            via: format!("sophia-gateway ({via})"),
+            via: format!(
+                "sophia-gateway ({})",
+                if via == "rest" { "REST" } else { via }
+            ),
             roles: identity.roles.clone(),
         };
-        let plan = self.prepare(&caller, name, args).inspect_err(|r| {
-            span.fail(r.code().as_str(), "refused");
-        })?;
+        // A console's polling is not audited, its refusals (no worker for a
+        // list yet) neither.
+        let plan = match noted {
+            true => self.prepare(&caller, name, args),
+            false => self.plan(&caller, name, args),
+        }
+        .inspect_err(|r| span.fail(r.code().as_str(), "refused"))?;
         let origin = Origin {
             caller,
             span: &span,

@@ -58,8 +58,10 @@ impl McpGateway {
             principal: &caller.principal,
             roles: &caller.roles,
             profile: self.profile().map(|p| p.name.as_str()),
-            via: if caller.via.contains("REST") {
+            via: if caller.via.contains("(REST)") {
                 "rest"
+            } else if caller.via.contains("(console)") {
+                "console"
             } else if self.results.is_none() {
                 "stdio"
             } else {
