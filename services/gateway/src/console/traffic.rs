@@ -279,6 +279,27 @@ impl Drop for Flight {
     }
 }
 
+/// What a failed call's caller was told, for the console.
+pub(crate) fn failure_message(
+    outcome: &Result<sophia_kit::bus::Reply, sophia_kit::bus::CallError>,
+) -> Option<String> {
+    match outcome {
+        Ok(reply) if reply.output.is_error => Some(
+            reply
+                .output
+                .content
+                .iter()
+                .find_map(|c| match c {
+                    sophia_proto::Content::Text { text } => Some(text.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the tool reported an error".into()),
+        ),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// `message` cut to at most [`MAX_MESSAGE`] bytes, at a character boundary.
 fn shorten(mut message: String) -> String {
     if message.len() > MAX_MESSAGE {

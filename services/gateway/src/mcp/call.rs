@@ -213,7 +213,7 @@ impl McpGateway {
         if let Some(flight) = flight {
             flight.end(crate::console::Ending {
                 label,
-                message: failure_message(&outcome),
+                message: crate::console::traffic::failure_message(&outcome),
                 trace_id: origin.span.trace_id(),
             });
         }
@@ -475,25 +475,6 @@ impl McpGateway {
 
 /// What a call of `entry` does if its replica is lost: read-only and
 /// idempotent tools run once more elsewhere; others end with `worker_lost`.
-/// What a failed call's caller was told, for the console.
-fn failure_message(outcome: &Result<sophia_kit::bus::Reply, CallError>) -> Option<String> {
-    match outcome {
-        Ok(reply) if reply.output.is_error => Some(
-            reply
-                .output
-                .content
-                .iter()
-                .find_map(|c| match c {
-                    sophia_proto::Content::Text { text } => Some(text.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "the tool reported an error".into()),
-        ),
-        Ok(_) => None,
-        Err(e) => Some(e.to_string()),
-    }
-}
-
 fn liveness(entry: &ToolEntry) -> sophia_kit::bus::Liveness {
     sophia_kit::bus::Liveness {
         acked: entry.acked,
