@@ -52,6 +52,18 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `/console/api/session` for the login `cookie`.
+async fn session(http: &reqwest::Client, base: &str, cookie: &str) -> Value {
+    http.get(format!("{base}/console/api/session"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A worker with one tool that always fails, saying so with markup in it.
 fn failing_worker() -> Worker {
     Worker::new("failing-worker", "2.3.4").tool(
@@ -140,15 +152,7 @@ async fn signing_in_keeps_the_credential_in_a_strict_cookie_that_then_opens_the_
             .unwrap()
             .contains("<script src=\"/console/app.js\"")
     );
-    let session: Value = http
-        .get(format!("{base}/console/api/session"))
-        .header(COOKIE, &pair)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = session(&http, &base, &pair).await;
     assert_eq!(session["principal"], "local");
     assert_eq!(session["csrf"].as_str().unwrap().len(), 64);
     // A login from a foreign page is refused before the credential is looked at.
@@ -169,16 +173,10 @@ async fn posts_need_an_allowed_origin_and_from_a_browser_the_csrf_token() {
     let base = mesh.http_base();
     let http = http();
     let cookie = format!("sophia_console={TEST_TOKEN}");
-    let csrf: Value = http
-        .get(format!("{base}/console/api/session"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
+    let csrf = session(&http, &base, &cookie).await["csrf"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let csrf = csrf["csrf"].as_str().unwrap().to_owned();
+        .to_owned();
     let decide = json!({"kind": "action", "id": "a1", "decision": "reject"});
     let post = |origin: Option<&str>, token: Option<&str>, by_cookie: bool| {
         let mut req = http

@@ -50,3 +50,35 @@ mod tests {
         assert!(!p[0].contains("hunter2"), "{p:?}");
     }
 }
+
+/// The `{limit?}` argument of a tool that lists things: at most
+/// [`ListLimit::max`] items, [`ListLimit::default`] unless asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListLimit {
+    /// How many a list returns unless asked otherwise.
+    pub default: u64,
+    /// The most it returns.
+    pub max: u64,
+}
+
+impl ListLimit {
+    /// 20 unless asked, at most 100: what the workers' listing tools take.
+    pub const STANDARD: ListLimit = ListLimit {
+        default: 20,
+        max: 100,
+    };
+
+    /// The input schema `{limit?}`, with nothing else allowed.
+    pub fn schema(self) -> Value {
+        serde_json::json!({"type": "object", "properties": {"limit": {"type": "integer",
+            "minimum": 1, "maximum": self.max, "default": self.default,
+            "description": "How many to list at most"}},
+            "additionalProperties": false})
+    }
+
+    /// The limit a call's `args` ask for, within bounds.
+    pub fn of(self, args: &Value) -> usize {
+        let limit = args["limit"].as_u64().unwrap_or(self.default);
+        limit.clamp(1, self.max) as usize
+    }
+}

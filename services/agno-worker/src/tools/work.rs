@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use sophia_kit::schema::ListLimit;
 use sophia_kit::{Call, Category, Tool, ToolOutput, ToolResult};
 
 use super::Ctx;
@@ -15,25 +16,11 @@ use crate::agent::now_ms;
 use crate::jobs::RunJob;
 use crate::run::PendingAction;
 
-/// How many items a list returns unless asked otherwise.
-const DEFAULT_LIMIT: u64 = 20;
-/// The most a list returns.
-const MAX_LIMIT: u64 = 100;
 /// How much of a step's result the list shows, in characters.
 const OUTCOME_CHARS: usize = 200;
 
-/// The arguments `{limit?}`.
-fn limit_schema() -> Value {
-    json!({"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1,
-        "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT,
-        "description": "How many to list at most"}},
-        "additionalProperties": false})
-}
-
-fn limit(call: &Call) -> usize {
-    let limit = call.args["limit"].as_u64().unwrap_or(DEFAULT_LIMIT);
-    limit.clamp(1, MAX_LIMIT) as usize
-}
+/// The `{limit?}` every list here takes.
+const LIMIT: ListLimit = ListLimit::STANDARD;
 
 /// `agno_list_runs`.
 pub(super) fn list_runs(ctx: &Arc<Ctx>) -> Tool {
@@ -44,7 +31,7 @@ pub(super) fn list_runs(ctx: &Arc<Ctx>) -> Tool {
          calls made so far, the question a waiting run asks (answer it with agno_confirm and \
          its action_id, or agno_answer_run), and how it ended.",
     )
-    .input_schema(limit_schema())
+    .input_schema(LIMIT.schema())
     .read_only()
     .idempotent()
     .with_ctx(ctx, run_list_runs)
@@ -56,7 +43,7 @@ async fn run_list_runs(ctx: Arc<Ctx>, call: Call) -> ToolResult {
     let listed = ctx
         .runner
         .store
-        .recent_jobs(limit(&call), |j| j.started_by == me)
+        .recent_jobs(LIMIT.of(&call.args), |j| j.started_by == me)
         .await
         .map_err(store_error)?;
     let now = now_ms();
@@ -124,7 +111,7 @@ pub(super) fn list_pending(ctx: &Arc<Ctx>) -> Tool {
          newest first: the tool, its arguments and the plan it applies. Decide each with \
          agno_confirm {action_id, approve}.",
     )
-    .input_schema(limit_schema())
+    .input_schema(LIMIT.schema())
     .read_only()
     .idempotent()
     .with_ctx(ctx, run_list_pending)
@@ -134,7 +121,7 @@ async fn run_list_pending(ctx: Arc<Ctx>, call: Call) -> ToolResult {
     let listed = ctx
         .runner
         .store
-        .pending_actions(limit(&call))
+        .pending_actions(LIMIT.of(&call.args))
         .await
         .map_err(store_error)?;
     let pending: Vec<Value> = listed.items.iter().map(pending_item).collect();

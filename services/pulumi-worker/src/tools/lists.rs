@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_nats::jetstream::object_store::ObjectInfo;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
+use sophia_kit::schema::ListLimit;
 use sophia_kit::{Call, Category, ErrorCode, Tool, ToolOutput, ToolResult, WireError};
 
 use super::changes::Kind;
@@ -17,23 +18,8 @@ use super::{Ctx, job_error};
 use crate::events::describe_changes;
 use crate::jobs::{Job, JobState};
 
-/// How many items a list returns unless asked otherwise.
-const DEFAULT_LIMIT: u64 = 20;
-/// The most a list returns.
-const MAX_LIMIT: u64 = 100;
-
-/// The arguments `{limit?}`.
-fn limit_schema() -> Value {
-    json!({"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1,
-        "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT,
-        "description": "How many to list at most"}},
-        "additionalProperties": false})
-}
-
-fn limit(call: &Call) -> usize {
-    let limit = call.args["limit"].as_u64().unwrap_or(DEFAULT_LIMIT);
-    limit.clamp(1, MAX_LIMIT) as usize
-}
+/// The `{limit?}` every list here takes.
+const LIMIT: ListLimit = ListLimit::STANDARD;
 
 /// `pulumi_list_jobs`.
 pub(super) fn list_jobs(ctx: &Arc<Ctx>) -> Tool {
@@ -44,14 +30,18 @@ pub(super) fn list_jobs(ctx: &Arc<Ctx>) -> Tool {
          first: state, latest progress, who previewed and confirmed each, and the result of \
          those that finished.",
     )
-    .input_schema(limit_schema())
+    .input_schema(LIMIT.schema())
     .read_only()
     .idempotent()
     .with_ctx(ctx, run_list_jobs)
 }
 
 async fn run_list_jobs(c: Arc<Ctx>, call: Call) -> ToolResult {
-    let recent = c.jobs.recent(limit(&call)).await.map_err(job_error)?;
+    let recent = c
+        .jobs
+        .recent(LIMIT.of(&call.args))
+        .await
+        .map_err(job_error)?;
     let lines: Vec<String> = recent
         .jobs
         .iter()
@@ -109,7 +99,7 @@ pub(super) fn list_previews(ctx: &Arc<Ctx>) -> Tool {
          (pulumi_up or pulumi_destroy with the preview_id; pulumi_reject_preview turns one \
          down).",
     )
-    .input_schema(limit_schema())
+    .input_schema(LIMIT.schema())
     .read_only()
     .idempotent()
     .with_ctx(ctx, run_list_previews)
@@ -136,7 +126,7 @@ async fn run_list_previews(c: Arc<Ctx>, call: Call) -> ToolResult {
         }
     }
     previews.sort_by_key(|p| std::cmp::Reverse(p["created_ms"].as_u64().unwrap_or(0)));
-    previews.truncate(limit(&call));
+    previews.truncate(LIMIT.of(&call.args));
     let lines: Vec<String> = previews
         .iter()
         .map(|p| {
