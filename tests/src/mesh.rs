@@ -220,42 +220,37 @@ impl Mesh {
     /// Every record of the audit stream `sophia_audit`, each with its
     /// `subject`, once there are at least `at_least`.
     pub async fn audit_records(&self, at_least: usize) -> Vec<serde_json::Value> {
-        let js = async_nats::jetstream::new(self.nats_client().await);
         eventually(
             "the audit records are stored",
             crate::tools::WAIT,
-            || async {
-                let stream = js.get_stream("sophia_audit").await.ok()?;
-                let consumer = stream
-                    .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-                    .await
-                    .ok()?;
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(1000)
-                    .expires(Duration::from_millis(500))
-                    .messages()
-                    .await
-                    .ok()?;
-                let mut records = Vec::new();
-                while let Some(Ok(m)) = futures::StreamExt::next(&mut batch).await {
-                    records.push((
-                        m.subject.to_string(),
-                        serde_json::from_slice::<serde_json::Value>(&m.payload).ok()?,
-                    ));
-                }
-                (records.len() >= at_least).then(|| {
-                    records
-                        .into_iter()
-                        .map(|(subject, mut r)| {
-                            r["subject"] = serde_json::json!(subject);
-                            r
-                        })
-                        .collect()
-                })
-            },
+            || async { self.audit_now().await.filter(|r| r.len() >= at_least) },
         )
         .await
+    }
+
+    /// The records of the audit stream `sophia_audit` now, each with its
+    /// `subject`; `None` when the stream cannot be read.
+    pub async fn audit_now(&self) -> Option<Vec<serde_json::Value>> {
+        let js = async_nats::jetstream::new(self.nats_client().await);
+        let stream = js.get_stream("sophia_audit").await.ok()?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+            .await
+            .ok()?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .ok()?;
+        let mut records = Vec::new();
+        while let Some(Ok(m)) = futures::StreamExt::next(&mut batch).await {
+            let mut r = serde_json::from_slice::<serde_json::Value>(&m.payload).ok()?;
+            r["subject"] = serde_json::json!(m.subject.to_string());
+            records.push(r);
+        }
+        Some(records)
     }
 
     /// A plain NATS client on the mesh's server.

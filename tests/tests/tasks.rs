@@ -262,31 +262,17 @@ async fn audited_mesh() -> (Mesh, tempfile::TempDir) {
 /// Waits until the audit stream holds `times` confirmations of
 /// `(tool, outcome)`.
 async fn audited(mesh: &Mesh, (tool, outcome): (&str, &str), times: usize) {
-    use futures::StreamExt;
-    let js = async_nats::jetstream::new(mesh.nats_client().await);
     eventually(
         &format!("{times} confirmation(s) {tool} {outcome}"),
         WAIT,
         || async {
-            let stream = js.get_stream("sophia_audit").await.ok()?;
-            let consumer = stream
-                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-                .await
-                .ok()?;
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1000)
-                .expires(std::time::Duration::from_millis(200))
-                .messages()
-                .await
-                .ok()?;
-            let mut seen = 0;
-            while let Some(Ok(m)) = batch.next().await {
-                let r: Value = serde_json::from_slice(&m.payload).ok()?;
-                seen += usize::from(
-                    r["kind"] == "confirmation" && r["tool"] == tool && r["outcome"] == outcome,
-                );
-            }
+            let records = mesh.audit_now().await?;
+            let seen = records
+                .iter()
+                .filter(|r| {
+                    r["kind"] == "confirmation" && r["tool"] == tool && r["outcome"] == outcome
+                })
+                .count();
             (seen == times).then_some(())
         },
     )
