@@ -246,11 +246,29 @@ async fn markup_from_the_mesh_is_shown_as_text_and_a_flood_keeps_a_window() {
     let client = mesh.client().await;
     wait_for_tool(&client, "always_fails").await;
     call(&client, "always_fails", json!({})).await;
-    browser.click("#tab-traffic").await.unwrap();
+    // By keyboard, as the tabs pattern has it: Right on the Mesh tab opens Traffic.
+    let mesh_tab = browser
+        .client()
+        .find(fantoccini::Locator::Css("#tab-mesh"))
+        .await
+        .unwrap();
+    mesh_tab.send_keys("\u{E014}").await.unwrap();
     browser
         .wait_for_text("#errors", "<img src=x onerror=")
         .await
         .unwrap();
+    let tabs = browser
+        .execute("return [...document.querySelectorAll('[role=tab]')].map(t => [t.id, t.getAttribute('aria-selected'), t.tabIndex]);")
+        .await
+        .unwrap();
+    assert_eq!(
+        tabs,
+        json!([
+            ["tab-mesh", "false", -1],
+            ["tab-traffic", "true", 0],
+            ["tab-work", "false", -1]
+        ])
+    );
     browser.no_script_ran().await.unwrap();
     let injected = browser
         .execute("return document.querySelectorAll('main script, main img').length;")

@@ -9,9 +9,10 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
 use sophia_kit::{Category, Tool, ToolOutput, WireError, Worker};
-use sophia_tests::Mesh;
 use sophia_tests::mesh::TEST_TOKEN;
+use sophia_tests::pulumi::{self, Setup};
 use sophia_tests::tools::{call, wait_for_tool};
+use sophia_tests::{Mesh, eventually};
 
 /// Every console route, with its method.
 const ROUTES: [(&str, &str); 11] = [
@@ -27,6 +28,9 @@ const ROUTES: [(&str, &str); 11] = [
     ("POST", "/console/logout"),
     ("POST", "/console/login"),
 ];
+
+/// The stand-in `pulumi` CLI (`src/bin/pulumi.rs`).
+const STANDIN: &str = env!("CARGO_BIN_EXE_pulumi");
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -50,6 +54,21 @@ fn http() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
+}
+
+/// A new API key for `principal` with `roles`.
+fn key(
+    principal: &str,
+    roles: &[&str],
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+) -> sophia_gateway::identity::keys::NewKey {
+    sophia_gateway::identity::keys::new_key(&sophia_gateway::identity::keys::NewKeyArgs {
+        principal: principal.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        expires,
+        id: None,
+    })
+    .expect("a key")
 }
 
 /// `/console/api/session` for the login `cookie`.
@@ -317,14 +336,11 @@ async fn the_state_shows_live_replicas_and_a_failed_call_with_its_trace() {
 
 #[tokio::test]
 async fn an_open_console_is_signed_out_when_its_key_expires() {
-    let made =
-        sophia_gateway::identity::keys::new_key(&sophia_gateway::identity::keys::NewKeyArgs {
-            principal: "alice".into(),
-            roles: vec![],
-            expires: Some(chrono::Utc::now() + chrono::Duration::seconds(2)),
-            id: None,
-        })
-        .expect("a key");
+    let made = key(
+        "alice",
+        &[],
+        Some(chrono::Utc::now() + chrono::Duration::seconds(2)),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.toml");
     std::fs::write(&file, made.entry).unwrap();
@@ -361,4 +377,107 @@ async fn an_open_console_is_signed_out_when_its_key_expires() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_decision_is_the_persons_call_and_their_policy_applies() {
+    // Alice (operator) may preview and apply; Bob (viewer) may only read.
+    let (alice, bob) = (
+        key("alice", &["operator"], None),
+        key("bob", &["viewer"], None),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, format!("{}\n{}", alice.entry, bob.entry)).unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[roles.viewer]\nallow = [{ read_only = true }]\n\
+         [roles.operator]\nallow = [{ tools = [\"pulumi_*\"] }]\n",
+    )
+    .unwrap();
+    let mut mesh = Mesh::without_gateway();
+    mesh.policy = Some(policy);
+    let mut config = mesh.gateway_config();
+    config.identity.keys_file = Some(keys);
+    mesh.start_gateway_with(config).await;
+    let setup = Setup::new(1);
+    let _pulumi = pulumi::replica(&mesh, setup.args(STANDIN, 30_000)).await;
+    let as_alice = sophia_tests::connect_http(&mesh.mcp_url(), &alice.key).await;
+    wait_for_tool(&as_alice, "pulumi_preview").await;
+    let made = call(
+        &as_alice,
+        "pulumi_preview",
+        json!({"project": "app", "stack": "dev"}),
+    )
+    .await;
+    assert_eq!(made.is_error, Some(false));
+    let id = made.structured_content.unwrap()["preview_id"].clone();
+
+    // Bob sees the preview waiting, and his approval is refused by the policy.
+    let base = mesh.http_base();
+    let http = http();
+    let state = |who: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}/console/api/state"))
+                .bearer_auth(who)
+                .send();
+            r.await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let listed = state(bob.key.clone()).await;
+    assert_eq!(
+        listed["work"]["previews"]["items"][0]["preview_id"], id,
+        "{listed}"
+    );
+    let r = http
+        .post(format!("{base}/console/api/decide"))
+        .bearer_auth(&bob.key)
+        .json(&json!({"kind": "preview", "id": id, "decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let decision = eventually("bob's decision ends", sophia_tests::tools::WAIT, || async {
+        let d = state(bob.key.clone()).await["decisions"][0].clone();
+        (d["state"] != "running").then_some(d)
+    })
+    .await;
+    assert_eq!(decision["state"], "failed", "{decision}");
+    assert_eq!(decision["by"], "bob", "{decision}");
+    assert!(
+        setup.command_lines().lines().all(|l| !l.starts_with("up ")),
+        "nothing applied"
+    );
+    let refusals = mesh.audit_records(1).await;
+    assert!(
+        refusals.iter().any(|r| r["kind"] == "refusal"
+            && r["principal"] == "bob"
+            && r["tool"] == "pulumi_up"
+            && r["via"] == "console"),
+        "{refusals:?}"
+    );
+
+    // Alice's approval from the console applies it, recorded as hers.
+    let r = http
+        .post(format!("{base}/console/api/decide"))
+        .bearer_auth(&alice.key)
+        .json(&json!({"kind": "preview", "id": id, "decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job = eventually(
+        "alice's job succeeds",
+        sophia_tests::tools::WAIT,
+        || async {
+            let jobs = state(alice.key.clone()).await["work"]["pulumi_jobs"]["items"].clone();
+            (jobs[0]["state"] == "succeeded").then(|| jobs[0].clone())
+        },
+    )
+    .await;
+    assert_eq!(job["confirmed_by"], "alice", "{job}");
+    assert_eq!(job["previewed_by"], "alice", "{job}");
 }

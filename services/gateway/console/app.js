@@ -248,8 +248,22 @@
     for (const tab of document.querySelectorAll('[role="tab"]')) {
       const on = tab.getAttribute("aria-controls") === name;
       tab.setAttribute("aria-selected", String(on));
+      // One tab stop for the tab list; arrows move within it.
+      tab.tabIndex = on ? 0 : -1;
       $(tab.getAttribute("aria-controls")).hidden = !on;
     }
+  }
+
+  // Left/Right (and Home/End) move between tabs, as the WAI-ARIA tabs pattern has it.
+  function onTabKey(event) {
+    const tabs = [...document.querySelectorAll('[role="tab"]')];
+    const at = tabs.indexOf(event.target);
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[event.key];
+    if (to === undefined) return;
+    event.preventDefault();
+    const tab = tabs[(to + tabs.length) % tabs.length];
+    tab.focus();
+    tab.click();
   }
 
   // ---- live ----
@@ -280,8 +294,9 @@
     for (const tab of document.querySelectorAll('[role="tab"]')) {
       tab.addEventListener("click", () => { history.replaceState(null, "", `#${tab.getAttribute("aria-controls")}`); select(tab.getAttribute("aria-controls")); });
     }
+    document.querySelector('[role="tablist"]').addEventListener("keydown", onTabKey);
     const wanted = location.hash.slice(1);
-    if (["mesh", "traffic", "work"].includes(wanted)) select(wanted);
+    select(["mesh", "traffic", "work"].includes(wanted) ? wanted : "mesh");
     $("sign-out").addEventListener("click", signOut);
     const r = await fetch("/console/api/session");
     if (r.status === 401) return location.reload();
