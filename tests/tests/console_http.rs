@@ -56,6 +56,18 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `/console/api/state` as the holder of `bearer` sees it.
+async fn state_as(http: &reqwest::Client, base: &str, bearer: &str) -> Value {
+    http.get(format!("{base}/console/api/state"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A new API key for `principal` with `roles`.
 fn key(
     principal: &str,
@@ -279,15 +291,7 @@ async fn the_state_shows_live_replicas_and_a_failed_call_with_its_trace() {
     assert_eq!(failed.is_error, Some(true));
     let base = mesh.http_base();
     let http = http();
-    let state: Value = http
-        .get(format!("{base}/console/api/state"))
-        .bearer_auth(TEST_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = state_as(&http, &base, TEST_TOKEN).await;
     let replica = state["services"]
         .as_array()
         .unwrap()
@@ -417,17 +421,7 @@ async fn a_decision_is_the_persons_call_and_their_policy_applies() {
     // Bob sees the preview waiting, and his approval is refused by the policy.
     let base = mesh.http_base();
     let http = http();
-    let state = |who: String| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r = http
-                .get(format!("{base}/console/api/state"))
-                .bearer_auth(who)
-                .send();
-            r.await.unwrap().json::<Value>().await.unwrap()
-        }
-    };
-    let listed = state(bob.key.clone()).await;
+    let listed = state_as(&http, &base, &bob.key).await;
     assert_eq!(
         listed["work"]["previews"]["items"][0]["preview_id"], id,
         "{listed}"
@@ -441,7 +435,7 @@ async fn a_decision_is_the_persons_call_and_their_policy_applies() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let decision = eventually("bob's decision ends", sophia_tests::tools::WAIT, || async {
-        let d = state(bob.key.clone()).await["decisions"][0].clone();
+        let d = state_as(&http, &base, &bob.key).await["decisions"][0].clone();
         (d["state"] != "running").then_some(d)
     })
     .await;
@@ -473,7 +467,8 @@ async fn a_decision_is_the_persons_call_and_their_policy_applies() {
         "alice's job succeeds",
         sophia_tests::tools::WAIT,
         || async {
-            let jobs = state(alice.key.clone()).await["work"]["pulumi_jobs"]["items"].clone();
+            let jobs =
+                state_as(&http, &base, &alice.key).await["work"]["pulumi_jobs"]["items"].clone();
             (jobs[0]["state"] == "succeeded").then(|| jobs[0].clone())
         },
     )
