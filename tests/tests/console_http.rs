@@ -68,6 +68,17 @@ async fn state_as(http: &reqwest::Client, base: &str, bearer: &str) -> Value {
         .unwrap()
 }
 
+/// Approves preview `id` through the console's API as the holder of `bearer`.
+async fn approve_as(http: &reqwest::Client, base: &str, bearer: &str, id: &Value) -> StatusCode {
+    http.post(format!("{base}/console/api/decide"))
+        .bearer_auth(bearer)
+        .json(&json!({"kind": "preview", "id": id, "decision": "approve"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// A new API key for `principal` with `roles`.
 fn key(
     principal: &str,
@@ -426,14 +437,10 @@ async fn a_decision_is_the_persons_call_and_their_policy_applies() {
         listed["work"]["previews"]["items"][0]["preview_id"], id,
         "{listed}"
     );
-    let r = http
-        .post(format!("{base}/console/api/decide"))
-        .bearer_auth(&bob.key)
-        .json(&json!({"kind": "preview", "id": id, "decision": "approve"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        approve_as(&http, &base, &bob.key, &id).await,
+        StatusCode::ACCEPTED
+    );
     let decision = eventually("bob's decision ends", sophia_tests::tools::WAIT, || async {
         let d = state_as(&http, &base, &bob.key).await["decisions"][0].clone();
         (d["state"] != "running").then_some(d)
@@ -455,14 +462,10 @@ async fn a_decision_is_the_persons_call_and_their_policy_applies() {
     );
 
     // Alice's approval from the console applies it, recorded as hers.
-    let r = http
-        .post(format!("{base}/console/api/decide"))
-        .bearer_auth(&alice.key)
-        .json(&json!({"kind": "preview", "id": id, "decision": "approve"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        approve_as(&http, &base, &alice.key, &id).await,
+        StatusCode::ACCEPTED
+    );
     let job = eventually(
         "alice's job succeeds",
         sophia_tests::tools::WAIT,
