@@ -241,7 +241,8 @@ async fn call_for(
         }
         (Kind::Preview, Verdict::Approve) => {
             let listed = gateway
-                .call_for_console("pulumi_list_previews", json!({}), who, false)
+                // The most the list gives, so an older preview is found too.
+                .call_for_console("pulumi_list_previews", json!({"limit": 100}), who, false)
                 .await
                 .map_err(|e| error(refusal_status(&e), e.to_string()))?;
             let preview = listed
