@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sophia_kit::kv::{Bucket, BucketConfig, KvError, KvErrorKind};
 
+mod record;
 mod review;
 
 pub use review::{MAX_REASON_LEN, Recent, Rejected, Rejection};
@@ -346,24 +347,17 @@ impl JobStore {
         }
         let key = format!("{project}.{stack}");
         let rev = self.lock(&key, id).await?;
-        let now = now_ms();
         let job = Job {
-            id: id.to_owned(),
-            project: project.to_owned(),
-            stack: stack.to_owned(),
-            operation: operation.to_owned(),
-            state: JobState::Running,
-            owner: self.instance.clone(),
-            message: None,
-            summary: None,
-            progress: None,
-            recent_progress: Vec::new(),
-            started_ms: now,
-            updated_ms: now,
-            cancel_requested: false,
             previewed_by: by.previewed_by.clone(),
             confirmed_by: by.confirmed_by.clone(),
-            rejected_by: None,
+            ..Job::claimed(
+                id,
+                project,
+                stack,
+                operation,
+                &self.instance,
+                JobState::Running,
+            )
         };
         match self.jobs.create(id, &job).await {
             Ok(_) => Ok(RunningJob {

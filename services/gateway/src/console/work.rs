@@ -45,13 +45,9 @@ const LISTS: [(&str, &str, &str); 4] = [
 /// it, the policy does not allow it, the bus is down).
 pub(super) async fn lists(gateway: &McpGateway, who: &Identity) -> Value {
     let reads = LISTS.map(|(_, tool, key)| read_list(gateway, who, tool, key));
-    let [a, b, c, d] = reads;
-    let (a, b, c, d) = tokio::join!(a, b, c, d);
-    let mut out = serde_json::Map::new();
-    for ((name, _, _), list) in LISTS.iter().zip([a, b, c, d]) {
-        out.insert((*name).to_owned(), list);
-    }
-    Value::Object(out)
+    let lists = futures::future::join_all(reads).await;
+    let names = LISTS.iter().map(|(name, _, _)| (*name).to_owned());
+    Value::Object(names.zip(lists).collect())
 }
 
 async fn read_list(gateway: &McpGateway, who: &Identity, tool: &str, key: &str) -> Value {

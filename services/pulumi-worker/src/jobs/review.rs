@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sophia_kit::kv::KvErrorKind;
 
-use super::{Job, JobError, JobState, JobStore, now_ms, recorded_principal, valid};
+use super::{Job, JobError, JobState, JobStore, recorded_principal, valid};
 
 /// The longest reason a rejection records, in characters.
 pub const MAX_REASON_LEN: usize = 500;
@@ -60,24 +60,18 @@ impl Rejection {
             "" => format!("rejected by {who}"),
             reason => format!("rejected by {who}: {reason}"),
         };
-        let now = now_ms();
         Job {
-            id: self.id.clone(),
-            project: self.project.clone(),
-            stack: self.stack.clone(),
-            operation: self.operation.clone(),
-            state: JobState::Cancelled,
-            owner: owner.to_owned(),
             message: Some(message),
-            summary: None,
-            progress: None,
-            recent_progress: Vec::new(),
-            started_ms: now,
-            updated_ms: now,
-            cancel_requested: false,
             previewed_by: self.previewed_by.as_deref().and_then(recorded_principal),
-            confirmed_by: None,
             rejected_by: Some(who.to_owned()),
+            ..Job::claimed(
+                &self.id,
+                &self.project,
+                &self.stack,
+                &self.operation,
+                owner,
+                JobState::Cancelled,
+            )
         }
     }
 }
